@@ -1,0 +1,61 @@
+"""taskq: a distributed task queue for Python, wire-compatible with Celery."""
+
+from __future__ import annotations
+
+from . import states
+from .app import Taskq
+from .exceptions import (
+    BackendError,
+    BrokerUnavailable,
+    ConfigurationError,
+    Ignore,
+    MalformedMessage,
+    MaxRetriesExceededError,
+    NoBackendConfigured,
+    NotRegistered,
+    Reject,
+    RemoteError,
+    Retry,
+    SecurityError,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TaskqError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
+    WorkerLostError,
+)
+from .result import AsyncResult, EagerResult
+from .signature import Signature
+from .task import Context, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "BackendError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "Context",
+    "EagerResult",
+    "Ignore",
+    "MalformedMessage",
+    "MaxRetriesExceededError",
+    "NoBackendConfigured",
+    "NotRegistered",
+    "Reject",
+    "RemoteError",
+    "Retry",
+    "SecurityError",
+    "Signature",
+    "SoftTimeLimitExceeded",
+    "Task",
+    "TaskError",
+    "TaskRevokedError",
+    "TaskqError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "Taskq",
+    "__version__",
+    "states",
+]

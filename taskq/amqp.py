@@ -1,0 +1,210 @@
+"""The client's kombu boundary: queues, routing, connections and publishing with retry.
+
+Everything that touches the broker on the client side goes through ``Amqp.publish``; the
+worker gets its consuming connection from ``broker_connection`` so both sides agree on
+transport options (confirms, timeouts, the embedded SQLite transport).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from kombu import Connection, Exchange, Queue
+from kombu.exceptions import KombuError, OperationalError
+from kombu.pools import ProducerPool
+
+from .exceptions import BrokerUnavailable, ConfigurationError
+from .message import TaskMessage, to_body, to_headers
+from .transports.sqlite import Transport as SqliteTransport
+
+# kombu transports that taskq passes by class rather than by kombu's alias table.
+CUSTOM_TRANSPORTS: dict[str, type[Any]] = {"sqlite": SqliteTransport}
+CONFIRMING_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, for banners, logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def broker_connection(url: str, transport_options: Mapping[str, Any] | None = None,
+                      heartbeat: float = 0.0, connect_timeout: float = 4.0) -> Connection:
+    """A kombu connection for ``url`` with taskq's transport defaults."""
+    scheme = url.split("://", 1)[0].lower()
+    options = dict(transport_options or {})
+    if scheme in CONFIRMING_SCHEMES:
+        # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
+        options.setdefault("confirm_publish", True)
+    kwargs: dict[str, Any] = {
+        "transport_options": options,
+        "heartbeat": heartbeat if scheme in CONFIRMING_SCHEMES else 0,
+        "connect_timeout": connect_timeout,
+    }
+    if scheme in CUSTOM_TRANSPORTS:
+        kwargs["transport"] = CUSTOM_TRANSPORTS[scheme]
+    try:
+        return Connection(url, **kwargs)
+    except (KombuError, KeyError, ValueError, ImportError) as exc:
+        raise ConfigurationError(f"Cannot use broker URL {mask_url(url)!r}: {exc}") from exc
+
+
+def make_queue(name: str, exchange: str | None = None, routing_key: str | None = None,
+               exchange_type: str = "direct") -> Queue:
+    exchange_name = name if exchange is None else exchange
+    return Queue(name, Exchange(exchange_name, exchange_type), routing_key=routing_key or name)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one message goes: the queue to declare (if known), exchange and routing key."""
+
+    queue: Queue | None
+    exchange: str
+    routing_key: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+RouterFunction = Callable[..., Any]
+
+
+class Router:
+    """Resolves a task name and call options to a Route, as Celery's task_routes does."""
+
+    def __init__(self, routes: Any, default_queue: Queue, create_missing: bool = True):
+        self.routes: Sequence[Any] = (
+            () if routes is None else tuple(routes) if isinstance(routes, list | tuple) else (routes,)
+        )
+        self.default_queue = default_queue
+        self.create_missing = create_missing
+        self._queues: dict[str, Queue] = {default_queue.name: default_queue}
+        self._lock = threading.Lock()
+
+    def queue(self, name: str) -> Queue:
+        with self._lock:
+            if name not in self._queues:
+                if not self.create_missing:
+                    raise ConfigurationError(
+                        f"Queue {name!r} is not defined and task_create_missing_queues is off"
+                    )
+                self._queues[name] = make_queue(name)
+            return self._queues[name]
+
+    def route(self, task_name: str, task_queue: str | None, options: Mapping[str, Any],
+              args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Route:
+        explicit = {k: options[k] for k in ("queue", "exchange", "routing_key") if options.get(k)}
+        found = explicit or self._lookup(task_name, args, kwargs or {})
+        if not found and task_queue:
+            found = {"queue": task_queue}
+        queue_name = found.get("queue")
+        queue = self.queue(queue_name) if isinstance(queue_name, str) else (
+            queue_name if isinstance(queue_name, Queue) else None)
+        if queue is None and "exchange" not in found:
+            queue = self.default_queue
+        extra = {k: v for k, v in found.items() if k not in ("queue", "exchange", "routing_key")}
+        if "exchange" in found or "routing_key" in found:
+            exchange = found.get("exchange", queue.exchange.name if queue else "")
+            key = found.get("routing_key", queue.routing_key if queue else task_name)
+            return Route(queue, str(getattr(exchange, "name", exchange)), str(key), extra)
+        assert queue is not None
+        # Like Celery: a plain queue route goes through the default exchange with the
+        # queue's name as key, which every broker delivers without a binding lookup.
+        return Route(queue, "", queue.name, extra)
+
+    def _lookup(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        for router in self.routes:
+            if callable(router):
+                found = router(task_name, args, kwargs, {})
+            else:
+                found = next((v for pattern, v in router.items()
+                              if fnmatch.fnmatchcase(task_name, pattern)), None)
+            if found:
+                return {"queue": found} if isinstance(found, str) else dict(found)
+        return {}
+
+
+@dataclass(frozen=True)
+class PublishDefaults:
+    serializer: str = "json"
+    compression: str | None = None
+    delivery_mode: int = 2
+    priority: int | None = None
+    retry: bool = True
+    retry_policy: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Amqp:
+    """The app's publisher: one connection pool and one producer pool, made on first use."""
+
+    def __init__(self, url: str, connection_factory: Callable[[], Connection], router: Router,
+                 defaults: PublishDefaults, pool_limit: int = 10):
+        self.url = url
+        self.router = router
+        self.defaults = defaults
+        self._connection_factory = connection_factory
+        self._pool_limit = pool_limit
+        self._producers: ProducerPool | None = None
+        self._errors: tuple[type[BaseException], ...] = (OperationalError, OSError)
+        self._lock = threading.Lock()
+
+    def connection(self) -> Connection:
+        """A new, unpooled connection (the worker's consuming connection)."""
+        return self._connection_factory()
+
+    @property
+    def producers(self) -> ProducerPool:
+        with self._lock:
+            if self._producers is None:
+                first = self._connection_factory()
+                self._errors = (OperationalError, OSError, *first.connection_errors)
+                connections = first.Pool(limit=self._pool_limit)
+                self._producers = ProducerPool(connections, limit=self._pool_limit)
+            return self._producers
+
+    def publish(self, msg: TaskMessage, route: Route, *, priority: int | None = None,
+                expiration: float | None = None, reply_to: str | None = None,
+                retry: bool | None = None, retry_policy: Mapping[str, Any] | None = None,
+                compression: str | None = None, delivery_mode: int | None = None) -> None:
+        d = self.defaults
+        policy = {**d.retry_policy, **(retry_policy or {})}
+        properties: dict[str, Any] = {"correlation_id": msg.id}
+        if reply_to:
+            properties["reply_to"] = reply_to
+        prio = priority if priority is not None else route.options.get("priority", d.priority)
+        try:
+            with self.producers.acquire(block=True, timeout=10) as producer:
+                producer.publish(
+                    to_body(msg),
+                    exchange=route.exchange,
+                    routing_key=route.routing_key,
+                    serializer=d.serializer,
+                    compression=compression or d.compression,
+                    headers=to_headers(msg),
+                    delivery_mode=delivery_mode or d.delivery_mode,
+                    priority=prio,
+                    expiration=expiration,
+                    declare=[route.queue] if route.queue is not None else [],
+                    retry=d.retry if retry is None else retry,
+                    retry_policy=policy,
+                    **properties,
+                )
+        except self._errors as exc:
+            raise BrokerUnavailable(
+                f"Could not send task {msg.task}[{msg.id}] to the broker at {mask_url(self.url)}: "
+                f"{exc}. Check that the broker is running and broker_url is right."
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producers is not None:
+                self._producers.force_close_all()
+                self._producers.connections.force_close_all()
+                self._producers = None

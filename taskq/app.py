@@ -1,0 +1,254 @@
+"""Taskq: the app. Holds the config, the task registry, the publisher and the backend.
+
+The ``@app.task`` decorator only registers; the broker connection and the result backend
+are made on first use, so importing a tasks module never does I/O.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from . import states
+from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
+from .backends import Backend, backend_from_url
+from .calling import CallOptions, build_message, expiration_seconds
+from .config import Config
+from .exceptions import ConfigurationError, NotRegistered
+from .task import Context, Task, TaskOptions
+
+if TYPE_CHECKING:
+    from .result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskRegistry(dict[str, Task[Any, Any]]):
+    """Task name -> Task. A missing name raises ``NotRegistered`` naming the known ones."""
+
+    def __missing__(self, name: str) -> Task[Any, Any]:
+        known = ", ".join(sorted(self)) or "none"
+        raise NotRegistered(f"Task {name!r} is not registered (registered: {known}).")
+
+
+class Taskq:
+    """A taskq application: ``Taskq("proj", broker="redis://...", backend="redis://...")``.
+
+    With no broker URL the embedded SQLite broker and result store are used, with files
+    under ``embedded_data_dir`` (default ``~/.local/share/taskq/<main>``).
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, **settings: Any):
+        self.main = main or "__main__"
+        self.conf = Config(**settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        self.tasks = TaskRegistry()
+        self._amqp: Amqp | None = None
+        self._backend: Backend | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._oid: tuple[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Taskq {self.main}>"
+
+    # -- configuration
+    def config_from_object(self, obj: object | str) -> None:
+        """Load settings from a module, a module name, a class or a mapping."""
+        self.conf.from_object(obj)
+        self._reset_clients()
+
+    @property
+    def broker_url(self) -> str:
+        url: str | None = self.conf.broker_url
+        return url or f"sqlite://{self.data_dir() / 'broker.sqlite3'}"
+
+    @property
+    def backend_url(self) -> str | None:
+        url: str | None = self.conf.result_backend
+        if url:
+            return url
+        if not self.conf.broker_url:
+            # Embedded default: results live beside the embedded broker.
+            return f"sqlite://{self.data_dir() / 'results.sqlite3'}"
+        return None
+
+    def data_dir(self) -> Path:
+        configured = self.conf.embedded_data_dir
+        if configured:
+            return Path(configured).expanduser().resolve()
+        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(base) / "taskq" / self.main
+
+    # -- the registry
+    @overload
+    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, *, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            try:
+                task_options = TaskOptions(**options)
+            except TypeError:
+                bad = sorted(set(options) - set(TaskOptions.__dataclass_fields__))
+                raise ConfigurationError(
+                    f"Unknown task option(s) {', '.join(bad)} for {f.__qualname__}; valid "
+                    f"options: name, {', '.join(TaskOptions.__dataclass_fields__)}"
+                ) from None
+            task_name = name or self.gen_task_name(f)
+            task: Task[Any, Any] = Task(self, f, task_name, task_options)
+            self.tasks[task_name] = task
+            return task
+
+        if fun is not None:
+            return register(fun)
+        return register
+
+    def gen_task_name(self, fun: Callable[..., Any]) -> str:
+        module = fun.__module__
+        if module == "__main__":
+            module = self.main
+        return f"{module}.{fun.__name__}"
+
+    # -- clients, made on first use
+    @property
+    def amqp(self) -> Amqp:
+        with self._lock:
+            if self._amqp is None:
+                self._amqp = self._make_amqp()
+            return self._amqp
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                c = self.conf
+                self._backend = backend_from_url(
+                    self.backend_url, expires=c.result_expires, extended=c.result_extended,
+                    options=c.result_backend_transport_options,
+                )
+            return self._backend
+
+    def _make_amqp(self) -> Amqp:
+        c = self.conf
+        url = self.broker_url
+
+        def connect() -> Any:
+            return broker_connection(url, c.broker_transport_options, c.broker_heartbeat,
+                                     c.broker_connection_timeout)
+
+        router = Router(c.task_routes, self.default_queue(), c.task_create_missing_queues)
+        defaults = PublishDefaults(
+            serializer=c.task_serializer, compression=c.task_compression,
+            delivery_mode=c.task_default_delivery_mode, priority=c.task_default_priority,
+            retry=c.task_publish_retry, retry_policy=c.task_publish_retry_policy,
+        )
+        return Amqp(url, connect, router, defaults, c.broker_pool_limit)
+
+    def default_queue(self) -> Any:
+        c = self.conf
+        return make_queue(c.task_default_queue, c.task_default_exchange,
+                          c.task_default_routing_key, c.task_default_exchange_type)
+
+    def connection(self) -> Any:
+        """A new kombu connection to the broker (not pooled)."""
+        return self.amqp.connection()
+
+    def _reset_clients(self) -> None:
+        with self._lock:
+            if self._amqp is not None:
+                self._amqp.close()
+            if self._backend is not None:
+                self._backend.close()
+            self._amqp = self._backend = None
+
+    def close(self) -> None:
+        """Release broker and backend connections."""
+        self._reset_clients()
+
+    def forget_clients(self) -> None:
+        """Drop connections without closing them (in a forked child they are the parent's)."""
+        # A fresh lock too: another thread may have held this one at the fork.
+        self._lock = threading.RLock()
+        self._amqp = self._backend = None
+
+    # -- calling
+    def send_task(self, name: str, args: tuple[Any, ...] | list[Any] | None = None,
+                  kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult[Any]:
+        """Send a task by name; the task need not be registered in this app."""
+        from .result import AsyncResult
+
+        task: Task[Any, Any] | None = options.pop("_task", None)
+        if task is None:
+            task = self.tasks.get(name)
+        call = CallOptions.parse(options)
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        if task is not None:
+            _check_arguments(task, args, kwargs)
+        parent = self.current_context()
+        msg = build_message(self, name, args, kwargs, call, task, parent)
+        route = self.amqp.router.route(name, task.options.queue if task else None,
+                                       call.routing_options(), args, kwargs)
+        self.amqp.publish(
+            msg, route, priority=call.priority, expiration=expiration_seconds(msg.expires),
+            reply_to=call.reply_to or self.oid, retry=call.retry, retry_policy=call.retry_policy,
+            compression=call.compression,
+        )
+        return AsyncResult(msg.id, app=self)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+        from .result import AsyncResult
+
+        return AsyncResult(task_id, app=self)
+
+    @property
+    def oid(self) -> str:
+        """This process's reply-to id (Celery puts one on every message)."""
+        pid = os.getpid()
+        if self._oid is None or self._oid[0] != pid:
+            self._oid = (pid, str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}-{pid}-{id(self)}")))
+        return self._oid[1]
+
+    # -- the task running in this thread, so tasks it sends get parent_id/root_id
+    def push_context(self, context: Context) -> None:
+        stack = self._local.__dict__.setdefault("stack", [])
+        stack.append(context)
+
+    def pop_context(self) -> None:
+        self._local.stack.pop()
+
+    def current_context(self) -> Context | None:
+        stack = self._local.__dict__.get("stack")
+        return stack[-1] if stack else None
+
+
+def _check_arguments(task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    # Fail in the caller, where the mistake is, not later in a worker's log.
+    try:
+        sig = inspect.signature(task.fun)
+    except (TypeError, ValueError):
+        return
+    try:
+        if task.options.bind:
+            sig.bind(None, *args, **kwargs)
+        else:
+            sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{task.name}{sig}: {exc}") from None
+
+
+__all__ = ["Taskq", "TaskRegistry", "states"]

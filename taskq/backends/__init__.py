@@ -1,0 +1,64 @@
+"""Result backends behind one small interface, chosen by URL scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..exceptions import ConfigurationError, NoBackendConfigured
+from .base import Backend, ResultContext, decode_exception, encode_exception
+
+
+class DisabledBackend(Backend):
+    """Results are off: tasks still run, but there is nothing to read or wait for."""
+
+    persistent = False
+
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     context: ResultContext | None = None) -> None:
+        return None
+
+    def _refuse(self) -> NoBackendConfigured:
+        return NoBackendConfigured(
+            "No result backend is configured, so task results are not stored. Set one, e.g. "
+            "Taskq('proj', backend='redis://localhost:6379/1') or conf.result_backend."
+        )
+
+    def _get(self, key: str) -> None:
+        raise self._refuse()
+
+    def _set(self, key: str, value: str, state: str) -> None:
+        return None
+
+    def _delete(self, key: str) -> None:
+        raise self._refuse()
+
+
+def backend_from_url(url: str | None, expires: float | None = 86400.0, extended: bool = False,
+                     options: Mapping[str, Any] | None = None) -> Backend:
+    if not url or url in ("disabled", "none"):
+        return DisabledBackend(expires, extended)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, expires, extended, options)
+    if scheme == "sqlite":
+        from .sqlite import SqliteBackend
+
+        path = url[len("sqlite://"):]
+        if not path:
+            raise ConfigurationError("sqlite result backend URL needs a path: sqlite:///abs/path.db")
+        return SqliteBackend(path, expires, extended)
+    if scheme == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(expires, extended)
+    raise ConfigurationError(
+        f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sqlite:///path, "
+        "memory:// or leave result_backend unset"
+    )
+
+
+__all__ = ["Backend", "DisabledBackend", "ResultContext", "backend_from_url",
+           "decode_exception", "encode_exception"]

@@ -1,0 +1,200 @@
+"""The result backend interface and the meta document Celery stores for each task.
+
+A backend only needs four primitives (``_get``, ``_set``, ``_delete``, ``_wait``); the
+meta format, the exception encoding and the never-overwrite-SUCCESS rule live here once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.utils.json import dumps, loads
+
+from .. import exceptions, states
+from ..exceptions import BackendError, RemoteError, SecurityError
+
+KEY_PREFIX = "celery-task-meta-"
+
+# Errors Celery stores under celery.exceptions; both sides map them to their own class.
+SHARED_ERRORS: dict[str, type[BaseException]] = {
+    cls.__name__: cls
+    for cls in (
+        exceptions.NotRegistered, exceptions.TaskRevokedError, exceptions.TimeLimitExceeded,
+        exceptions.SoftTimeLimitExceeded, exceptions.WorkerLostError,
+        exceptions.MaxRetriesExceededError, exceptions.Retry, exceptions.Reject,
+        exceptions.Ignore,
+    )
+}
+SHARED_MODULES = frozenset({"celery.exceptions", "billiard.exceptions", "taskq.exceptions"})
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """What the worker knows about the run whose result it stores (for extended results)."""
+
+    name: str | None = None
+    args: tuple[Any, ...] | None = None
+    kwargs: Mapping[str, Any] | None = None
+    worker: str | None = None
+    retries: int = 0
+    queue: str | None = None
+    group_id: str | None = None
+    parent_id: str | None = None
+
+
+def encode_exception(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    module = "celery.exceptions" if cls.__name__ in SHARED_ERRORS and cls.__module__ == "taskq.exceptions" else cls.__module__
+    args = list(exc.args)
+    try:
+        dumps(args)
+    except (TypeError, ValueError):
+        args = [repr(a) for a in args]
+    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": module}
+
+
+def decode_exception(data: Any, traceback: str | None = None) -> BaseException:
+    """Rebuild a stored exception without ever importing a module named by the data."""
+    if not isinstance(data, Mapping) or "exc_type" not in data:
+        return RemoteError("Exception", None, data, traceback)
+    name, module = str(data.get("exc_type")), data.get("exc_module")
+    message = data.get("exc_message", [])
+    cls = _find_class(name, module)
+    if cls is None:
+        return RemoteError(name, module, message, traceback)
+    args = tuple(message) if isinstance(message, list | tuple) else (message,)
+    try:
+        return cls(*args)
+    except Exception:
+        # The class's __init__ wants other arguments than its args tuple: build it bare.
+        exc = cls.__new__(cls)
+        exc.args = args
+        return exc
+
+
+def _find_class(name: str, module: Any) -> type[BaseException] | None:
+    if module in SHARED_MODULES and name in SHARED_ERRORS:
+        return SHARED_ERRORS[name]
+    if module in (None, "builtins"):
+        found = getattr(builtins, name, None)
+    else:
+        # Only modules this process already imported: a result must not make us import code.
+        found = sys.modules.get(str(module))
+        for part in name.split("."):
+            found = getattr(found, part, None) if found is not None else None
+    if found is None:
+        return None
+    if not isinstance(found, type) or not issubclass(found, BaseException):
+        raise SecurityError(f"Result names {module}.{name}, which is not an exception class")
+    return found
+
+
+class Backend(ABC):
+    """Stores task state and results; ``wait_for`` blocks until a ready state or timeout."""
+
+    persistent = True
+
+    def __init__(self, expires: float | None = 86400.0, extended: bool = False):
+        self.expires = expires
+        self.extended = extended
+
+    # -- primitives each backend implements
+    @abstractmethod
+    def _get(self, key: str) -> bytes | str | None: ...
+
+    @abstractmethod
+    def _set(self, key: str, value: str, state: str) -> None: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        """Default wait: poll, starting fast and backing off to ``interval``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(0.005, interval)
+        while True:
+            meta = self.get_task_meta(key[len(KEY_PREFIX):])
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.TimeoutError("The operation timed out.")
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(interval, pause * 2)
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        pass
+
+    # -- the shared logic
+    @staticmethod
+    def key_for(task_id: str) -> str:
+        return f"{KEY_PREFIX}{task_id}"
+
+    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
+                     context: ResultContext | None = None) -> None:
+        key = self.key_for(task_id)
+        current = self._get(key)
+        if current is not None and _status(current) == states.SUCCESS:
+            return  # a task that succeeded stays succeeded, whatever arrives later
+        meta = self.make_meta(task_id, result, state, traceback, context)
+        try:
+            self._set(key, dumps(meta), state)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"Could not store the result of task {task_id}: {exc}") from exc
+
+    def make_meta(self, task_id: str, result: Any, state: str, traceback: str | None,
+                  context: ResultContext | None) -> dict[str, Any]:
+        if isinstance(result, BaseException):
+            result = encode_exception(result)
+        meta: dict[str, Any] = {
+            "status": state,
+            "result": result,
+            "traceback": traceback,
+            "children": [],
+            "date_done": datetime.now(UTC).isoformat() if state in states.READY_STATES else None,
+            "task_id": task_id,
+        }
+        if context is not None:
+            if context.group_id:
+                meta["group_id"] = context.group_id
+            if context.parent_id:
+                meta["parent_id"] = context.parent_id
+            if self.extended:
+                meta.update(name=context.name, args=list(context.args or ()),
+                            kwargs=dict(context.kwargs or {}), worker=context.worker,
+                            retries=context.retries, queue=context.queue)
+        return meta
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        raw = self._get(self.key_for(task_id))
+        if raw is None:
+            return {"status": states.PENDING, "result": None, "traceback": None,
+                    "task_id": task_id, "children": [], "date_done": None}
+        meta = loads(raw)
+        if not isinstance(meta, dict) or "status" not in meta:
+            raise BackendError(f"Stored result of task {task_id} is not a task meta document")
+        return meta
+
+    def wait_for(self, task_id: str, timeout: float | None = None,
+                 interval: float = 0.5) -> Mapping[str, Any]:
+        return self._wait(self.key_for(task_id), timeout, interval)
+
+    def forget(self, task_id: str) -> None:
+        self._delete(self.key_for(task_id))
+
+
+def _status(raw: bytes | str) -> str | None:
+    try:
+        meta = loads(raw)
+    except ValueError:
+        return None
+    return meta.get("status") if isinstance(meta, dict) else None

@@ -1,0 +1,58 @@
+"""In-process result backend, for tests with the memory:// broker and the solo pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kombu.utils.json import loads
+
+from .. import exceptions, states
+from .base import Backend
+
+
+class MemoryBackend(Backend):
+    """Results in a dict guarded by a condition, so ``get()`` wakes as soon as one lands."""
+
+    persistent = False
+
+    def __init__(self, expires: float | None = 86400.0, extended: bool = False):
+        super().__init__(expires, extended)
+        self._data: dict[str, tuple[str, float | None]] = {}
+        self._changed = threading.Condition()
+
+    def _get(self, key: str) -> str | None:
+        with self._changed:
+            item = self._data.get(key)
+        if item is None or (item[1] is not None and item[1] <= time.monotonic()):
+            return None
+        return item[0]
+
+    def _set(self, key: str, value: str, state: str) -> None:
+        deadline = time.monotonic() + self.expires if self.expires else None
+        with self._changed:
+            self._data[key] = (value, deadline)
+            self._changed.notify_all()
+
+    def _delete(self, key: str) -> None:
+        with self._changed:
+            self._data.pop(key, None)
+
+    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                raw = self._get_locked(key)
+                meta: dict[str, Any] = loads(raw) if raw is not None else {"status": states.PENDING}
+                if meta["status"] in states.READY_STATES:
+                    return meta
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise exceptions.TimeoutError("The operation timed out.")
+                self._changed.wait(left)
+
+    def _get_locked(self, key: str) -> str | None:
+        item = self._data.get(key)
+        return None if item is None else item[0]

@@ -1,0 +1,80 @@
+"""Redis result backend: Celery's keys and JSON meta; waits use pub/sub, not polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from kombu.utils.json import loads
+
+from .. import exceptions, states
+from ..exceptions import BackendError
+from .base import Backend
+
+
+class RedisBackend(Backend):
+    """Each state write is ``SETEX`` + ``PUBLISH`` on a channel named like the key."""
+
+    def __init__(self, url: str, expires: float | None = 86400.0, extended: bool = False,
+                 options: Mapping[str, Any] | None = None):
+        super().__init__(expires, extended)
+        self.url = url
+        opts = {"socket_connect_timeout": 4.0, "socket_timeout": 30.0, "health_check_interval": 30,
+                **dict(options or {})}
+        self.client = redis.Redis.from_url(url, **opts)
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            value: bytes | None = self.client.get(key)
+        except redis.RedisError as exc:
+            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+        return value
+
+    def _set(self, key: str, value: str, state: str) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                if self.expires:
+                    pipe.setex(key, max(1, int(self.expires)), value)
+                else:
+                    pipe.set(key, value)
+                pipe.publish(key, value)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete(key)
+        except redis.RedisError as exc:
+            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+
+    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe first, then read: a result stored in between is caught by the read,
+            # any later one arrives as a message.
+            pubsub.subscribe(key)
+            meta = self.get_task_meta(key[len(self.key_for("")):])
+            while meta["status"] not in states.READY_STATES:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise exceptions.TimeoutError("The operation timed out.")
+                message = pubsub.get_message(timeout=min(left, 1.0) if left is not None else 1.0)
+                if message and message.get("type") == "message":
+                    meta = loads(message["data"])
+        except redis.RedisError as exc:
+            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+        finally:
+            pubsub.close()
+        return meta
+
+    def _where(self) -> str:
+        from ..amqp import mask_url
+
+        return mask_url(self.url)
+
+    def close(self) -> None:
+        self.client.close()

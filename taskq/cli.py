@@ -1,0 +1,203 @@
+"""The ``taskq`` command: ``taskq -A proj worker|call|result|purge``.
+
+This is the only place that resolves ``module:attr`` strings into objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, states
+from .app import Taskq
+from .exceptions import TaskqError
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def find_app(spec: str) -> Taskq:
+    """Import ``module[:attr]`` and return its app (``app`` or the only Taskq in it)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the project dir is importable
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.UsageError(f"Cannot import app module {module_name!r}: {exc}") from exc
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, Taskq):
+            raise click.UsageError(f"{module_name}:{attr} is not a Taskq app")
+        return found
+    apps = [v for v in vars(module).values() if isinstance(v, Taskq)]
+    named = getattr(module, "app", None)
+    if isinstance(named, Taskq):
+        return named
+    if len(apps) == 1:
+        return apps[0]
+    if not apps:
+        raise click.UsageError(f"No Taskq app in module {module_name!r}; use -A module:attr")
+    raise click.UsageError(f"Several Taskq apps in {module_name!r}; name one with -A module:attr")
+
+
+def _app(ctx: click.Context) -> Taskq:
+    spec = ctx.obj.get("app") if ctx.obj else None
+    if not spec:
+        raise click.UsageError("Which app? Give -A/--app module[:attr], or set TASKQ_APP.")
+    app = find_app(spec)
+    if ctx.obj.get("broker"):
+        app.conf.broker_url = ctx.obj["broker"]
+    if ctx.obj.get("backend"):
+        app.conf.result_backend = ctx.obj["backend"]
+    return app
+
+
+def _errors_as_usage(fn: F) -> F:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TaskqError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="taskq")
+@click.option("-A", "--app", envvar="TASKQ_APP", help="The app: module[:attr].")
+@click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
+@click.option("--result-backend", help="Result backend URL (overrides result_backend).")
+@click.pass_context
+def main(ctx: click.Context, app: str | None, broker: str | None, result_backend: str | None) -> None:
+    """taskq: a distributed task queue, wire-compatible with Celery."""
+    ctx.obj = {"app": app, "broker": broker, "backend": result_backend}
+
+
+@main.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size [default: CPUs].")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Execution pool.")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume.")
+@click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
+@click.option("--prefetch-multiplier", type=click.IntRange(min=1))
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1))
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), help="KiB of RSS.")
+@click.option("--without-heartbeat", is_flag=True, help="Turn off the AMQP connection heartbeat.")
+@click.pass_context
+@_errors_as_usage
+def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None,
+           queues: str | None, hostname: str | None, prefetch_multiplier: int | None,
+           max_tasks_per_child: int | None, max_memory_per_child: int | None,
+           without_heartbeat: bool) -> None:
+    """Start a worker."""
+    from .worker.worker import Worker, WorkerOptions
+
+    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    app = _app(ctx)
+    options = WorkerOptions(
+        concurrency=concurrency, pool=pool,
+        queues=tuple(q.strip() for q in (queues or "").split(",") if q.strip()),
+        hostname=hostname, prefetch_multiplier=prefetch_multiplier,
+        max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
+        heartbeat=not without_heartbeat,
+    )
+    instance = Worker(app, options)
+    click.echo(instance.banner(), err=True)
+    instance.install_signal_handlers()
+    instance.start()
+
+
+def _json_arg(name: str, value: str, kind: type) -> Any:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
+    return parsed
+
+
+@main.command()
+@click.argument("name")
+@click.option("-a", "--args", "args_", default="[]", help="Positional args as a JSON array.")
+@click.option("-k", "--kwargs", "kwargs_", default="{}", help="Keyword args as a JSON object.")
+@click.option("--countdown", type=float)
+@click.option("--expires", type=float, help="Seconds from now.")
+@click.option("--queue")
+@click.pass_context
+@_errors_as_usage
+def call(ctx: click.Context, name: str, args_: str, kwargs_: str, countdown: float | None,
+         expires: float | None, queue: str | None) -> None:
+    """Send task NAME; prints its id."""
+    args = _json_arg("--args", args_, list)
+    kwargs = _json_arg("--kwargs", kwargs_, dict)
+    app = _app(ctx)
+    options = {k: v for k, v in {"countdown": countdown, "expires": expires, "queue": queue}.items()
+               if v is not None}
+    result = app.send_task(name, args, kwargs, **options)
+    click.echo(result.id)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--wait", is_flag=True, help="Wait until the task is done.")
+@click.option("--timeout", type=float, help="With --wait: give up after this many seconds.")
+@click.option("--traceback", "show_tb", is_flag=True, help="Show the traceback of a failure.")
+@click.pass_context
+@_errors_as_usage
+def result(ctx: click.Context, task_id: str, wait: bool, timeout: float | None, show_tb: bool) -> None:
+    """Show the state and result of task TASK_ID."""
+    res = _app(ctx).AsyncResult(task_id)
+    if wait:
+        res.get(timeout=timeout, propagate=False)
+    state = res.state
+    value = res.result
+    if state in states.EXCEPTION_STATES:
+        click.echo(f"{state}: {type(value).__name__}: {value}")
+        if show_tb and res.traceback:
+            click.echo(res.traceback.rstrip())
+        ctx.exit(1 if state in states.PROPAGATE_STATES else 0)
+    elif state in states.READY_STATES:
+        click.echo(json.dumps(value, default=repr))
+    else:
+        click.echo(state)
+
+
+@main.command()
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-Q", "--queues", help="Comma-separated queues (default: the app's queues).")
+@click.pass_context
+@_errors_as_usage
+def purge(ctx: click.Context, force: bool, queues: str | None) -> None:
+    """Delete every waiting message from the queues."""
+    app = _app(ctx)
+    names = [q.strip() for q in (queues or "").split(",") if q.strip()] or list(
+        app.conf.task_queues or [app.conf.task_default_queue])
+    if not force:
+        click.confirm(f"Delete all waiting messages in {', '.join(names)}?", abort=True)
+    total = 0
+    with app.connection() as conn:
+        channel = conn.default_channel
+        for name in names:
+            total += _purge_queue(app, channel, name)
+    click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {', '.join(names)}.")
+
+
+def _purge_queue(app: Taskq, channel: Any, name: str) -> int:
+    queue = app.default_queue() if name == app.conf.task_default_queue else None
+    from .amqp import make_queue
+
+    bound = (queue or make_queue(name))(channel)
+    bound.declare()
+    return int(bound.purge() or 0)

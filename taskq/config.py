@@ -1,0 +1,285 @@
+"""Every setting taskq reads, with its default, in one table.
+
+Names follow Celery's lowercase settings wherever the concept is the same, so a Celery
+config module mostly works as it is. Only the app and the worker read this object; the
+layers below them take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+Check = Callable[[Any], Any]
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+def _optional(check: Check) -> Check:
+    def run(value: Any) -> Any:
+        return None if value is None else check(value)
+
+    return run
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return value.lower() in {"1", "true", "yes", "on"}
+    raise ValueError("expected a boolean")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected seconds (a number or a timedelta)")
+    seconds = float(value)
+    if seconds < 0:
+        raise ValueError("expected a non-negative number of seconds")
+    return seconds
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a dict")
+    return dict(value)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _one_of(*choices: str) -> Check:
+    def run(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return str(value)
+
+    return run
+
+
+def _routes(value: Any) -> Any:
+    if isinstance(value, Mapping) or callable(value):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(r, Mapping) or callable(r) for r in value):
+        return tuple(value)
+    raise ValueError("expected a dict, a router function, or a list of them")
+
+
+def _serializer(value: Any) -> str:
+    value = _str(value)
+    if value != "json":
+        # JSON only by default keeps every message readable by any peer and never runs a
+        # decoder that can execute code; other serializers are a later, explicit opt-in.
+        raise ValueError("taskq supports only 'json'")
+    return value
+
+
+def _accept(value: Any) -> tuple[str, ...]:
+    names = _str_list(value)
+    allowed = {"json", "application/json"}
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(f"taskq accepts only JSON content, not {', '.join(bad)}")
+    return names
+
+
+def _delivery_mode(value: Any) -> int:
+    modes = {1: 1, 2: 2, "transient": 1, "persistent": 2}
+    if value in modes:
+        return modes[value]
+    raise ValueError("expected 1 (transient) or 2 (persistent)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    check: Check
+    doc: str
+
+
+DAY = 86400.0
+
+SETTINGS: dict[str, Setting] = {
+    # broker
+    "embedded_data_dir": Setting(None, _optional(_str), "Folder of the embedded broker and result files (default ~/.local/share/taskq/<main>)."),
+    "broker_url": Setting(None, _optional(_str), "Broker URL; unset means the embedded SQLite broker."),
+    "broker_transport_options": Setting({}, _dict, "Options passed to the kombu transport."),
+    "broker_connection_retry_on_startup": Setting(True, _bool, "Retry the first connection at worker start."),
+    "broker_connection_retry": Setting(True, _bool, "Reconnect when the worker loses the broker."),
+    "broker_connection_max_retries": Setting(100, _optional(_non_negative_int), "Reconnect attempts before the worker gives up (None: forever)."),
+    "broker_connection_timeout": Setting(4.0, _seconds, "Seconds to wait for a TCP connection to the broker."),
+    "broker_pool_limit": Setting(10, _positive_int, "Connections kept in the client's connection pool."),
+    "broker_heartbeat": Setting(60.0, _seconds, "AMQP heartbeat interval in seconds (0 disables)."),
+    "task_publish_retry": Setting(True, _bool, "Retry a publish when the connection fails."),
+    "task_publish_retry_policy": Setting(
+        {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.2},
+        _dict,
+        "kombu retry policy for publishing: max_retries, interval_start, interval_step, interval_max.",
+    ),
+    # serialization
+    "task_serializer": Setting("json", _serializer, "Serializer for task messages (json only)."),
+    "result_serializer": Setting("json", _serializer, "Serializer for results (json only)."),
+    "accept_content": Setting(("json",), _accept, "Content types the worker accepts."),
+    "task_compression": Setting(None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."),
+    # routing
+    "task_default_queue": Setting("taskq", _str, "Queue for tasks with no route. Set to 'celery' to share Celery's queue."),
+    "task_default_exchange": Setting(None, _optional(_str), "Exchange for the default queue (default: the queue name)."),
+    "task_default_exchange_type": Setting("direct", _one_of("direct", "topic", "fanout"), "Type of the default exchange."),
+    "task_default_routing_key": Setting(None, _optional(_str), "Routing key of the default queue (default: the queue name)."),
+    "task_default_delivery_mode": Setting(2, _delivery_mode, "2 = persistent, 1 = transient."),
+    "task_default_priority": Setting(None, _optional(_non_negative_int), "Priority given to messages without one."),
+    "task_queues": Setting(None, _optional(_str_list), "Queue names a worker consumes when -Q is not given."),
+    "task_create_missing_queues": Setting(True, _bool, "Create a queue named by a route or queue= on first use."),
+    "task_routes": Setting(None, _optional(_routes), "Task name (glob) -> {'queue': ...}, or router functions."),
+    # execution
+    "task_acks_late": Setting(True, _bool, "Ack after the task ran (at-least-once). False acks when it starts."),
+    "task_acks_on_failure_or_timeout": Setting(True, _bool, "With late ack, also ack tasks that failed or timed out."),
+    "task_reject_on_worker_lost": Setting(True, _bool, "Requeue a late-ack task whose process died."),
+    "task_time_limit": Setting(None, _optional(_seconds), "Hard time limit in seconds: the process is killed."),
+    "task_soft_time_limit": Setting(None, _optional(_seconds), "Soft time limit: SoftTimeLimitExceeded is raised in the task."),
+    "task_ignore_result": Setting(False, _bool, "Store no result for tasks by default."),
+    "task_store_errors_even_if_ignored": Setting(False, _bool, "Store failures of tasks that ignore results."),
+    "task_track_started": Setting(False, _bool, "Store STARTED when a task starts."),
+    "task_default_rate_limit": Setting(None, _optional(_str), "Rate limit for tasks without one, e.g. '10/s'."),
+    # results
+    "result_backend": Setting(None, _optional(_str), "Result backend URL: redis://, sqlite:///path, memory://, or None."),
+    "result_expires": Setting(DAY, _optional(_seconds), "Seconds results are kept (None: forever)."),
+    "result_extended": Setting(False, _bool, "Also store name, args, kwargs, worker, retries, queue."),
+    "result_backend_transport_options": Setting({}, _dict, "Options for the result backend client."),
+    # worker
+    "worker_concurrency": Setting(None, _optional(_positive_int), "Pool size (default: number of CPUs)."),
+    "worker_prefetch_multiplier": Setting(4, _positive_int, "Messages reserved per pool slot."),
+    "worker_max_tasks_per_child": Setting(None, _optional(_positive_int), "Replace a pool child after this many tasks."),
+    "worker_max_memory_per_child": Setting(None, _optional(_positive_int), "Replace a child above this RSS in KiB."),
+    "worker_pool": Setting("prefork", _one_of("prefork", "threads", "solo"), "Execution pool."),
+    "worker_lost_wait": Setting(1.0, _seconds, "Seconds to wait for the result of a task whose process died."),
+    "worker_disable_rate_limits": Setting(False, _bool, "Ignore rate limits."),
+}
+
+
+ENVIRONMENT = {"TASKQ_BROKER_URL": "broker_url", "TASKQ_RESULT_BACKEND": "result_backend"}
+
+
+def unknown_setting(name: str) -> ConfigurationError:
+    close = difflib.get_close_matches(name.lower(), SETTINGS, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else " See docs/configuration.md for every setting."
+    return ConfigurationError(f"Unknown setting {name!r}.{hint}")
+
+
+def check_setting(name: str, value: Any) -> Any:
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise unknown_setting(name)
+    try:
+        return setting.check(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"Invalid value {value!r} for setting {name!r}: {exc}.") from None
+
+
+class Config:
+    """The settings of one app: attribute and mapping access, checked on every write.
+
+    Precedence, highest first: values set in code (constructor, ``update``, attribute,
+    ``config_from_object``), then the ``TASKQ_*`` environment variables, then defaults.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **settings: Any):
+        env = os.environ if environ is None else environ
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_env", {s: env[v] for v, s in ENVIRONMENT.items() if env.get(v)})
+        self.update(settings)
+
+    def __getattr__(self, name: str) -> Any:
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        env: dict[str, Any] = object.__getattribute__(self, "_env")
+        if name in env:
+            return env[name]
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise AttributeError(str(unknown_setting(name)))
+        default = setting.default
+        return dict(default) if isinstance(default, dict) else default
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._values[name] = check_setting(name, value)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in SETTINGS:
+            raise KeyError(str(unknown_setting(name)))
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, name, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SETTINGS)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in SETTINGS else default
+
+    def update(self, settings: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        merged = {**(settings or {}), **more}
+        checked = {name: check_setting(name, value) for name, value in merged.items()}
+        self._values.update(checked)
+
+    def from_object(self, obj: object | str) -> None:
+        source = importlib.import_module(obj) if isinstance(obj, str) else obj
+        items = source.items() if isinstance(source, Mapping) else vars(source).items()
+        self.update({k: v for k, v in items if _is_setting_candidate(k, v)})
+
+    def is_set(self, name: str) -> bool:
+        return name in self._values or name in self._env
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SETTINGS}
+
+
+def _is_setting_candidate(name: str, value: Any) -> bool:
+    # A config module also holds imports, helpers and constants: only lowercase public
+    # names that are plain data are settings, so an unknown one among those is a typo.
+    if name.startswith("_") or not name.islower():
+        return False
+    return not isinstance(value, types.ModuleType | types.FunctionType | type)

@@ -1,0 +1,292 @@
+"""Task: a registered function that runs locally when called and remotely when sent."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from . import states
+from .exceptions import MaxRetriesExceededError, Retry
+from .signature import Signature
+
+if TYPE_CHECKING:
+    from .app import Taskq
+    from .result import AsyncResult, EagerResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task options given to ``@app.task(...)``; None means "use the app's setting"."""
+
+    bind: bool = False
+    queue: str | None = None
+    ignore_result: bool | None = None
+    acks_late: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180.0
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    retry_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    rate_limit: str | None = None
+    serializer: str | None = None
+    expires: float | datetime | None = None
+    priority: int | None = None
+    track_started: bool | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a running task knows about its own call (``self.request`` in a bound task)."""
+
+    id: str | None = None
+    task: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    callbacks: tuple[dict[str, Any], ...] = ()
+    errbacks: tuple[dict[str, Any], ...] = ()
+    chain: tuple[dict[str, Any], ...] = ()
+    chord: dict[str, Any] | None = None
+    timelimit: tuple[float | None, float | None] = (None, None)
+    delivery_info: Mapping[str, Any] = field(default_factory=dict)
+    hostname: str | None = None
+    origin: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    ignore_result: bool = False
+    is_eager: bool = False
+    called_directly: bool = True
+
+
+class Task(Generic[P, R]):
+    """A task bound to one app. Calling it runs the function here; ``delay`` sends it."""
+
+    def __init__(self, app: Taskq, fun: Callable[..., R], name: str, options: TaskOptions):
+        self.app = app
+        self.fun = fun
+        self.name = name
+        self.options = options
+        self.__doc__ = fun.__doc__
+        self.__wrapped__ = fun
+        self._local = threading.local()
+
+    # -- options, read through so a Celery user finds them where they expect
+    @property
+    def max_retries(self) -> int | None:
+        return self.options.max_retries
+
+    @property
+    def default_retry_delay(self) -> float:
+        return self.options.default_retry_delay
+
+    @property
+    def acks_late(self) -> bool:
+        late = self.options.acks_late
+        return bool(self.app.conf.task_acks_late if late is None else late)
+
+    @property
+    def ignore_result(self) -> bool:
+        value = self.options.ignore_result
+        return bool(self.app.conf.task_ignore_result if value is None else value)
+
+    @property
+    def request(self) -> Context:
+        stack: list[Context] = getattr(self._local, "stack", [])
+        return stack[-1] if stack else Context()
+
+    def push_request(self, context: Context) -> None:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        self._local.stack.append(context)
+
+    def pop_request(self) -> None:
+        self._local.stack.pop()
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main}>"
+
+    # -- calling
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.options.bind:
+            return self.fun(self, *args, **kwargs)
+        return self.fun(*args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> R:
+        return self(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult[R]:
+        """Send the task to a worker. Options as Celery's: countdown, eta, expires, queue,
+        exchange, routing_key, priority, headers, serializer, compression, task_id, link,
+        link_error, ignore_result, retry, retry_policy, time_limit, soft_time_limit."""
+        return self.app.send_task(self.name, tuple(args or ()), dict(kwargs or {}), _task=self,
+                                  **options)
+
+    def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
+              kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult[R]:
+        """Run the task here and now, retries included, and return a finished result."""
+        from .result import EagerResult
+
+        task_id = options.get("task_id") or str(uuid.uuid4())
+        retries = int(options.get("retries", 0))
+        call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
+        while True:
+            context = Context(id=task_id, task=self.name, args=call_args, kwargs=call_kwargs,
+                              retries=retries, root_id=task_id, is_eager=True,
+                              called_directly=False)
+            state, value, tb = self.run_with_context(context)
+            if state != states.RETRY:
+                return EagerResult(task_id, value, state, tb, app=self.app)
+            retries += 1
+
+    def run_with_context(self, context: Context) -> tuple[str, Any, str | None]:
+        """Run with ``self.request`` set; returns (state, value or exception, traceback)."""
+        import traceback as tb_module
+
+        self.push_request(context)
+        try:
+            return states.SUCCESS, self.call_with_autoretry(context.args, context.kwargs), None
+        except Retry as exc:
+            return states.RETRY, exc, None
+        except Exception as exc:
+            return states.FAILURE, exc, tb_module.format_exc()
+        finally:
+            self.pop_request()
+
+    def call_with_autoretry(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
+        if not self.options.autoretry_for:
+            return self(*args, **kwargs)  # type: ignore[arg-type]
+        try:
+            return self(*args, **kwargs)  # type: ignore[arg-type]
+        except Retry:
+            raise
+        except self.options.autoretry_for as exc:
+            countdown = self.backoff_countdown(self.request.retries)
+            retry_kwargs = dict(self.options.retry_kwargs)
+            if countdown is not None:
+                retry_kwargs.setdefault("countdown", countdown)
+            raise self.retry(exc=exc, **retry_kwargs) from None
+
+    def backoff_countdown(self, retries: int) -> float | None:
+        factor = self.options.retry_backoff
+        if not factor:
+            return None
+        factor = 1.0 if factor is True else float(factor)
+        countdown = min(self.options.retry_backoff_max, factor * (2**retries))
+        if self.options.retry_jitter:
+            # Full jitter spreads a burst of failing tasks over the whole window.
+            countdown = random.uniform(0, countdown)
+        return max(0.0, countdown)
+
+    # -- signatures
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self.name, tuple(args), dict(kwargs), app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(self.name, tuple(args), dict(kwargs), immutable=True, app=self.app)
+
+    def signature(self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
+
+    # -- inside a running task
+    def retry(self, args: tuple[Any, ...] | None = None, kwargs: Mapping[str, Any] | None = None,
+              exc: BaseException | None = None, throw: bool = True,
+              eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options: Any) -> Retry:
+        """Send this task again and return ``Retry`` to raise; re-raise ``exc`` when the
+        retries have run out (``MaxRetriesExceededError`` when there is no ``exc``)."""
+        request = self.request
+        if request.called_directly:
+            if exc is not None:
+                raise exc
+            raise RuntimeError(f"{self.name}.retry() called outside a task run")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{dict(request.kwargs)}"
+            )
+        when: float | datetime
+        if eta is None:
+            when = self.default_retry_delay if countdown is None else countdown
+            eta = datetime.now(UTC) + timedelta(seconds=when)
+        else:
+            when = eta
+        retry = Retry(exc=exc, when=when)
+        if not request.is_eager:
+            self._send_retry(request, args, kwargs, eta, options)
+        if throw:
+            raise retry
+        return retry
+
+    def _send_retry(self, request: Context, args: tuple[Any, ...] | None,
+                    kwargs: Mapping[str, Any] | None, eta: datetime,
+                    options: Mapping[str, Any]) -> None:
+        hard, soft = request.timelimit
+        delivery = request.delivery_info
+        self.app.send_task(
+            self.name,
+            tuple(request.args if args is None else args),
+            dict(request.kwargs if kwargs is None else kwargs),
+            _task=self,
+            task_id=request.id,
+            retries=request.retries + 1,
+            eta=eta,
+            expires=request.expires,
+            root_id=request.root_id,
+            parent_id=request.id,
+            group_id=request.group,
+            group_index=request.group_index,
+            link=list(request.callbacks),
+            link_error=list(request.errbacks),
+            chain=list(request.chain),
+            chord=request.chord,
+            time_limit=hard,
+            soft_time_limit=soft,
+            origin=request.origin,
+            reply_to=request.reply_to,
+            exchange=options.get("exchange", delivery.get("exchange")),
+            routing_key=options.get("routing_key", delivery.get("routing_key")),
+            **{k: v for k, v in options.items() if k not in {"exchange", "routing_key"}},
+        )
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None) -> None:
+        """Store a custom state (e.g. PROGRESS) for this task or another."""
+        task_id = task_id or self.request.id
+        if task_id is None:
+            raise RuntimeError("update_state() needs a task_id outside a task run")
+        self.app.backend.store_result(task_id, meta, state or states.PENDING)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+        from .result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app)
+
+    def with_options(self, **changes: Any) -> TaskOptions:
+        return replace(self.options, **changes)

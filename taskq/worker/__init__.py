@@ -1,0 +1,1 @@
+"""The worker side: worker -> consumer -> strategy -> request -> pool -> tracer."""

@@ -1,0 +1,341 @@
+"""Consumer: takes messages from the broker and feeds the pool, on one thread.
+
+Threading contract. kombu connections, channels and messages are not thread-safe, so
+exactly one thread, the one that calls ``Consumer.run``, touches them: it drains the
+connection, acks and rejects, changes QoS and declares queues. Every other thread (the
+pool's result handlers, pool threads, signal handlers) may only call ``call_soon`` (or set
+the stop flags), which queues a function for the consumer thread. The loop runs those
+functions between broker reads; while tasks are in flight it polls the broker with a short
+timeout so that their completions are acted on promptly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from kombu import Consumer as KombuConsumer
+from kombu import Queue
+from kombu.common import QoS
+
+from .. import states
+from ..amqp import mask_url
+from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
+from ..message import JSON, decode_body, parse, recover_identity
+from .pool import Pool
+from .request import Request
+from .strategy import build_strategies
+
+if TYPE_CHECKING:
+    from ..app import Taskq
+
+logger = logging.getLogger("taskq.worker")
+
+BUSY_POLL = 0.005  # broker poll timeout while completions may arrive from the pool
+IDLE_POLL = 1.0
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    queues: tuple[Queue, ...]
+    prefetch_count: int
+    hostname: str
+    accept: frozenset[str] = frozenset({JSON})
+
+
+class Consumer:
+    def __init__(self, app: Taskq, pool: Pool, options: ConsumerOptions):
+        self.app = app
+        self.pool = pool
+        self.options = options
+        self.strategies = build_strategies(app, self, options.hostname)
+        self.revoked: set[str] = set()
+        self.inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.ready: deque[Request] = deque()
+        self.active: dict[int, Request] = {}
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.held: dict[int, Request] = {}
+        self._seq = itertools.count()
+        self.warm_stop = False
+        self.cold_stop = False
+        self.connection: Any = None
+        self.qos: QoS | None = None
+        self._kombu_consumer: Any = None
+        self.processed = 0
+
+    # -- called from other threads
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.inbox.put(fn)
+
+    # -- called by the strategy, on this thread
+    def reserve(self, request: Request) -> None:
+        self.ready.append(request)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.timers, (time.monotonic() + max(0.0, delay), next(self._seq), fn))
+
+    def hold_until(self, when: datetime, request: Request, then: Callable[[Request], None]) -> None:
+        # The held message stays unacked, so it uses a prefetch slot: raise the count while
+        # it waits so ETA tasks do not starve the pool.
+        key = next(self._seq)
+        self.held[key] = request
+        if self.qos is not None:
+            self.qos.increment_eventually()
+
+        def release() -> None:
+            if self.held.pop(key, None) is None:
+                return
+            if self.qos is not None:
+                self.qos.decrement_eventually()
+            then(request)
+
+        self.call_later((when - datetime.now(UTC)).total_seconds(), release)
+
+    # -- the loop
+    def run(self) -> None:
+        """Consume until a warm or cold stop; reconnect when the connection is lost."""
+        first = True
+        while not (self.warm_stop or self.cold_stop):
+            try:
+                self._connect(first)
+                first = False
+                self._consume()
+            except self._connection_errors() as exc:
+                if self.warm_stop or self.cold_stop:
+                    break
+                if not self.app.conf.broker_connection_retry:
+                    raise BrokerUnavailable(f"Lost the broker connection: {exc}") from exc
+                logger.warning("Connection to broker lost: %r. Reconnecting...", exc)
+                self._forget_reserved()
+        self._shutdown()
+
+    def _connection_errors(self) -> tuple[type[BaseException], ...]:
+        conn = self.connection
+        if conn is None:
+            return (OSError,)
+        return (OSError, *conn.connection_errors, *conn.channel_errors)
+
+    def _connect(self, first: bool) -> None:
+        if self.connection is not None:
+            self._close_quietly()
+        conn = self.app.connection()
+        self.connection = conn
+        conf = self.app.conf
+        retry = conf.broker_connection_retry_on_startup if first else conf.broker_connection_retry
+        url = mask_url(self.app.broker_url)
+
+        def on_error(exc: BaseException, interval: float) -> None:
+            logger.error("Cannot connect to %s: %s. Trying again in %.1f s.", url, exc, interval)
+
+        try:
+            conn.ensure_connection(errback=on_error, max_retries=conf.broker_connection_max_retries
+                                   if retry else 1, interval_start=0.5, interval_step=1.0,
+                                   interval_max=5.0, callback=self._check_stop)
+        except Exception as exc:
+            if self.warm_stop or self.cold_stop:
+                raise OSError("stopped while connecting") from exc
+            raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
+        channel = conn.default_channel
+        self.qos = QoS(lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
+                       self.options.prefetch_count + len(self.held))
+        self.qos.update()
+        consumer = KombuConsumer(channel, list(self.options.queues), on_message=self._on_message,
+                                 accept=None, auto_declare=True)
+        consumer.consume()
+        self._kombu_consumer = consumer
+        logger.info("Connected to %s", url)
+
+    def _check_stop(self) -> None:
+        if self.warm_stop or self.cold_stop:
+            raise OSError("worker is stopping")
+
+    def _consume(self) -> None:
+        conn = self.connection
+        while not (self.warm_stop or self.cold_stop):
+            self._tick()
+            busy = self.active or not self.inbox.empty()
+            timeout = BUSY_POLL if busy else self._next_timer_delay()
+            try:
+                conn.drain_events(timeout=timeout)
+            except socket.timeout:
+                pass
+            except self._connection_errors():
+                raise
+            except Exception as exc:
+                # A transport could not even unpack an envelope; it is already off the
+                # queue, so all we can do is say so and carry on.
+                logger.error("Discarded a message the transport could not decode: %r", exc)
+            if conn.heartbeat:
+                conn.heartbeat_check()
+
+    def _tick(self) -> None:
+        self._run_inbox()
+        self._run_timers()
+        self._dispatch()
+        if self.qos is not None:
+            self.qos.update()
+
+    def _run_inbox(self) -> None:
+        while True:
+            try:
+                fn = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self.timers)
+            fn()
+
+    def _next_timer_delay(self) -> float:
+        if not self.timers:
+            return IDLE_POLL
+        return max(0.0, min(IDLE_POLL, self.timers[0][0] - time.monotonic()))
+
+    def _dispatch(self) -> None:
+        # One queued job per pool slot beyond the running one keeps children busy while
+        # this thread is between polls, without handing the pool the whole prefetch.
+        capacity = self.pool.limit * 2
+        while self.ready and len(self.active) < capacity:
+            request = self.ready.popleft()
+            if request.expired():
+                request.revoke("expired")
+                continue
+            self._execute(request)
+
+    def _execute(self, request: Request) -> None:
+        key = next(self._seq)
+        self.active[key] = request
+        hard, soft = request.time_limits()
+
+        def accepted(pid: int) -> None:
+            now = time.time()
+            self.call_soon(lambda: request.on_accepted(pid, now))
+
+        def finished(outcome: Any) -> None:
+            self.call_soon(lambda: self._finish(key, lambda: request.on_outcome(outcome)))
+
+        def failed(exc: BaseException) -> None:
+            self.call_soon(lambda: self._finish(key, lambda: request.on_error(exc)))
+
+        self.pool.apply(request.job(), accepted, finished, failed, hard, soft)
+
+    def _finish(self, key: int, settle: Callable[[], None]) -> None:
+        if self.active.pop(key, None) is not None:
+            self.processed += 1
+            settle()
+
+    # -- receiving
+    def _on_message(self, raw: Any) -> None:
+        headers = raw.headers or {}
+        try:
+            if raw.errors:
+                raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
+            body = decode_body(raw.body, raw.content_type, raw.content_encoding,
+                               self.options.accept)
+            message = parse(headers, body)
+        except MalformedMessage as exc:
+            self._reject_malformed(raw, exc, headers)
+            return
+        handler = self.strategies.get(message.task)
+        if handler is None:
+            self._reject_unknown(raw, message.id, message.task)
+            return
+        handler(message, raw)
+
+    def _reject_malformed(self, raw: Any, exc: MalformedMessage, headers: Any) -> None:
+        task_id = exc.task_id or recover_identity(headers)[0]
+        logger.error("Discarded a malformed message (task id %s): %s", task_id or "unknown",
+                     exc.reason)
+        if task_id:
+            self._store_failure(task_id, MalformedMessage(exc.reason))
+        raw.ack()
+
+    def _reject_unknown(self, raw: Any, task_id: str, name: str) -> None:
+        logger.error("Received unregistered task %r (id %s); discarded. Is the worker running "
+                     "the module that defines it (-A)?", name, task_id)
+        self._store_failure(task_id, NotRegistered(name))
+        raw.ack()
+
+    def _store_failure(self, task_id: str, exc: BaseException) -> None:
+        try:
+            self.app.backend.store_result(task_id, exc, states.FAILURE)
+        except Exception as error:
+            logger.error("Could not store FAILURE for %s: %r", task_id, error)
+
+    # -- losing the connection, stopping
+    def _forget_reserved(self) -> None:
+        # Unacked messages of a dead connection come back from the broker; the copies in
+        # memory can no longer be acked, so drop them and let running ones finish unacked.
+        self.ready.clear()
+        self.held.clear()
+        self.timers = []
+        for request in self.active.values():
+            request.stale = True
+
+    def _shutdown(self) -> None:
+        if self._kombu_consumer is not None and self.connection is not None:
+            try:
+                self._kombu_consumer.cancel()
+            except Exception as exc:
+                logger.debug("cancel failed: %r", exc)
+        self._return_unstarted()
+        if not self.cold_stop:
+            self._wait_for_active()
+        if self.cold_stop:
+            self.pool.terminate()
+        else:
+            self.pool.stop()
+        self._run_inbox()
+        self._return_unstarted()  # anything delivered between cancel and now
+        for request in list(self.active.values()):
+            request.requeue()  # cold stop: what did not finish goes back (late ack only)
+        self.active.clear()
+        self._close_quietly()
+
+    def _return_unstarted(self) -> None:
+        returned = list(self.ready) + list(self.held.values())
+        self.ready.clear()
+        self.held.clear()
+        self.timers = []
+        for request in returned:
+            try:
+                request.requeue()
+            except Exception as exc:
+                logger.warning("Could not return %r to the broker: %r", request, exc)
+        if returned:
+            logger.info("Returned %d reserved task(s) to the broker", len(returned))
+
+    def _wait_for_active(self) -> None:
+        if self.active:
+            logger.info("Waiting for %d running task(s) to finish", len(self.active))
+        while self.active and not self.cold_stop:
+            self._run_inbox()
+            try:
+                if self.connection is not None:
+                    self.connection.drain_events(timeout=BUSY_POLL * 10)
+            except socket.timeout:
+                pass
+            except Exception as exc:
+                logger.debug("drain during shutdown: %r", exc)
+                time.sleep(BUSY_POLL * 10)
+
+    def _close_quietly(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception as exc:
+                logger.debug("close failed: %r", exc)
+        self.connection = None
+        self._kombu_consumer = None

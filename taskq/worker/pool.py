@@ -1,0 +1,193 @@
+"""Execution pools behind one small interface: prefork (billiard), threads and solo.
+
+``apply`` never blocks. Its callbacks run on whatever thread the pool uses (billiard's
+result-handler thread, a pool thread, or the caller for solo); the consumer only ever
+turns them into messages for its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from billiard import Pool as BilliardPool
+from billiard.exceptions import TimeLimitExceeded as BilliardTimeLimit
+from billiard.exceptions import WorkerLostError as BilliardWorkerLost
+
+from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from .tracer import Job, Outcome, trace
+
+if TYPE_CHECKING:
+    from ..app import Taskq
+
+logger = logging.getLogger("taskq.worker")
+
+OnAccepted = Callable[[int], None]
+OnResult = Callable[[Outcome], None]
+OnError = Callable[[BaseException], None]
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    concurrency: int
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    lost_wait: float = 1.0
+
+
+class Pool(ABC):
+    """Runs jobs; reports start (with the pid), the outcome, or an error of the run."""
+
+    def __init__(self, app: Taskq, options: PoolOptions):
+        self.app = app
+        self.options = options
+
+    @property
+    def limit(self) -> int:
+        return self.options.concurrency
+
+    def start(self) -> None:  # noqa: B027 - solo has nothing to start
+        pass
+
+    @abstractmethod
+    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
+              time_limit: float | None = None, soft_time_limit: float | None = None) -> None: ...
+
+    def stop(self) -> None:  # noqa: B027
+        """Wait for running jobs, then release the pool."""
+
+    def terminate(self) -> None:  # noqa: B027
+        """Stop now, killing running jobs."""
+
+    def info(self) -> dict[str, Any]:
+        return {"implementation": type(self).__name__, "max-concurrency": self.limit}
+
+
+class SoloPool(Pool):
+    """Runs each task inline in the consumer's thread: one at a time, for tests and debugging."""
+
+    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
+              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+        on_accepted(os.getpid())
+        try:
+            outcome = trace(self.app, job)
+        except BaseException as exc:  # the tracer itself failed (e.g. backend down)
+            on_error(exc)
+            return
+        on_result(outcome)
+
+    @property
+    def limit(self) -> int:
+        return 1
+
+
+class ThreadPool(Pool):
+    """Tasks in threads of the worker process. Time limits are not enforced here."""
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
+
+    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
+              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+        def run() -> Outcome:
+            on_accepted(os.getpid())
+            return trace(self.app, job)
+
+        def done(future: Future[Outcome]) -> None:
+            exc = future.exception()
+            if exc is not None:
+                on_error(exc)
+            else:
+                on_result(future.result())
+
+        self._executor.submit(run).add_done_callback(done)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def terminate(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# The one process-global: the app and node name of a prefork child, set by the pool's
+# initializer after the fork, since billiard ships only the job to the child.
+_child: dict[str, Any] = {}
+
+
+def _init_child(app: Taskq) -> None:
+    # Inherited clients hold the parent's sockets: drop them (never close them, that would
+    # close the parent's connections) and let the child open its own on first use.
+    app.forget_clients()
+    _child["app"] = app
+    _child["soft_handler"] = False
+
+
+def _raise_soft_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+def _run_in_child(job: Job) -> Outcome:
+    if not _child["soft_handler"] and hasattr(signal, "SIGUSR1"):
+        # billiard installs its own handler after our initializer; replace it once so that
+        # tasks can catch taskq.SoftTimeLimitExceeded.
+        signal.signal(signal.SIGUSR1, _raise_soft_limit)
+        _child["soft_handler"] = True
+    return trace(_child["app"], job)
+
+
+class PreforkPool(Pool):
+    """billiard's process pool: each task in a child process, with time limits."""
+
+    def start(self) -> None:
+        o = self.options
+        self._pool = BilliardPool(
+            processes=o.concurrency,
+            initializer=_init_child,
+            initargs=(self.app,),
+            maxtasksperchild=o.max_tasks_per_child,
+            max_memory_per_child=o.max_memory_per_child,
+            lost_worker_timeout=o.lost_wait,
+            enable_timeouts=True,
+            threads=True,
+        )
+
+    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
+              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+        def accepted(pid: int, _time: float) -> None:
+            on_accepted(pid)
+
+        def failed(einfo: Any) -> None:
+            on_error(_translate(getattr(einfo, "exception", einfo)))
+
+        self._pool.apply_async(
+            _run_in_child, (job,), callback=on_result, error_callback=failed,
+            accept_callback=accepted, timeout=time_limit, soft_timeout=soft_time_limit,
+        )
+
+    def stop(self) -> None:
+        self._pool.close()
+        self._pool.join()
+
+    def terminate(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "processes": [p.pid for p in self._pool._pool]}
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, BilliardWorkerLost):
+        return WorkerLostError(*exc.args)
+    if isinstance(exc, BilliardTimeLimit):
+        return TimeLimitExceeded(*exc.args)
+    return exc
+
+
+POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

@@ -1,0 +1,84 @@
+"""The strategy map: task name -> the handler that admits its messages, built at start-up.
+
+Each handler owns what is fixed per task (its ack policy and rate-limit bucket), so the
+per-message work is a dict lookup and a few checks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kombu.utils.limits import TokenBucket
+
+from ..exceptions import ConfigurationError
+from ..message import TaskMessage
+from .request import AckPolicy, Request
+
+if TYPE_CHECKING:
+    from ..app import Taskq
+
+Handler = Callable[[TaskMessage, Any], None]
+RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+
+
+class Reserver(Protocol):
+    """What a handler needs from the consumer."""
+
+    revoked: set[str]
+
+    def reserve(self, request: Request) -> None: ...
+
+    def hold_until(self, when: datetime, request: Request, then: Callable[[Request], None]) -> None: ...
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None: ...
+
+
+def parse_rate(rate: str | float | None) -> float | None:
+    """'10/s', '100/m', '5/h' or a number per second -> tasks per second (None: no limit)."""
+    if rate is None or rate == "" or rate == 0:
+        return None
+    if isinstance(rate, int | float):
+        return float(rate)
+    match = RATE.match(rate)
+    if not match:
+        raise ConfigurationError(f"Invalid rate limit {rate!r}: use e.g. '10/s', '100/m' or '5/h'")
+    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    value = float(match.group(1)) / per
+    return value or None
+
+
+def build_strategies(app: Taskq, consumer: Reserver, hostname: str) -> dict[str, Handler]:
+    strategies: dict[str, Handler] = {}
+    default_rate = app.conf.task_default_rate_limit
+    limits_off = app.conf.worker_disable_rate_limits
+    for name, task in app.tasks.items():
+        rate = None if limits_off else parse_rate(task.options.rate_limit or default_rate)
+        strategies[name] = _handler(app, consumer, hostname, AckPolicy.for_task(app, task), rate)
+    return strategies
+
+
+def _handler(app: Taskq, consumer: Reserver, hostname: str, policy: AckPolicy,
+             rate: float | None) -> Handler:
+    bucket = TokenBucket(rate, capacity=1) if rate else None
+
+    def admit(request: Request) -> None:
+        if request.id in consumer.revoked:
+            request.revoke("revoked")
+        elif request.expired():
+            request.revoke("expired")
+        elif bucket is not None and not bucket.can_consume(1):
+            consumer.call_later(bucket.expected_time(1), lambda: admit(request))
+        else:
+            consumer.reserve(request)
+
+    def handle(message: TaskMessage, raw: Any) -> None:
+        request = Request(app, message, raw, policy, hostname)
+        if message.eta is not None and message.eta > datetime.now(UTC) and not request.expired():
+            consumer.hold_until(message.eta, request, admit)
+        else:
+            admit(request)
+
+    return handle

@@ -1,0 +1,162 @@
+"""Runs one task where the pool put it (a child process, a thread or inline).
+
+It calls the function, turns Retry/Ignore/Reject/exceptions into a state, stores that
+state in the backend, applies link/link_error/chain, and returns a small ``Outcome`` that
+the consumer uses to ack or reject the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..backends import ResultContext
+from ..exceptions import Ignore, Reject, Retry
+from ..message import TaskMessage
+from ..signature import Signature
+from ..task import Context
+
+if TYPE_CHECKING:
+    from ..app import Taskq
+    from ..task import Task
+
+logger = logging.getLogger("taskq.worker")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the pool ships to wherever the task runs (picklable)."""
+
+    message: TaskMessage
+    delivery_info: Mapping[str, Any] = field(default_factory=dict)
+    hostname: str = ""
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of one run, sent back to the consumer."""
+
+    state: str
+    runtime: float = 0.0
+    requeue: bool = False
+    detail: str = ""
+
+
+def trace(app: Taskq, job: Job) -> Outcome:
+    msg = job.message
+    task = app.tasks[msg.task]
+    context = _context(job)
+    store = not _ignores_result(task, msg)
+    backend = app.backend
+    result_context = ResultContext(msg.task, msg.args, msg.kwargs, job.hostname, msg.retries,
+                                   job.delivery_info.get("routing_key"), msg.group, msg.parent_id)
+    started = time.monotonic()
+    task.push_request(context)
+    app.push_context(context)
+    try:
+        if store and _tracks_started(task, app):
+            backend.store_result(msg.id, {"pid": os.getpid(), "hostname": job.hostname},
+                                 states.STARTED, None, result_context)
+        retval = task.call_with_autoretry(msg.args, msg.kwargs)
+    except Retry as exc:
+        reason = exc.exc if exc.exc is not None else exc
+        backend.store_result(msg.id, reason, states.RETRY, _format_tb(exc), result_context)
+        return Outcome(states.RETRY, time.monotonic() - started, detail=str(exc))
+    except Ignore:
+        return Outcome(states.IGNORED, time.monotonic() - started)
+    except Reject as exc:
+        return Outcome(states.REJECTED, time.monotonic() - started, requeue=exc.requeue,
+                       detail=str(exc.reason))
+    except Exception as exc:
+        tb = traceback.format_exc()
+        if store or app.conf.task_store_errors_even_if_ignored:
+            backend.store_result(msg.id, exc, states.FAILURE, tb, result_context)
+        _apply_errbacks(app, msg)
+        return Outcome(states.FAILURE, time.monotonic() - started, detail=f"{exc!r}\n{tb}")
+    finally:
+        app.pop_context()
+        task.pop_request()
+    _apply_callbacks(app, msg, retval)
+    if store:
+        backend.store_result(msg.id, retval, states.SUCCESS, None, result_context)
+    return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
+
+
+def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: str) -> None:
+    """Record FAILURE from the consumer, for a task whose process could not (it died)."""
+    task = app.tasks.get(msg.task)
+    if task is not None and _ignores_result(task, msg) and not app.conf.task_store_errors_even_if_ignored:
+        return
+    context = ResultContext(msg.task, msg.args, msg.kwargs, hostname, msg.retries, None,
+                            msg.group, msg.parent_id)
+    app.backend.store_result(msg.id, exc, states.FAILURE, None, context)
+    _apply_errbacks(app, msg)
+
+
+def _context(job: Job) -> Context:
+    msg = job.message
+    return Context(
+        id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs, retries=msg.retries,
+        eta=msg.eta, expires=msg.expires, root_id=msg.root_id, parent_id=msg.parent_id,
+        group=msg.group, group_index=msg.group_index, callbacks=msg.callbacks,
+        errbacks=msg.errbacks, chain=msg.chain, chord=msg.chord,
+        timelimit=(msg.time_limit, msg.soft_time_limit), delivery_info=job.delivery_info,
+        hostname=job.hostname, origin=msg.origin, reply_to=job.reply_to,
+        headers=msg.custom_headers, ignore_result=bool(msg.ignore_result), called_directly=False,
+    )
+
+
+def _ignores_result(task: Task[Any, Any], msg: TaskMessage) -> bool:
+    # The message's own flag wins; None (a send_task to an unknown name) means the task's.
+    return task.ignore_result if msg.ignore_result is None else msg.ignore_result
+
+
+def _tracks_started(task: Task[Any, Any], app: Taskq) -> bool:
+    value = task.options.track_started
+    return bool(app.conf.task_track_started if value is None else value)
+
+
+def _apply_callbacks(app: Taskq, msg: TaskMessage, retval: Any) -> None:
+    for data in msg.callbacks:
+        _send_next(app, msg, data, (retval,))
+    if msg.chain:
+        *rest, following = msg.chain
+        _send_next(app, msg, following, (retval,), chain=list(rest))
+
+
+def _apply_errbacks(app: Taskq, msg: TaskMessage) -> None:
+    # A foreign worker's convention (Celery's for unregistered errbacks): the errback is
+    # sent as a task with the failed task's id prepended.
+    for data in msg.errbacks:
+        _send_next(app, msg, data, (msg.id,))
+
+
+def _send_next(app: Taskq, msg: TaskMessage, data: Mapping[str, Any], prepend: tuple[Any, ...],
+               **extra: Any) -> None:
+    try:
+        sig = Signature.from_dict(data, app)
+        options = {k: v for k, v in sig.options.items() if k not in {"reply_to", "chord_size"}}
+        options.setdefault("root_id", msg.root_id)
+        options["parent_id"] = msg.id
+        options.update(extra)
+        app.send_task(sig.task, sig.clone(prepend).args, dict(sig.kwargs), **options)
+    except Exception:
+        logger.exception("Task %s[%s]: could not send link %r", msg.task, msg.id, data.get("task"))
+
+
+def _format_tb(exc: Retry) -> str | None:
+    if exc.exc is None:
+        return None
+    return "".join(traceback.format_exception(exc.exc))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,144 @@
+"""Worker: builds the pool and the consumer from the config, runs them, handles signals.
+
+``start`` and ``stop`` are straight-line code: no bootsteps, no dependency graph.
+SIGTERM/SIGINT ask for a warm shutdown (stop taking messages, let running tasks finish,
+return everything reserved to the broker, exit 0); a second one, or SIGQUIT, is cold
+(kill running tasks and return their late-ack messages too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kombu import Queue
+
+from ..amqp import make_queue, mask_url
+from ..exceptions import ConfigurationError
+from ..message import JSON
+from .consumer import Consumer, ConsumerOptions
+from .pool import POOLS, Pool, PoolOptions
+
+if TYPE_CHECKING:
+    from ..app import Taskq
+
+logger = logging.getLogger("taskq.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What the command line may override; None means "the app's setting"."""
+
+    concurrency: int | None = None
+    pool: str | None = None
+    queues: tuple[str, ...] = ()
+    hostname: str | None = None
+    prefetch_multiplier: int | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    heartbeat: bool = True
+
+
+def node_name(hostname: str | None) -> str:
+    host = socket.gethostname()
+    if not hostname:
+        return f"taskq@{host}"
+    name = hostname.replace("%h", host).replace("%n", host.split(".")[0])
+    return name if "@" in name else f"{name}@{host}"
+
+
+class Worker:
+    def __init__(self, app: Taskq, options: WorkerOptions | None = None):
+        self.app = app
+        o = options or WorkerOptions()
+        c = app.conf
+        if not o.heartbeat:
+            c.broker_heartbeat = 0
+        self.hostname = node_name(o.hostname)
+        self.pool_name = o.pool or c.worker_pool
+        if self.pool_name not in POOLS:
+            raise ConfigurationError(f"Unknown pool {self.pool_name!r}: use {', '.join(POOLS)}")
+        if self.pool_name == "prefork" and app.broker_url.startswith("memory://"):
+            raise ConfigurationError("The memory:// broker lives in one process: use -P solo or -P threads")
+        concurrency = 1 if self.pool_name == "solo" else (o.concurrency or c.worker_concurrency or os.cpu_count() or 1)
+        self.pool_options = PoolOptions(
+            concurrency=concurrency,
+            max_tasks_per_child=o.max_tasks_per_child or c.worker_max_tasks_per_child,
+            max_memory_per_child=o.max_memory_per_child or c.worker_max_memory_per_child,
+            lost_wait=c.worker_lost_wait,
+        )
+        multiplier = o.prefetch_multiplier or c.worker_prefetch_multiplier
+        self.queues = self._queues(o.queues or c.task_queues or ())
+        self.consumer_options = ConsumerOptions(
+            queues=self.queues,
+            prefetch_count=concurrency * multiplier,
+            hostname=self.hostname,
+            accept=frozenset(JSON if a == "json" else a for a in c.accept_content),
+        )
+        self.pool: Pool | None = None
+        self.consumer: Consumer | None = None
+        self._signals = 0
+
+    def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
+        default = self.app.default_queue()
+        if not names:
+            return (default,)
+        return tuple(default if n == default.name else make_queue(n) for n in names)
+
+    def banner(self) -> str:
+        tasks = "\n".join(f"  . {name}" for name in sorted(self.app.tasks)) or "  (none)"
+        queues = "\n".join(f"  . {q.name:<16} exchange={q.exchange.name or '(default)'}"
+                           f" routing_key={q.routing_key}" for q in self.queues)
+        from .. import __version__
+
+        return (
+            f"taskq {__version__} ({self.hostname})\n"
+            f"- app:         {self.app.main}\n"
+            f"- broker:      {mask_url(self.app.broker_url)}\n"
+            f"- results:     {mask_url(self.app.backend_url) if self.app.backend_url else 'disabled'}\n"
+            f"- concurrency: {self.pool_options.concurrency} ({self.pool_name})\n"
+            f"- prefetch:    {self.consumer_options.prefetch_count}\n"
+            f"- acks:        {'late (after the task ran)' if self.app.conf.task_acks_late else 'early'}\n"
+            f"[queues]\n{queues}\n[tasks]\n{tasks}\n"
+        )
+
+    def start(self) -> None:
+        """Run until stopped; returns after a clean shutdown."""
+        self.pool = POOLS[self.pool_name](self.app, self.pool_options)
+        self.pool.start()
+        self.consumer = Consumer(self.app, self.pool, self.consumer_options)
+        logger.info("%s ready.", self.hostname)
+        try:
+            self.consumer.run()
+        finally:
+            self.app.close()
+        logger.info("%s stopped.", self.hostname)
+
+    def stop(self, cold: bool = False) -> None:
+        """Ask the consumer to stop; safe to call from a signal handler or another thread."""
+        if self.consumer is None:
+            return
+        if cold:
+            self.consumer.cold_stop = True
+        else:
+            self.consumer.warm_stop = True
+
+    def install_signal_handlers(self) -> None:
+        def on_term(signum: int, frame: Any) -> None:
+            self._signals += 1
+            cold = self._signals > 1
+            logger.warning("%s: %s shutdown (signal %d)", self.hostname,
+                           "cold" if cold else "warm", signum)
+            self.stop(cold=cold)
+
+        def on_quit(signum: int, frame: Any) -> None:
+            logger.warning("%s: cold shutdown (SIGQUIT)", self.hostname)
+            self.stop(cold=True)
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGQUIT, on_quit)
