@@ -71,7 +71,7 @@ class Taskq:
     @property
     def broker_url(self) -> str:
         url: str | None = self.conf.broker_url
-        return url or f"sqlite://{self.data_dir() / 'broker.sqlite3'}"
+        return url or f"sqlite:///{self.data_dir() / 'broker.sqlite3'}"
 
     @property
     def backend_url(self) -> str | None:
@@ -80,7 +80,7 @@ class Taskq:
             return url
         if not self.conf.broker_url:
             # Embedded default: results live beside the embedded broker.
-            return f"sqlite://{self.data_dir() / 'results.sqlite3'}"
+            return f"sqlite:///{self.data_dir() / 'results.sqlite3'}"
         return None
 
     def data_dir(self) -> Path:

@@ -46,9 +46,10 @@ def backend_from_url(url: str | None, expires: float | None = 86400.0, extended:
     if scheme == "sqlite":
         from .sqlite import SqliteBackend
 
-        path = url[len("sqlite://"):]
+        # SQLAlchemy's convention, as for the broker: sqlite:////abs/path, sqlite:///relative.
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
         if not path:
-            raise ConfigurationError("sqlite result backend URL needs a path: sqlite:///abs/path.db")
+            raise ConfigurationError("sqlite result backend URL needs a path: sqlite:////abs/path.db")
         return SqliteBackend(path, expires, extended)
     if scheme == "memory":
         from .memory import MemoryBackend

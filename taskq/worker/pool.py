@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from billiard import Pool as BilliardPool
+from billiard.pool import Pool as BilliardPool
 from billiard.exceptions import TimeLimitExceeded as BilliardTimeLimit
 from billiard.exceptions import WorkerLostError as BilliardWorkerLost
 
@@ -162,8 +162,8 @@ class PreforkPool(Pool):
         def accepted(pid: int, _time: float) -> None:
             on_accepted(pid)
 
-        def failed(einfo: Any) -> None:
-            on_error(_translate(getattr(einfo, "exception", einfo)))
+        def failed(error: Any) -> None:
+            on_error(_translate(_unwrap(error)))
 
         self._pool.apply_async(
             _run_in_child, (job,), callback=on_result, error_callback=failed,
@@ -180,6 +180,16 @@ class PreforkPool(Pool):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "processes": [p.pid for p in self._pool._pool]}
+
+
+def _unwrap(error: Any) -> BaseException:
+    # billiard reports errors as ExceptionInfo (.exception) or, when they crossed the
+    # process boundary, as ExceptionWithTraceback (.exc).
+    for attr in ("exception", "exc"):
+        inner = getattr(error, attr, None)
+        if isinstance(inner, BaseException):
+            return _unwrap(inner)
+    return error if isinstance(error, BaseException) else RuntimeError(repr(error))
 
 
 def _translate(exc: BaseException) -> BaseException:

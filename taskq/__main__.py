@@ -1,0 +1,5 @@
+"""``python -m taskq`` is the ``taskq`` command."""
+
+from .cli import main
+
+main()

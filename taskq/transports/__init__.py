@@ -1,0 +1,1 @@
+"""Kombu transports that ship with taskq (the embedded SQLite broker lives in ``sqlite``)."""
