@@ -41,6 +41,9 @@ def broker_connection(url: str, transport_options: Mapping[str, Any] | None = No
     """A kombu connection for ``url`` with taskq's transport defaults."""
     scheme = url.split("://", 1)[0].lower()
     options = dict(transport_options or {})
+    if scheme == "memory":
+        # kombu's in-process broker polls; its 1 s default would dominate test latency.
+        options.setdefault("polling_interval", 0.01)
     if scheme in CONFIRMING_SCHEMES:
         # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
         options.setdefault("confirm_publish", True)

@@ -1,0 +1,99 @@
+"""Run real `taskq worker` processes (the CLI, the prefork pool) for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll until ``predicate()`` is truthy; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A `python -m taskq -A <module> worker ...` subprocess with its log in a file."""
+
+    def __init__(self, app: str, *args: str, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, ready_timeout: float = 30.0):
+        self.app = app
+        self.args = list(args)
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(cwd or ROOT), str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+        self.cwd = cwd or ROOT
+        self.ready_timeout = ready_timeout
+        self.log_file = Path(tempfile.mkstemp(prefix="taskq-worker-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> Sequence[str]:
+        return [sys.executable, "-m", "taskq", "-A", self.app, "worker", "-l", "info", *self.args]
+
+    def start(self, wait_ready: bool = True) -> WorkerProcess:
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            wait_for(lambda: "Connected to" in self.log() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                     self.ready_timeout, f"worker {self.app} to connect")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker did not exit within {timeout}s:\n{self.log()}") from None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Warm shutdown (SIGTERM); kill the whole group if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
