@@ -55,6 +55,7 @@ __all__ = [
     "TaskqError",
     "TimeLimitExceeded",
     "TimeoutError",
+    "WorkerLostError",
     "Taskq",
     "__version__",
     "states",
