@@ -36,7 +36,7 @@ class RedisBackend(Backend):
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 if self.expires:
-                    pipe.setex(key, max(1, int(self.expires)), value)
+                    pipe.set(key, value, ex=max(1, int(self.expires)))
                 else:
                     pipe.set(key, value)
                 pipe.publish(key, value)

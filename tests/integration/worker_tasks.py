@@ -1,0 +1,80 @@
+"""Tasks for the integration tests. The worker builds ``app`` from ITEST_* variables; the
+tests build their own client with ``make_app`` and the same values."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from taskq import SoftTimeLimitExceeded, Taskq
+
+
+def make_app(broker: str | None, backend: str | None, data_dir: str | None,
+             visibility_timeout: float = 3600.0) -> Taskq:
+    app = Taskq(
+        "itest", broker=broker or None, backend=backend or None, embedded_data_dir=data_dir,
+        task_routes={"itest.square": {"queue": "math"}},
+        broker_transport_options={"visibility_timeout": visibility_timeout},
+    )
+    register(app)
+    return app
+
+
+def register(app: Taskq) -> None:
+    @app.task(name="itest.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="itest.square")
+    def square(x: int) -> int:
+        return x * x
+
+    @app.task(name="itest.fail")
+    def fail(message: str) -> None:
+        raise ValueError(message, 42)
+
+    @app.task(name="itest.flaky", bind=True, max_retries=3, default_retry_delay=0.05)
+    def flaky(self: Any) -> int:
+        if self.request.retries < 2:
+            raise self.retry(exc=OSError("try again"))
+        return self.request.retries
+
+    @app.task(name="itest.hard_limited", time_limit=1)
+    def hard_limited(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @app.task(name="itest.soft_limited", soft_time_limit=0.5)
+    def soft_limited(seconds: float) -> str:
+        try:
+            time.sleep(seconds)
+        except SoftTimeLimitExceeded:
+            return "caught soft limit"
+        return "finished"
+
+    @app.task(name="itest.die_once")
+    def die_once(marker: str) -> str:
+        # The first delivery kills its own process; the requeued one finds the marker.
+        path = Path(marker)
+        if not path.exists():
+            path.write_text("died")
+            os._exit(1)
+        return "survived"
+
+    @app.task(name="itest.die_early_ack", acks_late=False)
+    def die_early_ack() -> None:
+        os._exit(1)
+
+    @app.task(name="itest.record")
+    def record(folder: str, name: str, seconds: float = 0.0) -> str:
+        # Leaves a file per run, so tests can count runs and see that a task started.
+        Path(folder, f"{name}.started.{os.getpid()}.{time.monotonic_ns()}").write_text("")
+        time.sleep(seconds)
+        Path(folder, f"{name}.done.{os.getpid()}.{time.monotonic_ns()}").write_text("")
+        return name
+
+
+app = make_app(os.environ.get("ITEST_BROKER"), os.environ.get("ITEST_BACKEND"),
+               os.environ.get("ITEST_DATA"), float(os.environ.get("ITEST_VT", "3600")))
