@@ -52,11 +52,11 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskRevokedError",
+    "Taskq",
     "TaskqError",
     "TimeLimitExceeded",
     "TimeoutError",
     "WorkerLostError",
-    "Taskq",
     "__version__",
     "states",
 ]

@@ -36,8 +36,12 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def broker_connection(url: str, transport_options: Mapping[str, Any] | None = None,
-                      heartbeat: float = 0.0, connect_timeout: float = 4.0) -> Connection:
+def broker_connection(
+    url: str,
+    transport_options: Mapping[str, Any] | None = None,
+    heartbeat: float = 0.0,
+    connect_timeout: float = 4.0,
+) -> Connection:
     """A kombu connection for ``url`` with taskq's transport defaults."""
     scheme = url.split("://", 1)[0].lower()
     options = dict(transport_options or {})
@@ -60,8 +64,12 @@ def broker_connection(url: str, transport_options: Mapping[str, Any] | None = No
         raise ConfigurationError(f"Cannot use broker URL {mask_url(url)!r}: {exc}") from exc
 
 
-def make_queue(name: str, exchange: str | None = None, routing_key: str | None = None,
-               exchange_type: str = "direct") -> Queue:
+def make_queue(
+    name: str,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    exchange_type: str = "direct",
+) -> Queue:
     exchange_name = name if exchange is None else exchange
     return Queue(name, Exchange(exchange_name, exchange_type), routing_key=routing_key or name)
 
@@ -84,7 +92,11 @@ class Router:
 
     def __init__(self, routes: Any, default_queue: Queue, create_missing: bool = True):
         self.routes: Sequence[Any] = (
-            () if routes is None else tuple(routes) if isinstance(routes, list | tuple) else (routes,)
+            ()
+            if routes is None
+            else tuple(routes)
+            if isinstance(routes, list | tuple)
+            else (routes,)
         )
         self.default_queue = default_queue
         self.create_missing = create_missing
@@ -101,15 +113,24 @@ class Router:
                 self._queues[name] = make_queue(name)
             return self._queues[name]
 
-    def route(self, task_name: str, task_queue: str | None, options: Mapping[str, Any],
-              args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Route:
+    def route(
+        self,
+        task_name: str,
+        task_queue: str | None,
+        options: Mapping[str, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Route:
         explicit = {k: options[k] for k in ("queue", "exchange", "routing_key") if options.get(k)}
         found = explicit or self._lookup(task_name, args, kwargs or {})
         if not found and task_queue:
             found = {"queue": task_queue}
         queue_name = found.get("queue")
-        queue = self.queue(queue_name) if isinstance(queue_name, str) else (
-            queue_name if isinstance(queue_name, Queue) else None)
+        queue = (
+            self.queue(queue_name)
+            if isinstance(queue_name, str)
+            else (queue_name if isinstance(queue_name, Queue) else None)
+        )
         if queue is None and "exchange" not in found:
             queue = self.default_queue
         extra = {k: v for k, v in found.items() if k not in ("queue", "exchange", "routing_key")}
@@ -122,13 +143,17 @@ class Router:
         # queue's name as key, which every broker delivers without a binding lookup.
         return Route(queue, "", queue.name, extra)
 
-    def _lookup(self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _lookup(
+        self, task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any]:
         for router in self.routes:
             if callable(router):
                 found = router(task_name, args, kwargs, {})
             else:
-                found = next((v for pattern, v in router.items()
-                              if fnmatch.fnmatchcase(task_name, pattern)), None)
+                found = next(
+                    (v for pattern, v in router.items() if fnmatch.fnmatchcase(task_name, pattern)),
+                    None,
+                )
             if found:
                 return {"queue": found} if isinstance(found, str) else dict(found)
         return {}
@@ -147,8 +172,14 @@ class PublishDefaults:
 class Amqp:
     """The app's publisher: one connection pool and one producer pool, made on first use."""
 
-    def __init__(self, url: str, connection_factory: Callable[[], Connection], router: Router,
-                 defaults: PublishDefaults, pool_limit: int = 10):
+    def __init__(
+        self,
+        url: str,
+        connection_factory: Callable[[], Connection],
+        router: Router,
+        defaults: PublishDefaults,
+        pool_limit: int = 10,
+    ):
         self.url = url
         self.router = router
         self.defaults = defaults
@@ -172,10 +203,19 @@ class Amqp:
                 self._producers = ProducerPool(connections, limit=self._pool_limit)
             return self._producers
 
-    def publish(self, msg: TaskMessage, route: Route, *, priority: int | None = None,
-                expiration: float | None = None, reply_to: str | None = None,
-                retry: bool | None = None, retry_policy: Mapping[str, Any] | None = None,
-                compression: str | None = None, delivery_mode: int | None = None) -> None:
+    def publish(
+        self,
+        msg: TaskMessage,
+        route: Route,
+        *,
+        priority: int | None = None,
+        expiration: float | None = None,
+        reply_to: str | None = None,
+        retry: bool | None = None,
+        retry_policy: Mapping[str, Any] | None = None,
+        compression: str | None = None,
+        delivery_mode: int | None = None,
+    ) -> None:
         d = self.defaults
         policy = {**d.retry_policy, **(retry_policy or {})}
         properties: dict[str, Any] = {"correlation_id": msg.id}

@@ -44,8 +44,13 @@ class Taskq:
     under ``embedded_data_dir`` (default ``~/.local/share/taskq/<main>``).
     """
 
-    def __init__(self, main: str | None = None, broker: str | None = None,
-                 backend: str | None = None, **settings: Any):
+    def __init__(
+        self,
+        main: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        **settings: Any,
+    ):
         self.main = main or "__main__"
         self.conf = Config(**settings)
         if broker is not None:
@@ -95,11 +100,15 @@ class Taskq:
     def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, *, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(
+        self, fun: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fun: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             **options: Any) -> Any:
+    def task(
+        self, fun: Any = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             try:
                 task_options = TaskOptions(**options)
@@ -138,7 +147,9 @@ class Taskq:
             if self._backend is None:
                 c = self.conf
                 self._backend = backend_from_url(
-                    self.backend_url, expires=c.result_expires, extended=c.result_extended,
+                    self.backend_url,
+                    expires=c.result_expires,
+                    extended=c.result_extended,
                     options=c.result_backend_transport_options,
                 )
             return self._backend
@@ -148,21 +159,29 @@ class Taskq:
         url = self.broker_url
 
         def connect() -> Any:
-            return broker_connection(url, c.broker_transport_options, c.broker_heartbeat,
-                                     c.broker_connection_timeout)
+            return broker_connection(
+                url, c.broker_transport_options, c.broker_heartbeat, c.broker_connection_timeout
+            )
 
         router = Router(c.task_routes, self.default_queue(), c.task_create_missing_queues)
         defaults = PublishDefaults(
-            serializer=c.task_serializer, compression=c.task_compression,
-            delivery_mode=c.task_default_delivery_mode, priority=c.task_default_priority,
-            retry=c.task_publish_retry, retry_policy=c.task_publish_retry_policy,
+            serializer=c.task_serializer,
+            compression=c.task_compression,
+            delivery_mode=c.task_default_delivery_mode,
+            priority=c.task_default_priority,
+            retry=c.task_publish_retry,
+            retry_policy=c.task_publish_retry_policy,
         )
         return Amqp(url, connect, router, defaults, c.broker_pool_limit)
 
     def default_queue(self) -> Any:
         c = self.conf
-        return make_queue(c.task_default_queue, c.task_default_exchange,
-                          c.task_default_routing_key, c.task_default_exchange_type)
+        return make_queue(
+            c.task_default_queue,
+            c.task_default_exchange,
+            c.task_default_routing_key,
+            c.task_default_exchange_type,
+        )
 
     def connection(self) -> Any:
         """A new kombu connection to the broker (not pooled)."""
@@ -187,8 +206,13 @@ class Taskq:
         self._amqp = self._backend = None
 
     # -- calling
-    def send_task(self, name: str, args: tuple[Any, ...] | list[Any] | None = None,
-                  kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult[Any]:
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
         """Send a task by name; the task need not be registered in this app."""
         from .result import AsyncResult
 
@@ -201,16 +225,22 @@ class Taskq:
             _check_arguments(task, args, kwargs)
         parent = self.current_context()
         msg = build_message(self, name, args, kwargs, call, task, parent)
-        route = self.amqp.router.route(name, task.options.queue if task else None,
-                                       call.routing_options(), args, kwargs)
+        route = self.amqp.router.route(
+            name, task.options.queue if task else None, call.routing_options(), args, kwargs
+        )
         self.amqp.publish(
-            msg, route, priority=call.priority, expiration=expiration_seconds(msg.expires),
-            reply_to=call.reply_to or self.oid, retry=call.retry, retry_policy=call.retry_policy,
+            msg,
+            route,
+            priority=call.priority,
+            expiration=expiration_seconds(msg.expires),
+            reply_to=call.reply_to or self.oid,
+            retry=call.retry,
+            retry_policy=call.retry_policy,
             compression=call.compression,
         )
         return AsyncResult(msg.id, app=self)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from .result import AsyncResult
 
         return AsyncResult(task_id, app=self)
@@ -220,7 +250,10 @@ class Taskq:
         """This process's reply-to id (Celery puts one on every message)."""
         pid = os.getpid()
         if self._oid is None or self._oid[0] != pid:
-            self._oid = (pid, str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}-{pid}-{id(self)}")))
+            self._oid = (
+                pid,
+                str(uuid.uuid3(uuid.NAMESPACE_OID, f"{uuid.getnode()}-{pid}-{id(self)}")),
+            )
         return self._oid[1]
 
     # -- the task running in this thread, so tasks it sends get parent_id/root_id
@@ -236,7 +269,9 @@ class Taskq:
         return stack[-1] if stack else None
 
 
-def _check_arguments(task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+def _check_arguments(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> None:
     # Fail in the caller, where the mistake is, not later in a worker's log.
     try:
         sig = inspect.signature(task.fun)
@@ -251,4 +286,4 @@ def _check_arguments(task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mappin
         raise TypeError(f"{task.name}{sig}: {exc}") from None
 
 
-__all__ = ["Taskq", "TaskRegistry", "states"]
+__all__ = ["TaskRegistry", "Taskq", "states"]

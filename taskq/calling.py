@@ -62,7 +62,9 @@ class CallOptions:
                 raise TypeError(f"apply_async() got an unknown option {name!r}{hint}")
         call = cls(**options)
         if call.serializer not in (None, "json"):
-            raise TypeError(f"serializer {call.serializer!r} is not supported: taskq sends JSON only")
+            raise TypeError(
+                f"serializer {call.serializer!r} is not supported: taskq sends JSON only"
+            )
         if call.countdown is not None and call.eta is not None:
             raise TypeError("give countdown or eta, not both")
         if call.priority is not None and not 0 <= int(call.priority) <= 255:
@@ -94,14 +96,21 @@ def expiration_seconds(expires: datetime | None) -> float | None:
     return max(0.0, (expires - datetime.now(UTC)).total_seconds())
 
 
-def build_message(app: Taskq, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                  call: CallOptions, task: Task[Any, Any] | None,
-                  parent: Context | None) -> TaskMessage:
+def build_message(
+    app: Taskq,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: CallOptions,
+    task: Task[Any, Any] | None,
+    parent: Context | None,
+) -> TaskMessage:
     now = datetime.now(UTC)
     task_id = call.task_id or str(uuid.uuid4())
     eta = _utc(call.eta) if call.eta else _absolute(call.countdown, now)
-    expires = _absolute(call.expires if call.expires is not None
-                        else (task.options.expires if task else None), now)
+    expires = _absolute(
+        call.expires if call.expires is not None else (task.options.expires if task else None), now
+    )
     ignore_result = call.ignore_result
     if ignore_result is None and task is not None:
         ignore_result = task.ignore_result

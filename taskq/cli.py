@@ -78,16 +78,25 @@ def _errors_as_usage(fn: F) -> F:
 @click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides result_backend).")
 @click.pass_context
-def main(ctx: click.Context, app: str | None, broker: str | None, result_backend: str | None) -> None:
+def main(
+    ctx: click.Context, app: str | None, broker: str | None, result_backend: str | None
+) -> None:
     """taskq: a distributed task queue, wire-compatible with Celery."""
     ctx.obj = {"app": app, "broker": broker, "backend": result_backend}
 
 
 @main.command()
-@click.option("-l", "--loglevel", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@click.option(
+    "-l",
+    "--loglevel",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+)
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size [default: CPUs].")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Execution pool.")
+@click.option(
+    "-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Execution pool."
+)
 @click.option("-Q", "--queues", help="Comma-separated queues to consume.")
 @click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1))
@@ -96,20 +105,31 @@ def main(ctx: click.Context, app: str | None, broker: str | None, result_backend
 @click.option("--without-heartbeat", is_flag=True, help="Turn off the AMQP connection heartbeat.")
 @click.pass_context
 @_errors_as_usage
-def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None,
-           queues: str | None, hostname: str | None, prefetch_multiplier: int | None,
-           max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           without_heartbeat: bool) -> None:
+def worker(
+    ctx: click.Context,
+    loglevel: str,
+    concurrency: int | None,
+    pool: str | None,
+    queues: str | None,
+    hostname: str | None,
+    prefetch_multiplier: int | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
+    without_heartbeat: bool,
+) -> None:
     """Start a worker."""
     from .worker.worker import Worker, WorkerOptions
 
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
     app = _app(ctx)
     options = WorkerOptions(
-        concurrency=concurrency, pool=pool,
+        concurrency=concurrency,
+        pool=pool,
         queues=tuple(q.strip() for q in (queues or "").split(",") if q.strip()),
-        hostname=hostname, prefetch_multiplier=prefetch_multiplier,
-        max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
+        hostname=hostname,
+        prefetch_multiplier=prefetch_multiplier,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
         heartbeat=not without_heartbeat,
     )
     instance = Worker(app, options)
@@ -137,14 +157,24 @@ def _json_arg(name: str, value: str, kind: type) -> Any:
 @click.option("--queue")
 @click.pass_context
 @_errors_as_usage
-def call(ctx: click.Context, name: str, args_: str, kwargs_: str, countdown: float | None,
-         expires: float | None, queue: str | None) -> None:
+def call(
+    ctx: click.Context,
+    name: str,
+    args_: str,
+    kwargs_: str,
+    countdown: float | None,
+    expires: float | None,
+    queue: str | None,
+) -> None:
     """Send task NAME; prints its id."""
     args = _json_arg("--args", args_, list)
     kwargs = _json_arg("--kwargs", kwargs_, dict)
     app = _app(ctx)
-    options = {k: v for k, v in {"countdown": countdown, "expires": expires, "queue": queue}.items()
-               if v is not None}
+    options = {
+        k: v
+        for k, v in {"countdown": countdown, "expires": expires, "queue": queue}.items()
+        if v is not None
+    }
     result = app.send_task(name, args, kwargs, **options)
     click.echo(result.id)
 
@@ -156,7 +186,9 @@ def call(ctx: click.Context, name: str, args_: str, kwargs_: str, countdown: flo
 @click.option("--traceback", "show_tb", is_flag=True, help="Show the traceback of a failure.")
 @click.pass_context
 @_errors_as_usage
-def result(ctx: click.Context, task_id: str, wait: bool, timeout: float | None, show_tb: bool) -> None:
+def result(
+    ctx: click.Context, task_id: str, wait: bool, timeout: float | None, show_tb: bool
+) -> None:
     """Show the state and result of task TASK_ID."""
     res = _app(ctx).AsyncResult(task_id)
     if wait:
@@ -183,7 +215,8 @@ def purge(ctx: click.Context, force: bool, queues: str | None) -> None:
     """Delete every waiting message from the queues."""
     app = _app(ctx)
     names = [q.strip() for q in (queues or "").split(",") if q.strip()] or list(
-        app.conf.task_queues or [app.conf.task_default_queue])
+        app.conf.task_queues or [app.conf.task_default_queue]
+    )
     if not force:
         click.confirm(f"Delete all waiting messages in {', '.join(names)}?", abort=True)
     total = 0

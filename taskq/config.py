@@ -35,7 +35,16 @@ def _optional(check: Check) -> Check:
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+    if isinstance(value, str) and value.lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    }:
         return value.lower() in {"1", "true", "yes", "on"}
     raise ValueError("expected a boolean")
 
@@ -101,18 +110,20 @@ def _one_of(*choices: str) -> Check:
 def _routes(value: Any) -> Any:
     if isinstance(value, Mapping) or callable(value):
         return value
-    if isinstance(value, list | tuple) and all(isinstance(r, Mapping) or callable(r) for r in value):
+    if isinstance(value, list | tuple) and all(
+        isinstance(r, Mapping) or callable(r) for r in value
+    ):
         return tuple(value)
     raise ValueError("expected a dict, a router function, or a list of them")
 
 
 def _serializer(value: Any) -> str:
-    value = _str(value)
-    if value != "json":
+    text = _str(value)
+    if text != "json":
         # JSON only by default keeps every message readable by any peer and never runs a
         # decoder that can execute code; other serializers are a later, explicit opt-in.
         raise ValueError("taskq supports only 'json'")
-    return value
+    return text
 
 
 def _accept(value: Any) -> tuple[str, ...]:
@@ -142,58 +153,123 @@ DAY = 86400.0
 
 SETTINGS: dict[str, Setting] = {
     # broker
-    "embedded_data_dir": Setting(None, _optional(_str), "Folder of the embedded broker and result files (default ~/.local/share/taskq/<main>)."),
-    "broker_url": Setting(None, _optional(_str), "Broker URL; unset means the embedded SQLite broker."),
+    "embedded_data_dir": Setting(
+        None,
+        _optional(_str),
+        "Folder of the embedded broker and result files (default ~/.local/share/taskq/<main>).",
+    ),
+    "broker_url": Setting(
+        None, _optional(_str), "Broker URL; unset means the embedded SQLite broker."
+    ),
     "broker_transport_options": Setting({}, _dict, "Options passed to the kombu transport."),
-    "broker_connection_retry_on_startup": Setting(True, _bool, "Retry the first connection at worker start."),
+    "broker_connection_retry_on_startup": Setting(
+        True, _bool, "Retry the first connection at worker start."
+    ),
     "broker_connection_retry": Setting(True, _bool, "Reconnect when the worker loses the broker."),
-    "broker_connection_max_retries": Setting(100, _optional(_non_negative_int), "Reconnect attempts before the worker gives up (None: forever)."),
-    "broker_connection_timeout": Setting(4.0, _seconds, "Seconds to wait for a TCP connection to the broker."),
-    "broker_pool_limit": Setting(10, _positive_int, "Connections kept in the client's connection pool."),
+    "broker_connection_max_retries": Setting(
+        100,
+        _optional(_non_negative_int),
+        "Reconnect attempts before the worker gives up (None: forever).",
+    ),
+    "broker_connection_timeout": Setting(
+        4.0, _seconds, "Seconds to wait for a TCP connection to the broker."
+    ),
+    "broker_pool_limit": Setting(
+        10, _positive_int, "Connections kept in the client's connection pool."
+    ),
     "broker_heartbeat": Setting(60.0, _seconds, "AMQP heartbeat interval in seconds (0 disables)."),
     "task_publish_retry": Setting(True, _bool, "Retry a publish when the connection fails."),
     "task_publish_retry_policy": Setting(
         {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.2},
         _dict,
-        "kombu retry policy for publishing: max_retries, interval_start, interval_step, interval_max.",
+        "kombu retry policy for publishing: max_retries, interval_start, interval_step,"
+        " interval_max.",
     ),
     # serialization
     "task_serializer": Setting("json", _serializer, "Serializer for task messages (json only)."),
     "result_serializer": Setting("json", _serializer, "Serializer for results (json only)."),
     "accept_content": Setting(("json",), _accept, "Content types the worker accepts."),
-    "task_compression": Setting(None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."),
+    "task_compression": Setting(
+        None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."
+    ),
     # routing
-    "task_default_queue": Setting("taskq", _str, "Queue for tasks with no route. Set to 'celery' to share Celery's queue."),
-    "task_default_exchange": Setting(None, _optional(_str), "Exchange for the default queue (default: the queue name)."),
-    "task_default_exchange_type": Setting("direct", _one_of("direct", "topic", "fanout"), "Type of the default exchange."),
-    "task_default_routing_key": Setting(None, _optional(_str), "Routing key of the default queue (default: the queue name)."),
+    "task_default_queue": Setting(
+        "taskq", _str, "Queue for tasks with no route. Set to 'celery' to share Celery's queue."
+    ),
+    "task_default_exchange": Setting(
+        None, _optional(_str), "Exchange for the default queue (default: the queue name)."
+    ),
+    "task_default_exchange_type": Setting(
+        "direct", _one_of("direct", "topic", "fanout"), "Type of the default exchange."
+    ),
+    "task_default_routing_key": Setting(
+        None, _optional(_str), "Routing key of the default queue (default: the queue name)."
+    ),
     "task_default_delivery_mode": Setting(2, _delivery_mode, "2 = persistent, 1 = transient."),
-    "task_default_priority": Setting(None, _optional(_non_negative_int), "Priority given to messages without one."),
-    "task_queues": Setting(None, _optional(_str_list), "Queue names a worker consumes when -Q is not given."),
-    "task_create_missing_queues": Setting(True, _bool, "Create a queue named by a route or queue= on first use."),
-    "task_routes": Setting(None, _optional(_routes), "Task name (glob) -> {'queue': ...}, or router functions."),
+    "task_default_priority": Setting(
+        None, _optional(_non_negative_int), "Priority given to messages without one."
+    ),
+    "task_queues": Setting(
+        None, _optional(_str_list), "Queue names a worker consumes when -Q is not given."
+    ),
+    "task_create_missing_queues": Setting(
+        True, _bool, "Create a queue named by a route or queue= on first use."
+    ),
+    "task_routes": Setting(
+        None, _optional(_routes), "Task name (glob) -> {'queue': ...}, or router functions."
+    ),
     # execution
-    "task_acks_late": Setting(True, _bool, "Ack after the task ran (at-least-once). False acks when it starts."),
-    "task_acks_on_failure_or_timeout": Setting(True, _bool, "With late ack, also ack tasks that failed or timed out."),
-    "task_reject_on_worker_lost": Setting(True, _bool, "Requeue a late-ack task whose process died."),
-    "task_time_limit": Setting(None, _optional(_seconds), "Hard time limit in seconds: the process is killed."),
-    "task_soft_time_limit": Setting(None, _optional(_seconds), "Soft time limit: SoftTimeLimitExceeded is raised in the task."),
+    "task_acks_late": Setting(
+        True, _bool, "Ack after the task ran (at-least-once). False acks when it starts."
+    ),
+    "task_acks_on_failure_or_timeout": Setting(
+        True, _bool, "With late ack, also ack tasks that failed or timed out."
+    ),
+    "task_reject_on_worker_lost": Setting(
+        True, _bool, "Requeue a late-ack task whose process died."
+    ),
+    "task_time_limit": Setting(
+        None, _optional(_seconds), "Hard time limit in seconds: the process is killed."
+    ),
+    "task_soft_time_limit": Setting(
+        None, _optional(_seconds), "Soft time limit: SoftTimeLimitExceeded is raised in the task."
+    ),
     "task_ignore_result": Setting(False, _bool, "Store no result for tasks by default."),
-    "task_store_errors_even_if_ignored": Setting(False, _bool, "Store failures of tasks that ignore results."),
+    "task_store_errors_even_if_ignored": Setting(
+        False, _bool, "Store failures of tasks that ignore results."
+    ),
     "task_track_started": Setting(False, _bool, "Store STARTED when a task starts."),
-    "task_default_rate_limit": Setting(None, _optional(_str), "Rate limit for tasks without one, e.g. '10/s'."),
+    "task_default_rate_limit": Setting(
+        None, _optional(_str), "Rate limit for tasks without one, e.g. '10/s'."
+    ),
     # results
-    "result_backend": Setting(None, _optional(_str), "Result backend URL: redis://, sqlite:///path, memory://, or None."),
-    "result_expires": Setting(DAY, _optional(_seconds), "Seconds results are kept (None: forever)."),
-    "result_extended": Setting(False, _bool, "Also store name, args, kwargs, worker, retries, queue."),
-    "result_backend_transport_options": Setting({}, _dict, "Options for the result backend client."),
+    "result_backend": Setting(
+        None, _optional(_str), "Result backend URL: redis://, sqlite:///path, memory://, or None."
+    ),
+    "result_expires": Setting(
+        DAY, _optional(_seconds), "Seconds results are kept (None: forever)."
+    ),
+    "result_extended": Setting(
+        False, _bool, "Also store name, args, kwargs, worker, retries, queue."
+    ),
+    "result_backend_transport_options": Setting(
+        {}, _dict, "Options for the result backend client."
+    ),
     # worker
-    "worker_concurrency": Setting(None, _optional(_positive_int), "Pool size (default: number of CPUs)."),
+    "worker_concurrency": Setting(
+        None, _optional(_positive_int), "Pool size (default: number of CPUs)."
+    ),
     "worker_prefetch_multiplier": Setting(4, _positive_int, "Messages reserved per pool slot."),
-    "worker_max_tasks_per_child": Setting(None, _optional(_positive_int), "Replace a pool child after this many tasks."),
-    "worker_max_memory_per_child": Setting(None, _optional(_positive_int), "Replace a child above this RSS in KiB."),
+    "worker_max_tasks_per_child": Setting(
+        None, _optional(_positive_int), "Replace a pool child after this many tasks."
+    ),
+    "worker_max_memory_per_child": Setting(
+        None, _optional(_positive_int), "Replace a child above this RSS in KiB."
+    ),
     "worker_pool": Setting("prefork", _one_of("prefork", "threads", "solo"), "Execution pool."),
-    "worker_lost_wait": Setting(1.0, _seconds, "Seconds to wait for the result of a task whose process died."),
+    "worker_lost_wait": Setting(
+        1.0, _seconds, "Seconds to wait for the result of a task whose process died."
+    ),
     "worker_disable_rate_limits": Setting(False, _bool, "Ignore rate limits."),
 }
 
@@ -203,7 +279,9 @@ ENVIRONMENT = {"TASKQ_BROKER_URL": "broker_url", "TASKQ_RESULT_BACKEND": "result
 
 def unknown_setting(name: str) -> ConfigurationError:
     close = difflib.get_close_matches(name.lower(), SETTINGS, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else " See docs/configuration.md for every setting."
+    hint = (
+        f" Did you mean {close[0]!r}?" if close else " See docs/configuration.md for every setting."
+    )
     return ConfigurationError(f"Unknown setting {name!r}.{hint}")
 
 

@@ -1,24 +1,24 @@
 """Every error taskq raises on purpose derives from one root, ``TaskqError``.
 
-    TaskqError
-    ├── ConfigurationError          a setting name or value is wrong
-    ├── NotRegistered               no task of that name in this app (also a KeyError)
-    ├── BrokerUnavailable           the broker could not be reached within the retry policy
-    ├── BackendError                the result backend failed or is missing
-    │   └── NoBackendConfigured     get() was called but results are disabled
-    ├── TimeoutError                get() waited longer than its timeout (also builtins')
-    ├── MalformedMessage            a message could not be decoded (worker side)
-    ├── TaskError                   raised *for* a task run
-    │   ├── Retry                   control flow: the task asked to be retried
-    │   ├── Ignore                  control flow: drop the task, store nothing
-    │   ├── Reject                  control flow: reject the message
-    │   ├── MaxRetriesExceededError retries ran out and no exception was given
-    │   ├── TaskRevokedError        the task was revoked or expired
-    │   ├── WorkerLostError         the process running the task died
-    │   ├── TimeLimitExceeded       the hard time limit killed the task
-    │   ├── SoftTimeLimitExceeded   raised inside the task at the soft time limit
-    │   └── RemoteError             a task failed with an exception this client can't rebuild
-    └── SecurityError               a result named something that is not an exception
+TaskqError
+├── ConfigurationError          a setting name or value is wrong
+├── NotRegistered               no task of that name in this app (also a KeyError)
+├── BrokerUnavailable           the broker could not be reached within the retry policy
+├── BackendError                the result backend failed or is missing
+│   └── NoBackendConfigured     get() was called but results are disabled
+├── TimeoutError                get() waited longer than its timeout (also builtins')
+├── MalformedMessage            a message could not be decoded (worker side)
+├── TaskError                   raised *for* a task run
+│   ├── Retry                   control flow: the task asked to be retried
+│   ├── Ignore                  control flow: drop the task, store nothing
+│   ├── Reject                  control flow: reject the message
+│   ├── MaxRetriesExceededError retries ran out and no exception was given
+│   ├── TaskRevokedError        the task was revoked or expired
+│   ├── WorkerLostError         the process running the task died
+│   ├── TimeLimitExceeded       the hard time limit killed the task
+│   ├── SoftTimeLimitExceeded   raised inside the task at the soft time limit
+│   └── RemoteError             a task failed with an exception this client can't rebuild
+└── SecurityError               a result named something that is not an exception
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class NoBackendConfigured(BackendError):
     """Results are disabled, so there is nothing to wait for."""
 
 
-class TimeoutError(TaskqError, builtins.TimeoutError):  # noqa: A001 - mirrors Celery's name
+class TimeoutError(TaskqError, builtins.TimeoutError):
     """A wait for a result took longer than its timeout."""
 
 
@@ -159,8 +159,5 @@ class RemoteError(TaskError):
     def __str__(self) -> str:
         where = f"{self.exc_module}.{self.exc_type}" if self.exc_module else self.exc_type
         args = self.exc_message
-        if isinstance(args, list | tuple):
-            text = ", ".join(str(a) for a in args)
-        else:
-            text = str(args)
+        text = ", ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)
         return f"{where}: {text}"

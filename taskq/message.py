@@ -97,7 +97,9 @@ def to_headers(msg: TaskMessage) -> dict[str, Any]:
         "root_id": msg.root_id or msg.id,
         "parent_id": msg.parent_id,
         "argsrepr": msg.argsrepr if msg.argsrepr is not None else _short_repr(msg.args),
-        "kwargsrepr": msg.kwargsrepr if msg.kwargsrepr is not None else _short_repr(dict(msg.kwargs)),
+        "kwargsrepr": msg.kwargsrepr
+        if msg.kwargsrepr is not None
+        else _short_repr(dict(msg.kwargs)),
         "origin": msg.origin or origin_name(),
         "ignore_result": msg.ignore_result,
         "replaced_task_nesting": msg.replaced_task_nesting,
@@ -122,8 +124,9 @@ def to_body(msg: TaskMessage) -> list[Any]:
 # ---------------------------------------------------------------------------- parsing
 
 
-def decode_body(body: Any, content_type: str | None, content_encoding: str | None,
-                accept: frozenset[str]) -> Any:
+def decode_body(
+    body: Any, content_type: str | None, content_encoding: str | None, accept: frozenset[str]
+) -> Any:
     """Decode a raw body, refusing any content type not in ``accept`` before decoding."""
     if not content_type:
         raise MalformedMessage("message has no content type")
@@ -152,7 +155,9 @@ def parse(headers: Mapping[str, Any] | None, body: Any) -> TaskMessage:
     raise MalformedMessage("no 'task' header and the body is not a protocol-1 task")
 
 
-def recover_identity(headers: Mapping[str, Any] | None, body: Any = None) -> tuple[str | None, str | None]:
+def recover_identity(
+    headers: Mapping[str, Any] | None, body: Any = None
+) -> tuple[str | None, str | None]:
     """Best effort (task_id, task_name) of a message that failed to parse."""
     for source in (headers, body):
         if isinstance(source, Mapping):
@@ -186,14 +191,17 @@ def _parse_v1(body: dict[str, Any]) -> TaskMessage:
 def _identity(source: Mapping[str, Any]) -> tuple[str, str]:
     task_id, name = source.get("id"), source.get("task")
     if not isinstance(task_id, str) or not task_id:
-        raise MalformedMessage("missing or invalid task id", None, name if isinstance(name, str) else None)
+        raise MalformedMessage(
+            "missing or invalid task id", None, name if isinstance(name, str) else None
+        )
     if not isinstance(name, str) or not name:
         raise MalformedMessage("missing or invalid task name", task_id)
     return task_id, name
 
 
-def _build(h: Mapping[str, Any], task_id: str, name: str, args: Any, kwargs: Any,
-           embed: Mapping[str, Any]) -> TaskMessage:
+def _build(
+    h: Mapping[str, Any], task_id: str, name: str, args: Any, kwargs: Any, embed: Mapping[str, Any]
+) -> TaskMessage:
     def bad(reason: str) -> MalformedMessage:
         return MalformedMessage(reason, task_id, name)
 
@@ -223,10 +231,15 @@ def _build(h: Mapping[str, Any], task_id: str, name: str, args: Any, kwargs: Any
         errbacks=_sigs(embed.get("errbacks"), "errbacks", bad),
         chain=_sigs(embed.get("chain"), "chain", bad),
         chord=_sig(embed.get("chord"), "chord", bad),
-        replaced_task_nesting=_int(h.get("replaced_task_nesting"), "replaced_task_nesting", bad) or 0,
-        stamped_headers=tuple(h["stamped_headers"]) if isinstance(h.get("stamped_headers"), list) else None,
+        replaced_task_nesting=_int(h.get("replaced_task_nesting"), "replaced_task_nesting", bad)
+        or 0,
+        stamped_headers=tuple(h["stamped_headers"])
+        if isinstance(h.get("stamped_headers"), list)
+        else None,
         stamps=dict(h["stamps"]) if isinstance(h.get("stamps"), Mapping) else {},
-        custom_headers={k: v for k, v in h.items() if k not in STANDARD_HEADERS and isinstance(k, str)},
+        custom_headers={
+            k: v for k, v in h.items() if k not in STANDARD_HEADERS and isinstance(k, str)
+        },
         argsrepr=h.get("argsrepr") if isinstance(h.get("argsrepr"), str) else None,
         kwargsrepr=h.get("kwargsrepr") if isinstance(h.get("kwargsrepr"), str) else None,
     )

@@ -86,8 +86,7 @@ class AsyncResult(Generic[R]):
     def failed(self) -> bool:
         return self.state == states.FAILURE
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.5) -> R:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> R:
         """Wait for the task to finish and return its value.
 
         Raises the task's exception (rebuilt when its class is already importable here, else
@@ -118,8 +117,14 @@ class AsyncResult(Generic[R]):
 class EagerResult(AsyncResult[R]):
     """The result of ``task.apply()``: already finished, nothing stored anywhere."""
 
-    def __init__(self, id: str, value: Any, state: str, traceback: str | None = None,
-                 app: Taskq | None = None):
+    def __init__(
+        self,
+        id: str,
+        value: Any,
+        state: str,
+        traceback: str | None = None,
+        app: Taskq | None = None,
+    ):
         self.id = id
         self.app = app
         self._backend = None
@@ -144,8 +149,7 @@ class EagerResult(AsyncResult[R]):
     def traceback(self) -> str | None:
         return self._traceback
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.5) -> R:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> R:
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._value_
         return self._value_  # type: ignore[no-any-return]

@@ -38,8 +38,9 @@ class Signature:
     def set_immutable(self, immutable: bool) -> Signature:
         return replace(self, immutable=immutable)
 
-    def clone(self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
-              **options: Any) -> Signature:
+    def clone(
+        self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
         """A copy with ``args`` appended (unless immutable), kwargs merged and options set."""
         new_args = self.args if self.immutable else tuple(args) + self.args
         new_kwargs = dict(self.kwargs) if self.immutable else {**self.kwargs, **(kwargs or {})}
@@ -48,8 +49,12 @@ class Signature:
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: tuple[Any, ...] | list[Any] = (),
-                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult[Any]:
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
         app = self._app()
         sig = self.clone(tuple(args), kwargs, **options)
         return app.send_task(sig.task, sig.args, dict(sig.kwargs), **dict(sig.options))

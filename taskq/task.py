@@ -136,16 +136,25 @@ class Task(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
-                    kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult[R]:
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
         """Send the task to a worker. Options as Celery's: countdown, eta, expires, queue,
         exchange, routing_key, priority, headers, serializer, compression, task_id, link,
         link_error, ignore_result, retry, retry_policy, time_limit, soft_time_limit."""
-        return self.app.send_task(self.name, tuple(args or ()), dict(kwargs or {}), _task=self,
-                                  **options)
+        return self.app.send_task(
+            self.name, tuple(args or ()), dict(kwargs or {}), _task=self, **options
+        )
 
-    def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
-              kwargs: Mapping[str, Any] | None = None, **options: Any) -> EagerResult[R]:
+    def apply(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
         """Run the task here and now, retries included, and return a finished result."""
         from .result import EagerResult
 
@@ -153,9 +162,16 @@ class Task(Generic[P, R]):
         retries = int(options.get("retries", 0))
         call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
         while True:
-            context = Context(id=task_id, task=self.name, args=call_args, kwargs=call_kwargs,
-                              retries=retries, root_id=task_id, is_eager=True,
-                              called_directly=False)
+            context = Context(
+                id=task_id,
+                task=self.name,
+                args=call_args,
+                kwargs=call_kwargs,
+                retries=retries,
+                root_id=task_id,
+                is_eager=True,
+                called_directly=False,
+            )
             state, value, tb = self.run_with_context(context)
             if state != states.RETRY:
                 return EagerResult(task_id, value, state, tb, app=self.app)
@@ -177,9 +193,9 @@ class Task(Generic[P, R]):
 
     def call_with_autoretry(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
         if not self.options.autoretry_for:
-            return self(*args, **kwargs)  # type: ignore[arg-type]
+            return self(*args, **kwargs)
         try:
-            return self(*args, **kwargs)  # type: ignore[arg-type]
+            return self(*args, **kwargs)
         except Retry:
             raise
         except self.options.autoretry_for as exc:
@@ -193,8 +209,8 @@ class Task(Generic[P, R]):
         factor = self.options.retry_backoff
         if not factor:
             return None
-        factor = 1.0 if factor is True else float(factor)
-        countdown = min(self.options.retry_backoff_max, factor * (2**retries))
+        scale = 1.0 if factor is True else float(factor)
+        countdown = min(self.options.retry_backoff_max, scale * (2.0**retries))
         if self.options.retry_jitter:
             # Full jitter spreads a burst of failing tasks over the whole window.
             countdown = random.uniform(0, countdown)
@@ -207,15 +223,23 @@ class Task(Generic[P, R]):
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         return Signature(self.name, tuple(args), dict(kwargs), immutable=True, app=self.app)
 
-    def signature(self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
-                  **options: Any) -> Signature:
+    def signature(
+        self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
         return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
 
     # -- inside a running task
-    def retry(self, args: tuple[Any, ...] | None = None, kwargs: Mapping[str, Any] | None = None,
-              exc: BaseException | None = None, throw: bool = True,
-              eta: datetime | None = None, countdown: float | None = None,
-              max_retries: int | None = None, **options: Any) -> Retry:
+    def retry(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
         """Send this task again and return ``Retry`` to raise; re-raise ``exc`` when the
         retries have run out (``MaxRetriesExceededError`` when there is no ``exc``)."""
         request = self.request
@@ -244,9 +268,14 @@ class Task(Generic[P, R]):
             raise retry
         return retry
 
-    def _send_retry(self, request: Context, args: tuple[Any, ...] | None,
-                    kwargs: Mapping[str, Any] | None, eta: datetime,
-                    options: Mapping[str, Any]) -> None:
+    def _send_retry(
+        self,
+        request: Context,
+        args: tuple[Any, ...] | None,
+        kwargs: Mapping[str, Any] | None,
+        eta: datetime,
+        options: Mapping[str, Any],
+    ) -> None:
         hard, soft = request.timelimit
         delivery = request.delivery_info
         self.app.send_task(
@@ -275,15 +304,16 @@ class Task(Generic[P, R]):
             **{k: v for k, v in options.items() if k not in {"exchange", "routing_key"}},
         )
 
-    def update_state(self, task_id: str | None = None, state: str | None = None,
-                     meta: Any = None) -> None:
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None
+    ) -> None:
         """Store a custom state (e.g. PROGRESS) for this task or another."""
         task_id = task_id or self.request.id
         if task_id is None:
             raise RuntimeError("update_state() needs a task_id outside a task run")
         self.app.backend.store_result(task_id, meta, state or states.PENDING)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from .result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)

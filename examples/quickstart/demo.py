@@ -23,9 +23,20 @@ def main() -> int:
 
         print(f"Embedded broker and results in {data}")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "taskq", "-A", "examples.quickstart.tasks", "worker",
-             "-l", "warning", "-c", "2"],
-            cwd=ROOT, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-m",
+                "taskq",
+                "-A",
+                "examples.quickstart.tasks",
+                "worker",
+                "-l",
+                "warning",
+                "-c",
+                "2",
+            ],
+            cwd=ROOT,
+            env=os.environ.copy(),
         )
         try:
             start = time.monotonic()
@@ -38,7 +49,9 @@ def main() -> int:
             print("countdown=0.5        =", add.apply_async((5, 5), countdown=0.5).get(timeout=30))
             results = [add.delay(i, i) for i in range(100)]
             print("100 x add, summed    =", sum(r.get(timeout=30) for r in results))
-            print("flaky_fetch          =", flaky_fetch.delay("https://example.org").get(timeout=30))
+            print(
+                "flaky_fetch          =", flaky_fetch.delay("https://example.org").get(timeout=30)
+            )
             try:
                 divide.delay(1, 0).get(timeout=30)
             except ZeroDivisionError as exc:

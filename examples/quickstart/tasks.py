@@ -1,7 +1,7 @@
 """The quickstart app: no broker to install, it runs on taskq's embedded default.
 
-Start a worker:   taskq -A examples.quickstart.tasks worker -l info
-Send tasks:       python -c "from examples.quickstart.tasks import add; print(add.delay(2, 2).get())"
+Start a worker:  taskq -A examples.quickstart.tasks worker -l info
+Send tasks:  python -c "from examples.quickstart.tasks import add; print(add.delay(2, 2).get())"
 """
 
 from __future__ import annotations

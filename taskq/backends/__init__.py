@@ -14,8 +14,14 @@ class DisabledBackend(Backend):
 
     persistent = False
 
-    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
-                     context: ResultContext | None = None) -> None:
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        context: ResultContext | None = None,
+    ) -> None:
         return None
 
     def _refuse(self) -> NoBackendConfigured:
@@ -34,8 +40,12 @@ class DisabledBackend(Backend):
         raise self._refuse()
 
 
-def backend_from_url(url: str | None, expires: float | None = 86400.0, extended: bool = False,
-                     options: Mapping[str, Any] | None = None) -> Backend:
+def backend_from_url(
+    url: str | None,
+    expires: float | None = 86400.0,
+    extended: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> Backend:
     if not url or url in ("disabled", "none"):
         return DisabledBackend(expires, extended)
     scheme = url.split("://", 1)[0].lower()
@@ -47,9 +57,11 @@ def backend_from_url(url: str | None, expires: float | None = 86400.0, extended:
         from .sqlite import SqliteBackend
 
         # SQLAlchemy's convention, as for the broker: sqlite:////abs/path, sqlite:///relative.
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
-            raise ConfigurationError("sqlite result backend URL needs a path: sqlite:////abs/path.db")
+            raise ConfigurationError(
+                "sqlite result backend URL needs a path: sqlite:////abs/path.db"
+            )
         return SqliteBackend(path, expires, extended)
     if scheme == "memory":
         from .memory import MemoryBackend
@@ -61,5 +73,11 @@ def backend_from_url(url: str | None, expires: float | None = 86400.0, extended:
     )
 
 
-__all__ = ["Backend", "DisabledBackend", "ResultContext", "backend_from_url",
-           "decode_exception", "encode_exception"]
+__all__ = [
+    "Backend",
+    "DisabledBackend",
+    "ResultContext",
+    "backend_from_url",
+    "decode_exception",
+    "encode_exception",
+]

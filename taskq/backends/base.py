@@ -26,9 +26,14 @@ KEY_PREFIX = "celery-task-meta-"
 SHARED_ERRORS: dict[str, type[BaseException]] = {
     cls.__name__: cls
     for cls in (
-        exceptions.NotRegistered, exceptions.TaskRevokedError, exceptions.TimeLimitExceeded,
-        exceptions.SoftTimeLimitExceeded, exceptions.WorkerLostError,
-        exceptions.MaxRetriesExceededError, exceptions.Retry, exceptions.Reject,
+        exceptions.NotRegistered,
+        exceptions.TaskRevokedError,
+        exceptions.TimeLimitExceeded,
+        exceptions.SoftTimeLimitExceeded,
+        exceptions.WorkerLostError,
+        exceptions.MaxRetriesExceededError,
+        exceptions.Retry,
+        exceptions.Reject,
         exceptions.Ignore,
     )
 }
@@ -51,7 +56,11 @@ class ResultContext:
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
-    module = "celery.exceptions" if cls.__name__ in SHARED_ERRORS and cls.__module__ == "taskq.exceptions" else cls.__module__
+    module = (
+        "celery.exceptions"
+        if cls.__name__ in SHARED_ERRORS and cls.__module__ == "taskq.exceptions"
+        else cls.__module__
+    )
     args = list(exc.args)
     try:
         dumps(args)
@@ -120,7 +129,7 @@ class Backend(ABC):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = min(0.005, interval)
         while True:
-            meta = self.get_task_meta(key[len(KEY_PREFIX):])
+            meta = self.get_task_meta(key[len(KEY_PREFIX) :])
             if meta["status"] in states.READY_STATES:
                 return meta
             if deadline is not None and time.monotonic() >= deadline:
@@ -137,8 +146,14 @@ class Backend(ABC):
     def key_for(task_id: str) -> str:
         return f"{KEY_PREFIX}{task_id}"
 
-    def store_result(self, task_id: str, result: Any, state: str, traceback: str | None = None,
-                     context: ResultContext | None = None) -> None:
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        context: ResultContext | None = None,
+    ) -> None:
         key = self.key_for(task_id)
         current = self._get(key)
         if current is not None and _status(current) == states.SUCCESS:
@@ -151,8 +166,14 @@ class Backend(ABC):
         except Exception as exc:
             raise BackendError(f"Could not store the result of task {task_id}: {exc}") from exc
 
-    def make_meta(self, task_id: str, result: Any, state: str, traceback: str | None,
-                  context: ResultContext | None) -> dict[str, Any]:
+    def make_meta(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None,
+        context: ResultContext | None,
+    ) -> dict[str, Any]:
         if isinstance(result, BaseException):
             result = encode_exception(result)
         meta: dict[str, Any] = {
@@ -169,23 +190,35 @@ class Backend(ABC):
             if context.parent_id:
                 meta["parent_id"] = context.parent_id
             if self.extended:
-                meta.update(name=context.name, args=list(context.args or ()),
-                            kwargs=dict(context.kwargs or {}), worker=context.worker,
-                            retries=context.retries, queue=context.queue)
+                meta.update(
+                    name=context.name,
+                    args=list(context.args or ()),
+                    kwargs=dict(context.kwargs or {}),
+                    worker=context.worker,
+                    retries=context.retries,
+                    queue=context.queue,
+                )
         return meta
 
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
         raw = self._get(self.key_for(task_id))
         if raw is None:
-            return {"status": states.PENDING, "result": None, "traceback": None,
-                    "task_id": task_id, "children": [], "date_done": None}
+            return {
+                "status": states.PENDING,
+                "result": None,
+                "traceback": None,
+                "task_id": task_id,
+                "children": [],
+                "date_done": None,
+            }
         meta = loads(raw)
         if not isinstance(meta, dict) or "status" not in meta:
             raise BackendError(f"Stored result of task {task_id} is not a task meta document")
         return meta
 
-    def wait_for(self, task_id: str, timeout: float | None = None,
-                 interval: float = 0.5) -> Mapping[str, Any]:
+    def wait_for(
+        self, task_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> Mapping[str, Any]:
         return self._wait(self.key_for(task_id), timeout, interval)
 
     def forget(self, task_id: str) -> None:

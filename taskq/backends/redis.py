@@ -17,20 +17,29 @@ from .base import Backend
 class RedisBackend(Backend):
     """Each state write is ``SETEX`` + ``PUBLISH`` on a channel named like the key."""
 
-    def __init__(self, url: str, expires: float | None = 86400.0, extended: bool = False,
-                 options: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        url: str,
+        expires: float | None = 86400.0,
+        extended: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ):
         super().__init__(expires, extended)
         self.url = url
-        opts = {"socket_connect_timeout": 4.0, "socket_timeout": 30.0, "health_check_interval": 30,
-                **dict(options or {})}
+        opts = {
+            "socket_connect_timeout": 4.0,
+            "socket_timeout": 30.0,
+            "health_check_interval": 30,
+            **dict(options or {}),
+        }
         self.client = redis.Redis.from_url(url, **opts)
 
     def _get(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = self.client.get(key)
+            value: Any = self.client.get(key)
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
-        return value
+        return value  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: str, state: str) -> None:
         try:
@@ -52,12 +61,12 @@ class RedisBackend(Backend):
 
     def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             # Subscribe first, then read: a result stored in between is caught by the read,
             # any later one arrives as a message.
             pubsub.subscribe(key)
-            meta = self.get_task_meta(key[len(self.key_for("")):])
+            meta = self.get_task_meta(key[len(self.key_for("")) :])
             while meta["status"] not in states.READY_STATES:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

@@ -46,9 +46,15 @@ class SqliteBackend(Backend):
 
     def _get(self, key: str) -> str | None:
         try:
-            row = self._db().execute(
-                "SELECT meta FROM taskq_results WHERE key = ? AND "
-                "(expires_at IS NULL OR expires_at > ?)", (key, time.time())).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    "SELECT meta FROM taskq_results WHERE key = ? AND "
+                    "(expires_at IS NULL OR expires_at > ?)",
+                    (key, time.time()),
+                )
+                .fetchone()
+            )
         except sqlite3.Error as exc:
             raise BackendError(f"Result store {self.path} failed: {exc}") from exc
         return None if row is None else str(row[0])
@@ -57,8 +63,10 @@ class SqliteBackend(Backend):
         expires_at = time.time() + self.expires if self.expires else None
         try:
             db = self._db()
-            db.execute("INSERT OR REPLACE INTO taskq_results (key, meta, expires_at) VALUES (?, ?, ?)",
-                       (key, value, expires_at))
+            db.execute(
+                "INSERT OR REPLACE INTO taskq_results (key, meta, expires_at) VALUES (?, ?, ?)",
+                (key, value, expires_at),
+            )
             self._maybe_sweep(db)
         except sqlite3.Error as exc:
             raise BackendError(f"Result store {self.path} failed: {exc}") from exc
@@ -73,7 +81,9 @@ class SqliteBackend(Backend):
         now = time.time()
         if now - self._last_sweep > SWEEP_EVERY:
             self._last_sweep = now
-            db.execute("DELETE FROM taskq_results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+            db.execute(
+                "DELETE FROM taskq_results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -15,7 +15,6 @@ import heapq
 import itertools
 import logging
 import queue
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -137,19 +136,31 @@ class Consumer:
             logger.error("Cannot connect to %s: %s. Trying again in %.1f s.", url, exc, interval)
 
         try:
-            conn.ensure_connection(errback=on_error, max_retries=conf.broker_connection_max_retries
-                                   if retry else 1, interval_start=0.5, interval_step=1.0,
-                                   interval_max=5.0, callback=self._check_stop)
+            conn.ensure_connection(
+                errback=on_error,
+                max_retries=conf.broker_connection_max_retries if retry else 1,
+                interval_start=0.5,
+                interval_step=1.0,
+                interval_max=5.0,
+                callback=self._check_stop,
+            )
         except Exception as exc:
             if self.warm_stop or self.cold_stop:
                 raise OSError("stopped while connecting") from exc
             raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
         channel = conn.default_channel
-        self.qos = QoS(lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
-                       self.options.prefetch_count + len(self.held))
+        self.qos = QoS(
+            lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
+            self.options.prefetch_count + len(self.held),
+        )
         self.qos.update()
-        consumer = KombuConsumer(channel, list(self.options.queues), on_message=self._on_message,
-                                 accept=None, auto_declare=True)
+        consumer = KombuConsumer(
+            channel,
+            list(self.options.queues),
+            on_message=self._on_message,
+            accept=None,
+            auto_declare=True,
+        )
         consumer.consume()
         self._kombu_consumer = consumer
         logger.info("Connected to %s", url)
@@ -166,7 +177,7 @@ class Consumer:
             timeout = BUSY_POLL if busy else self._next_timer_delay()
             try:
                 conn.drain_events(timeout=timeout)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except self._connection_errors():
                 raise
@@ -242,8 +253,9 @@ class Consumer:
         try:
             if raw.errors:
                 raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
-            body = decode_body(raw.body, raw.content_type, raw.content_encoding,
-                               self.options.accept)
+            body = decode_body(
+                raw.body, raw.content_type, raw.content_encoding, self.options.accept
+            )
             message = parse(headers, body)
         except MalformedMessage as exc:
             self._reject_malformed(raw, exc, headers)
@@ -256,15 +268,20 @@ class Consumer:
 
     def _reject_malformed(self, raw: Any, exc: MalformedMessage, headers: Any) -> None:
         task_id = exc.task_id or recover_identity(headers)[0]
-        logger.error("Discarded a malformed message (task id %s): %s", task_id or "unknown",
-                     exc.reason)
+        logger.error(
+            "Discarded a malformed message (task id %s): %s", task_id or "unknown", exc.reason
+        )
         if task_id:
             self._store_failure(task_id, MalformedMessage(exc.reason))
         raw.ack()
 
     def _reject_unknown(self, raw: Any, task_id: str, name: str) -> None:
-        logger.error("Received unregistered task %r (id %s); discarded. Is the worker running "
-                     "the module that defines it (-A)?", name, task_id)
+        logger.error(
+            "Received unregistered task %r (id %s); discarded. Is the worker running "
+            "the module that defines it (-A)?",
+            name,
+            task_id,
+        )
         self._store_failure(task_id, NotRegistered(name))
         raw.ack()
 
@@ -325,7 +342,7 @@ class Consumer:
             try:
                 if self.connection is not None:
                     self.connection.drain_events(timeout=BUSY_POLL * 10)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except Exception as exc:
                 logger.debug("drain during shutdown: %r", exc)

@@ -16,9 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from billiard.pool import Pool as BilliardPool
 from billiard.exceptions import TimeLimitExceeded as BilliardTimeLimit
 from billiard.exceptions import WorkerLostError as BilliardWorkerLost
+from billiard.pool import Pool as BilliardPool
 
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from .tracer import Job, Outcome, trace
@@ -56,8 +56,15 @@ class Pool(ABC):
         pass
 
     @abstractmethod
-    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
-              time_limit: float | None = None, soft_time_limit: float | None = None) -> None: ...
+    def apply(
+        self,
+        job: Job,
+        on_accepted: OnAccepted,
+        on_result: OnResult,
+        on_error: OnError,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None: ...
 
     def stop(self) -> None:  # noqa: B027
         """Wait for running jobs, then release the pool."""
@@ -72,8 +79,15 @@ class Pool(ABC):
 class SoloPool(Pool):
     """Runs each task inline in the consumer's thread: one at a time, for tests and debugging."""
 
-    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
-              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+    def apply(
+        self,
+        job: Job,
+        on_accepted: OnAccepted,
+        on_result: OnResult,
+        on_error: OnError,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None:
         on_accepted(os.getpid())
         try:
             outcome = trace(self.app, job)
@@ -93,8 +107,15 @@ class ThreadPool(Pool):
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
 
-    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
-              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+    def apply(
+        self,
+        job: Job,
+        on_accepted: OnAccepted,
+        on_result: OnResult,
+        on_error: OnError,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None:
         def run() -> Outcome:
             on_accepted(os.getpid())
             return trace(self.app, job)
@@ -157,8 +178,15 @@ class PreforkPool(Pool):
             threads=True,
         )
 
-    def apply(self, job: Job, on_accepted: OnAccepted, on_result: OnResult, on_error: OnError,
-              time_limit: float | None = None, soft_time_limit: float | None = None) -> None:
+    def apply(
+        self,
+        job: Job,
+        on_accepted: OnAccepted,
+        on_result: OnResult,
+        on_error: OnError,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None:
         def accepted(pid: int, _time: float) -> None:
             on_accepted(pid)
 
@@ -166,8 +194,13 @@ class PreforkPool(Pool):
             on_error(_translate(_unwrap(error)))
 
         self._pool.apply_async(
-            _run_in_child, (job,), callback=on_result, error_callback=failed,
-            accept_callback=accepted, timeout=time_limit, soft_timeout=soft_time_limit,
+            _run_in_child,
+            (job,),
+            callback=on_result,
+            error_callback=failed,
+            accept_callback=accepted,
+            timeout=time_limit,
+            soft_timeout=soft_time_limit,
         )
 
     def stop(self) -> None:

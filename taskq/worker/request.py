@@ -39,19 +39,25 @@ class AckPolicy:
         c, o = app.conf, task.options
         return cls(
             acks_late=task.acks_late,
-            reject_on_worker_lost=bool(c.task_reject_on_worker_lost if o.reject_on_worker_lost is None
-                                       else o.reject_on_worker_lost),
+            reject_on_worker_lost=bool(
+                c.task_reject_on_worker_lost
+                if o.reject_on_worker_lost is None
+                else o.reject_on_worker_lost
+            ),
             acks_on_failure_or_timeout=c.task_acks_on_failure_or_timeout,
             time_limit=o.time_limit if o.time_limit is not None else c.task_time_limit,
-            soft_time_limit=o.soft_time_limit if o.soft_time_limit is not None else c.task_soft_time_limit,
+            soft_time_limit=o.soft_time_limit
+            if o.soft_time_limit is not None
+            else c.task_soft_time_limit,
         )
 
 
 class Request:
     """A reserved task. ``settle`` is called exactly once with how the message ends."""
 
-    def __init__(self, app: Taskq, message: TaskMessage, raw: Any, policy: AckPolicy,
-                 hostname: str):
+    def __init__(
+        self, app: Taskq, message: TaskMessage, raw: Any, policy: AckPolicy, hostname: str
+    ):
         self.app = app
         self.message = message
         self.raw = raw
@@ -83,9 +89,16 @@ class Request:
 
     def time_limits(self) -> tuple[float | None, float | None]:
         # Limits sent with the message override the task's own, as in Celery.
-        hard = self.message.time_limit if self.message.time_limit is not None else self.policy.time_limit
-        soft = (self.message.soft_time_limit if self.message.soft_time_limit is not None
-                else self.policy.soft_time_limit)
+        hard = (
+            self.message.time_limit
+            if self.message.time_limit is not None
+            else self.policy.time_limit
+        )
+        soft = (
+            self.message.soft_time_limit
+            if self.message.soft_time_limit is not None
+            else self.policy.soft_time_limit
+        )
         return hard, soft
 
     def expired(self, now: datetime | None = None) -> bool:
@@ -127,13 +140,22 @@ class Request:
         elif outcome.state == states.RETRY:
             logger.info("Task %r retry: %s", self, outcome.detail)
         else:
-            logger.info("Task %r %s in %.4fs: %s", self, outcome.state.lower(), outcome.runtime,
-                        outcome.detail)
+            logger.info(
+                "Task %r %s in %.4fs: %s",
+                self,
+                outcome.state.lower(),
+                outcome.runtime,
+                outcome.detail,
+            )
         self.ack()
 
     def on_error(self, exc: BaseException) -> None:
         """The run ended without an outcome: its process died, or it hit the hard limit."""
-        if isinstance(exc, WorkerLostError) and self.policy.acks_late and self.policy.reject_on_worker_lost:
+        if (
+            isinstance(exc, WorkerLostError)
+            and self.policy.acks_late
+            and self.policy.reject_on_worker_lost
+        ):
             logger.warning("Task %r: its process exited (%s); requeued for another try", self, exc)
             self.requeue()
             return

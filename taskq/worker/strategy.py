@@ -31,7 +31,9 @@ class Reserver(Protocol):
 
     def reserve(self, request: Request) -> None: ...
 
-    def hold_until(self, when: datetime, request: Request, then: Callable[[Request], None]) -> None: ...
+    def hold_until(
+        self, when: datetime, request: Request, then: Callable[[Request], None]
+    ) -> None: ...
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None: ...
 
@@ -60,8 +62,9 @@ def build_strategies(app: Taskq, consumer: Reserver, hostname: str) -> dict[str,
     return strategies
 
 
-def _handler(app: Taskq, consumer: Reserver, hostname: str, policy: AckPolicy,
-             rate: float | None) -> Handler:
+def _handler(
+    app: Taskq, consumer: Reserver, hostname: str, policy: AckPolicy, rate: float | None
+) -> Handler:
     bucket = TokenBucket(rate, capacity=1) if rate else None
 
     def admit(request: Request) -> None:

@@ -55,15 +55,28 @@ def trace(app: Taskq, job: Job) -> Outcome:
     context = _context(job)
     store = not _ignores_result(task, msg)
     backend = app.backend
-    result_context = ResultContext(msg.task, msg.args, msg.kwargs, job.hostname, msg.retries,
-                                   job.delivery_info.get("routing_key"), msg.group, msg.parent_id)
+    result_context = ResultContext(
+        msg.task,
+        msg.args,
+        msg.kwargs,
+        job.hostname,
+        msg.retries,
+        job.delivery_info.get("routing_key"),
+        msg.group,
+        msg.parent_id,
+    )
     started = time.monotonic()
     task.push_request(context)
     app.push_context(context)
     try:
         if store and _tracks_started(task, app):
-            backend.store_result(msg.id, {"pid": os.getpid(), "hostname": job.hostname},
-                                 states.STARTED, None, result_context)
+            backend.store_result(
+                msg.id,
+                {"pid": os.getpid(), "hostname": job.hostname},
+                states.STARTED,
+                None,
+                result_context,
+            )
         retval = task.call_with_autoretry(msg.args, msg.kwargs)
     except Retry as exc:
         reason = exc.exc if exc.exc is not None else exc
@@ -72,8 +85,9 @@ def trace(app: Taskq, job: Job) -> Outcome:
     except Ignore:
         return Outcome(states.IGNORED, time.monotonic() - started)
     except Reject as exc:
-        return Outcome(states.REJECTED, time.monotonic() - started, requeue=exc.requeue,
-                       detail=str(exc.reason))
+        return Outcome(
+            states.REJECTED, time.monotonic() - started, requeue=exc.requeue, detail=str(exc.reason)
+        )
     except Exception as exc:
         tb = traceback.format_exc()
         if store or app.conf.task_store_errors_even_if_ignored:
@@ -92,10 +106,15 @@ def trace(app: Taskq, job: Job) -> Outcome:
 def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: str) -> None:
     """Record FAILURE from the consumer, for a task whose process could not (it died)."""
     task = app.tasks.get(msg.task)
-    if task is not None and _ignores_result(task, msg) and not app.conf.task_store_errors_even_if_ignored:
+    if (
+        task is not None
+        and _ignores_result(task, msg)
+        and not app.conf.task_store_errors_even_if_ignored
+    ):
         return
-    context = ResultContext(msg.task, msg.args, msg.kwargs, hostname, msg.retries, None,
-                            msg.group, msg.parent_id)
+    context = ResultContext(
+        msg.task, msg.args, msg.kwargs, hostname, msg.retries, None, msg.group, msg.parent_id
+    )
     app.backend.store_result(msg.id, exc, states.FAILURE, None, context)
     _apply_errbacks(app, msg)
 
@@ -103,13 +122,29 @@ def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: st
 def _context(job: Job) -> Context:
     msg = job.message
     return Context(
-        id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs, retries=msg.retries,
-        eta=msg.eta, expires=msg.expires, root_id=msg.root_id, parent_id=msg.parent_id,
-        group=msg.group, group_index=msg.group_index, callbacks=msg.callbacks,
-        errbacks=msg.errbacks, chain=msg.chain, chord=msg.chord,
-        timelimit=(msg.time_limit, msg.soft_time_limit), delivery_info=job.delivery_info,
-        hostname=job.hostname, origin=msg.origin, reply_to=job.reply_to,
-        headers=msg.custom_headers, ignore_result=bool(msg.ignore_result), called_directly=False,
+        id=msg.id,
+        task=msg.task,
+        args=msg.args,
+        kwargs=msg.kwargs,
+        retries=msg.retries,
+        eta=msg.eta,
+        expires=msg.expires,
+        root_id=msg.root_id,
+        parent_id=msg.parent_id,
+        group=msg.group,
+        group_index=msg.group_index,
+        callbacks=msg.callbacks,
+        errbacks=msg.errbacks,
+        chain=msg.chain,
+        chord=msg.chord,
+        timelimit=(msg.time_limit, msg.soft_time_limit),
+        delivery_info=job.delivery_info,
+        hostname=job.hostname,
+        origin=msg.origin,
+        reply_to=job.reply_to,
+        headers=msg.custom_headers,
+        ignore_result=bool(msg.ignore_result),
+        called_directly=False,
     )
 
 
@@ -138,8 +173,9 @@ def _apply_errbacks(app: Taskq, msg: TaskMessage) -> None:
         _send_next(app, msg, data, (msg.id,))
 
 
-def _send_next(app: Taskq, msg: TaskMessage, data: Mapping[str, Any], prepend: tuple[Any, ...],
-               **extra: Any) -> None:
+def _send_next(
+    app: Taskq, msg: TaskMessage, data: Mapping[str, Any], prepend: tuple[Any, ...], **extra: Any
+) -> None:
     try:
         sig = Signature.from_dict(data, app)
         options = {k: v for k, v in sig.options.items() if k not in {"reply_to", "chord_size"}}

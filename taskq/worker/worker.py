@@ -63,8 +63,14 @@ class Worker:
         if self.pool_name not in POOLS:
             raise ConfigurationError(f"Unknown pool {self.pool_name!r}: use {', '.join(POOLS)}")
         if self.pool_name == "prefork" and app.broker_url.startswith("memory://"):
-            raise ConfigurationError("The memory:// broker lives in one process: use -P solo or -P threads")
-        concurrency = 1 if self.pool_name == "solo" else (o.concurrency or c.worker_concurrency or os.cpu_count() or 1)
+            raise ConfigurationError(
+                "The memory:// broker lives in one process: use -P solo or -P threads"
+            )
+        concurrency = (
+            1
+            if self.pool_name == "solo"
+            else (o.concurrency or c.worker_concurrency or os.cpu_count() or 1)
+        )
         self.pool_options = PoolOptions(
             concurrency=concurrency,
             max_tasks_per_child=o.max_tasks_per_child or c.worker_max_tasks_per_child,
@@ -91,18 +97,23 @@ class Worker:
 
     def banner(self) -> str:
         tasks = "\n".join(f"  . {name}" for name in sorted(self.app.tasks)) or "  (none)"
-        queues = "\n".join(f"  . {q.name:<16} exchange={q.exchange.name or '(default)'}"
-                           f" routing_key={q.routing_key}" for q in self.queues)
+        queues = "\n".join(
+            f"  . {q.name:<16} exchange={q.exchange.name or '(default)'}"
+            f" routing_key={q.routing_key}"
+            for q in self.queues
+        )
         from .. import __version__
 
+        results = mask_url(self.app.backend_url) if self.app.backend_url else "disabled"
+        acks = "late (after the task ran)" if self.app.conf.task_acks_late else "early"
         return (
             f"taskq {__version__} ({self.hostname})\n"
             f"- app:         {self.app.main}\n"
             f"- broker:      {mask_url(self.app.broker_url)}\n"
-            f"- results:     {mask_url(self.app.backend_url) if self.app.backend_url else 'disabled'}\n"
+            f"- results:     {results}\n"
             f"- concurrency: {self.pool_options.concurrency} ({self.pool_name})\n"
             f"- prefetch:    {self.consumer_options.prefetch_count}\n"
-            f"- acks:        {'late (after the task ran)' if self.app.conf.task_acks_late else 'early'}\n"
+            f"- acks:        {acks}\n"
             f"[queues]\n{queues}\n[tasks]\n{tasks}\n"
         )
 
@@ -131,8 +142,9 @@ class Worker:
         def on_term(signum: int, frame: Any) -> None:
             self._signals += 1
             cold = self._signals > 1
-            logger.warning("%s: %s shutdown (signal %d)", self.hostname,
-                           "cold" if cold else "warm", signum)
+            logger.warning(
+                "%s: %s shutdown (signal %d)", self.hostname, "cold" if cold else "warm", signum
+            )
             self.stop(cold=cold)
 
         def on_quit(signum: int, frame: Any) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
     """Poll until ``predicate()`` is truthy; fail the test with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -29,12 +31,23 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 class WorkerProcess:
     """A `python -m taskq -A <module> worker ...` subprocess with its log in a file."""
 
-    def __init__(self, app: str, *args: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, ready_timeout: float = 30.0):
+    def __init__(
+        self,
+        app: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_timeout: float = 30.0,
+    ):
         self.app = app
         self.args = list(args)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(cwd or ROOT), str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(cwd or ROOT), str(ROOT), os.environ.get("PYTHONPATH", "")]
+            ),
+            **(env or {}),
+        }
         self.cwd = cwd or ROOT
         self.ready_timeout = ready_timeout
         self.log_file = Path(tempfile.mkstemp(prefix="taskq-worker-", suffix=".log")[1])
@@ -45,11 +58,15 @@ class WorkerProcess:
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
         with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.command(), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         if wait_ready:
-            wait_for(lambda: "Connected to" in self.log() or self.proc.poll() is not None,  # type: ignore[union-attr]
-                     self.ready_timeout, f"worker {self.app} to connect")
+            wait_for(
+                lambda: "Connected to" in self.log() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                self.ready_timeout,
+                f"worker {self.app} to connect",
+            )
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
         return self

@@ -16,10 +16,18 @@ pytestmark = pytest.mark.integration
 APP = "tests.integration.worker_tasks"
 
 
-def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "taskq", *args], cwd=ROOT, input=input,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+def run(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskq", *args],
+        cwd=ROOT,
+        input=input,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,17 @@ def test_call_then_result(worker: WorkerProcess, env: dict[str, str]) -> None:
     done = run("-A", APP, "result", task_id, "--wait", "--timeout", "20", env=env)
     assert (done.returncode, done.stdout.strip()) == (0, "4")
     failed = run("-A", APP, "call", "itest.fail", "--kwargs", '{"message": "bad"}', env=env)
-    shown = run("-A", APP, "result", failed.stdout.strip(), "--wait", "--timeout", "20",
-                "--traceback", env=env)
+    shown = run(
+        "-A",
+        APP,
+        "result",
+        failed.stdout.strip(),
+        "--wait",
+        "--timeout",
+        "20",
+        "--traceback",
+        env=env,
+    )
     assert shown.returncode == 1
     assert "FAILURE: ValueError" in shown.stdout and "Traceback" in shown.stdout
     assert run("-A", APP, "result", "unknown-id", env=env).stdout.strip() == "PENDING"
@@ -64,8 +81,12 @@ def test_call_rejects_bad_json_and_wrong_shapes(env: dict[str, str]) -> None:
 def test_purge_asks_then_purges(env: dict[str, str]) -> None:
     queue = "purge-me"
     for _ in range(3):
-        assert run("-A", APP, "call", "itest.add", "--args", "[1, 1]", "--queue", queue,
-                   env=env).returncode == 0
+        assert (
+            run(
+                "-A", APP, "call", "itest.add", "--args", "[1, 1]", "--queue", queue, env=env
+            ).returncode
+            == 0
+        )
     kept = run("-A", APP, "purge", "-Q", queue, env=env, input="n\n")
     assert kept.returncode == 1 and "Aborted" in kept.stderr
     done = run("-A", APP, "purge", "-f", "-Q", queue, env=env)

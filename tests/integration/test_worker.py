@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from kombu import Connection, Producer
+from kombu import Producer
 
 from taskq import NotRegistered, Taskq, TimeLimitExceeded, WorkerLostError, states
 from taskq.exceptions import MalformedMessage
@@ -32,15 +32,20 @@ class Setup:
     visibility_timeout: float = 3600.0
 
     def env(self) -> dict[str, str]:
-        return {"ITEST_BROKER": self.broker or "", "ITEST_BACKEND": self.backend or "",
-                "ITEST_DATA": self.data_dir or "", "ITEST_VT": str(self.visibility_timeout)}
+        return {
+            "ITEST_BROKER": self.broker or "",
+            "ITEST_BACKEND": self.backend or "",
+            "ITEST_DATA": self.data_dir or "",
+            "ITEST_VT": str(self.visibility_timeout),
+        }
 
     def client(self) -> Taskq:
         return make_app(self.broker, self.backend, self.data_dir, self.visibility_timeout)
 
     def worker(self, *args: str) -> WorkerProcess:
-        return WorkerProcess("tests.integration.worker_tasks", "-P", "prefork", *args,
-                             env=self.env())
+        return WorkerProcess(
+            "tests.integration.worker_tasks", "-P", "prefork", *args, env=self.env()
+        )
 
 
 def make_setup(kind: str, request: pytest.FixtureRequest, tmp: Path, vt: float = 3600.0) -> Setup:
@@ -53,7 +58,9 @@ def make_setup(kind: str, request: pytest.FixtureRequest, tmp: Path, vt: float =
 
 
 @pytest.fixture(scope="module", params=BROKERS)
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setup, Taskq, WorkerProcess]]:
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Setup, Taskq, WorkerProcess]]:
     setup = make_setup(request.param, request, tmp_path_factory.mktemp(request.param))
     worker = setup.worker("-c", "2", "-Q", "taskq,math").start()
     client = setup.client()
@@ -85,11 +92,15 @@ def test_time_limits_and_pool_recovery(running: tuple[Setup, Taskq, WorkerProces
         app.tasks["itest.hard_limited"].delay(30).get(timeout=20)
     assert app.tasks["itest.soft_limited"].delay(30).get(timeout=20) == "caught soft limit"
     # The killed child was replaced: both slots still run tasks.
-    assert sum(r.get(timeout=20) for r in [app.tasks["itest.add"].delay(1, 1) for _ in range(10)]) == 20
+    assert (
+        sum(r.get(timeout=20) for r in [app.tasks["itest.add"].delay(1, 1) for _ in range(10)])
+        == 20
+    )
 
 
-def test_lost_child_is_requeued_under_late_ack(running: tuple[Setup, Taskq, WorkerProcess],
-                                               tmp_path: Path) -> None:
+def test_lost_child_is_requeued_under_late_ack(
+    running: tuple[Setup, Taskq, WorkerProcess], tmp_path: Path
+) -> None:
     _, app, worker = running
     result = app.tasks["itest.die_once"].delay(str(tmp_path / f"marker-{uuid.uuid4()}"))
     assert result.get(timeout=30) == "survived"
@@ -106,17 +117,26 @@ def test_bad_input_is_failed_and_skipped(running: tuple[Setup, Taskq, WorkerProc
     setup, app, worker = running
     bad = [
         ("{not json", "application/json", {"task": "itest.add", "id": f"bad-{uuid.uuid4()}"}),
-        ("gAN9cQAu", "application/x-python-serialize", {"task": "itest.add", "id": f"pk-{uuid.uuid4()}"}),
-        ('[[1, 2], {}]', "application/json", {"task": "itest.add", "id": f"shape-{uuid.uuid4()}"}),
-        ('[[1, 2], {}, {}]', "application/json", {"id": f"noname-{uuid.uuid4()}"}),
-        ('[[], {}, {}]', "application/json", {}),
+        (
+            "gAN9cQAu",
+            "application/x-python-serialize",
+            {"task": "itest.add", "id": f"pk-{uuid.uuid4()}"},
+        ),
+        ("[[1, 2], {}]", "application/json", {"task": "itest.add", "id": f"shape-{uuid.uuid4()}"}),
+        ("[[1, 2], {}, {}]", "application/json", {"id": f"noname-{uuid.uuid4()}"}),
+        ("[[], {}, {}]", "application/json", {}),
     ]
     with app.connection() as conn:
         producer = Producer(conn.default_channel)
         for body, content_type, headers in bad:
-            producer.publish(body, routing_key="taskq", content_type=content_type,
-                             content_encoding="utf-8", headers=headers,
-                             declare=[app.default_queue()])
+            producer.publish(
+                body,
+                routing_key="taskq",
+                content_type=content_type,
+                content_encoding="utf-8",
+                headers=headers,
+                declare=[app.default_queue()],
+            )
     unknown = app.send_task("itest.nope", (1,))
     with pytest.raises(NotRegistered):
         unknown.get(timeout=20)
@@ -162,8 +182,10 @@ def test_warm_shutdown_finishes_running_and_returns_reserved(
     worker = setup.worker("-c", "2", "-Q", f"warm-{kind}")
     worker.start()
     running = record.apply_async((str(runs), "slow", 2.0), queue=f"warm-{kind}")
-    later = [record.apply_async((str(runs), f"eta{i}"), countdown=4, queue=f"warm-{kind}")
-             for i in range(10)]
+    later = [
+        record.apply_async((str(runs), f"eta{i}"), countdown=4, queue=f"warm-{kind}")
+        for i in range(10)
+    ]
     wait_for(lambda: list(runs.glob("slow.started.*")), 20, "the slow task to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log()
@@ -180,7 +202,9 @@ def test_warm_shutdown_finishes_running_and_returns_reserved(
 
 
 @pytest.mark.parametrize("kind", BROKERS)
-def test_sigkilled_worker_loses_nothing(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_sigkilled_worker_loses_nothing(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     setup = make_setup(kind, request, tmp_path / "data", vt=2.0)
     runs = tmp_path / "runs"
     runs.mkdir()

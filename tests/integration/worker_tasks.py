@@ -11,10 +11,17 @@ from typing import Any
 from taskq import SoftTimeLimitExceeded, Taskq
 
 
-def make_app(broker: str | None, backend: str | None, data_dir: str | None,
-             visibility_timeout: float = 3600.0) -> Taskq:
+def make_app(
+    broker: str | None,
+    backend: str | None,
+    data_dir: str | None,
+    visibility_timeout: float = 3600.0,
+) -> Taskq:
     app = Taskq(
-        "itest", broker=broker or None, backend=backend or None, embedded_data_dir=data_dir,
+        "itest",
+        broker=broker or None,
+        backend=backend or None,
+        embedded_data_dir=data_dir,
         task_routes={"itest.square": {"queue": "math"}},
         broker_transport_options={"visibility_timeout": visibility_timeout},
     )
@@ -76,5 +83,9 @@ def register(app: Taskq) -> None:
         return name
 
 
-app = make_app(os.environ.get("ITEST_BROKER"), os.environ.get("ITEST_BACKEND"),
-               os.environ.get("ITEST_DATA"), float(os.environ.get("ITEST_VT", "3600")))
+app = make_app(
+    os.environ.get("ITEST_BROKER"),
+    os.environ.get("ITEST_BACKEND"),
+    os.environ.get("ITEST_DATA"),
+    float(os.environ.get("ITEST_VT", "3600")),
+)

@@ -16,8 +16,9 @@ from taskq.worker.worker import Worker, WorkerOptions
 def app() -> Iterator[Taskq]:
     # kombu's memory transport is one broker per process: a fresh queue per test keeps
     # tests from seeing each other's messages.
-    app = Taskq("t", broker="memory://", backend="memory://",
-                task_default_queue=f"q-{uuid.uuid4().hex[:8]}")
+    app = Taskq(
+        "t", broker="memory://", backend="memory://", task_default_queue=f"q-{uuid.uuid4().hex[:8]}"
+    )
     yield app
     app.close()
 

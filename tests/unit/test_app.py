@@ -108,9 +108,16 @@ def test_signatures_are_values() -> None:
 
 
 def test_unreachable_broker_raises_a_clear_error() -> None:
-    app = Taskq("proj", broker="redis://:secret@127.0.0.1:1/0",
-                task_publish_retry_policy={"max_retries": 1, "interval_start": 0,
-                                           "interval_step": 0.01, "interval_max": 0.01})
+    app = Taskq(
+        "proj",
+        broker="redis://:secret@127.0.0.1:1/0",
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.01,
+            "interval_max": 0.01,
+        },
+    )
 
     @app.task
     def add(x: int, y: int) -> int:
@@ -153,18 +160,24 @@ def test_public_api_is_complete() -> None:
     public = {n for n in dir(taskq) if not n.startswith("_") and n not in {"annotations"}}
     modules = {n for n in public if type(getattr(taskq, n)).__name__ == "module"}
     assert set(taskq.__all__) - {"__version__"} == public - modules | {"states"}
-    exceptions = {n for n in dir(taskq.exceptions) if isinstance(getattr(taskq.exceptions, n), type)
-                  and issubclass(getattr(taskq.exceptions, n), taskq.TaskqError)}
+    exceptions = {
+        n
+        for n in dir(taskq.exceptions)
+        if isinstance(getattr(taskq.exceptions, n), type)
+        and issubclass(getattr(taskq.exceptions, n), taskq.TaskqError)
+    }
     assert exceptions <= set(taskq.__all__)
 
 
 def test_client_import_does_not_load_worker_billiard_or_click() -> None:
     # kombu itself imports billiard.util when billiard is installed: compare with kombu alone.
-    code = ("import sys; import kombu.connection, kombu.pools; base = set(sys.modules);"
-            "import taskq; from taskq import Taskq; Taskq('x', broker='memory://').amqp;"
-            "bad = [m for m in set(sys.modules) - base if m.split('.')[0] in ('billiard', 'click')"
-            " or m.startswith(('taskq.worker', 'taskq.cli'))];"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import kombu.connection, kombu.pools; base = set(sys.modules);"
+        "import taskq; from taskq import Taskq; Taskq('x', broker='memory://').amqp;"
+        "bad = [m for m in set(sys.modules) - base if m.split('.')[0] in ('billiard', 'click')"
+        " or m.startswith(('taskq.worker', 'taskq.cli'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -177,14 +190,24 @@ def test_client_modules_never_import_the_worker_side() -> None:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
-                assert not name.split(".")[0] in ("billiard", "click"), f"{relative} imports {name}"
-                assert "worker" not in name.split(".") and name != "cli", f"{relative} imports {name}"
+                assert name.split(".")[0] not in ("billiard", "click"), f"{relative} imports {name}"
+                assert "worker" not in name.split(".") and name != "cli", (
+                    f"{relative} imports {name}"
+                )
 
 
 def test_every_error_derives_from_taskq_error() -> None:
-    errors = [getattr(taskq, n) for n in taskq.__all__ if isinstance(getattr(taskq, n), type)
-              and issubclass(getattr(taskq, n), BaseException)]
+    errors = [
+        getattr(taskq, n)
+        for n in taskq.__all__
+        if isinstance(getattr(taskq, n), type) and issubclass(getattr(taskq, n), BaseException)
+    ]
     assert errors and all(issubclass(e, taskq.TaskqError) for e in errors)

@@ -91,7 +91,11 @@ def test_config_from_object_module_class_mapping_and_name() -> None:
 
 def test_constructor_urls_and_settings() -> None:
     app = Taskq("p", broker="memory://", backend="memory://", worker_concurrency=5)
-    assert (app.broker_url, app.backend_url, app.conf.worker_concurrency) == ("memory://", "memory://", 5)
+    assert (app.broker_url, app.backend_url, app.conf.worker_concurrency) == (
+        "memory://",
+        "memory://",
+        5,
+    )
     assert app.conf["worker_concurrency"] == 5
     with pytest.raises(KeyError):
         _ = app.conf["no_such_setting"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +34,15 @@ def test_headers_and_body_match_a_celery_capture() -> None:
         return x * y
 
     msg = TaskMessage(
-        id=h["id"], task="tasks.add", args=(2, 3), kwargs={},
-        eta=datetime.fromisoformat(h["eta"]), root_id=h["root_id"], origin=h["origin"],
-        ignore_result=False, callbacks=(mul.s(10).as_dict(),),
+        id=h["id"],
+        task="tasks.add",
+        args=(2, 3),
+        kwargs={},
+        eta=datetime.fromisoformat(h["eta"]),
+        root_id=h["root_id"],
+        origin=h["origin"],
+        ignore_result=False,
+        callbacks=(mul.s(10).as_dict(),),
     )
     headers = to_headers(msg)
     assert list(headers) == list(h)  # same keys, same order
@@ -67,10 +74,21 @@ def test_parse_a_captured_celery_message() -> None:
 
 
 def test_parse_protocol_1() -> None:
-    body = {"task": "tasks.add", "id": "abc", "args": [1, 2], "kwargs": {"z": 1},
-            "eta": "2030-01-01T00:00:00", "expires": None, "utc": True, "retries": 2,
-            "callbacks": None, "errbacks": None, "timelimit": [10, 5], "taskset": "g1",
-            "chord": None}
+    body = {
+        "task": "tasks.add",
+        "id": "abc",
+        "args": [1, 2],
+        "kwargs": {"z": 1},
+        "eta": "2030-01-01T00:00:00",
+        "expires": None,
+        "utc": True,
+        "retries": 2,
+        "callbacks": None,
+        "errbacks": None,
+        "timelimit": [10, 5],
+        "taskset": "g1",
+        "chord": None,
+    }
     msg = parse({}, body)
     assert (msg.task, msg.id, msg.args, dict(msg.kwargs)) == ("tasks.add", "abc", (1, 2), {"z": 1})
     assert msg.eta == datetime(2030, 1, 1, tzinfo=UTC)  # naive means UTC
@@ -105,7 +123,10 @@ def test_minimum_message_headers_task_and_id_only() -> None:
     ],
 )
 def test_malformed_messages_say_why_and_recover_the_id(
-    headers: dict, body: object, reason: str, recovered: str | None  # type: ignore[type-arg]
+    headers: dict,
+    body: object,
+    reason: str,
+    recovered: str | None,  # type: ignore[type-arg]
 ) -> None:
     with pytest.raises(MalformedMessage, match=reason) as info:
         parse(headers, body)
@@ -122,35 +143,56 @@ def test_malformed_messages_say_why_and_recover_the_id(
         (b"[]", None, "no content type"),
     ],
 )
-def test_body_decoding_refuses_before_decoding(raw: bytes, content_type: str | None, reason: str) -> None:
+def test_body_decoding_refuses_before_decoding(
+    raw: bytes, content_type: str | None, reason: str
+) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         decode_body(raw, content_type, "utf-8", ACCEPT)
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(headers=st.dictionaries(st.sampled_from(
-    ["task", "id", "eta", "expires", "retries", "timelimit", "group_index", "root_id",
-     "ignore_result", "stamps", "stamped_headers", "x"]), json_values, max_size=8),
-       body=json_values)
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "task",
+                "id",
+                "eta",
+                "expires",
+                "retries",
+                "timelimit",
+                "group_index",
+                "root_id",
+                "ignore_result",
+                "stamps",
+                "stamped_headers",
+                "x",
+            ]
+        ),
+        json_values,
+        max_size=8,
+    ),
+    body=json_values,
+)
 def test_parse_raises_only_malformed_message(headers: dict, body: object) -> None:  # type: ignore[type-arg]
-    try:
+    with contextlib.suppress(MalformedMessage):
         parse(headers, body)
-    except MalformedMessage:
-        pass
 
 
 @settings(max_examples=200, deadline=None)
-@given(raw=st.binary(max_size=64) | st.text(max_size=64).map(str.encode),
-       content_type=st.sampled_from([JSON, "application/x-python-serialize", "text/plain", ""]))
+@given(
+    raw=st.binary(max_size=64) | st.text(max_size=64).map(str.encode),
+    content_type=st.sampled_from([JSON, "application/x-python-serialize", "text/plain", ""]),
+)
 def test_decode_raises_only_malformed_message(raw: bytes, content_type: str) -> None:
-    try:
+    with contextlib.suppress(MalformedMessage):
         decode_body(raw, content_type, "utf-8", ACCEPT)
-    except MalformedMessage:
-        pass

@@ -29,14 +29,27 @@ class CustomError(Exception):
     pass
 
 
-def publish_raw(app: Taskq, body: Any, headers: dict[str, Any] | None,
-                content_type: str = "application/json", serializer: str | None = None) -> None:
+def publish_raw(
+    app: Taskq,
+    body: Any,
+    headers: dict[str, Any] | None,
+    content_type: str = "application/json",
+    serializer: str | None = None,
+) -> None:
     with Connection("memory://") as conn:
         producer = Producer(conn.default_channel)
-        kwargs: dict[str, Any] = {"serializer": serializer} if serializer else {
-            "content_type": content_type, "content_encoding": "utf-8"}
-        producer.publish(body, routing_key=app.conf.task_default_queue, headers=headers or {},
-                         declare=[app.default_queue()], **kwargs)
+        kwargs: dict[str, Any] = (
+            {"serializer": serializer}
+            if serializer
+            else {"content_type": content_type, "content_encoding": "utf-8"}
+        )
+        producer.publish(
+            body,
+            routing_key=app.conf.task_default_queue,
+            headers=headers or {},
+            declare=[app.default_queue()],
+            **kwargs,
+        )
 
 
 @pytest.mark.parametrize("pool", ["solo", "threads"])
@@ -91,8 +104,9 @@ def test_retry_until_success_and_until_exhausted(app: Taskq, run_worker: Start) 
 def test_autoretry_with_backoff(app: Taskq, run_worker: Start) -> None:
     calls: list[int] = []
 
-    @app.task(bind=True, autoretry_for=(KeyError,), retry_backoff=0.01, retry_jitter=False,
-              max_retries=4)
+    @app.task(
+        bind=True, autoretry_for=(KeyError,), retry_backoff=0.01, retry_jitter=False, max_retries=4
+    )
     def lookup(self: Any) -> int:
         calls.append(self.request.retries)
         if len(calls) < 3:
@@ -133,7 +147,7 @@ def test_unknown_task_is_failed_and_the_worker_goes_on(app: Taskq, run_worker: S
 
     run_worker()
     unknown = app.send_task("no.such.task", (1,))
-    with pytest.raises(NotRegistered, match="no.such.task"):
+    with pytest.raises(NotRegistered, match=r"no\.such\.task"):
         unknown.get(timeout=10)
     assert ok.delay().get(timeout=10) == "ok"
 
@@ -150,7 +164,11 @@ def test_unknown_task_is_failed_and_the_worker_goes_on(app: Taskq, run_worker: S
     ],
 )
 def test_malformed_messages_are_failed_acked_and_skipped(
-    app: Taskq, run_worker: Start, body: Any, headers: dict[str, Any], content_type: str | None,
+    app: Taskq,
+    run_worker: Start,
+    body: Any,
+    headers: dict[str, Any],
+    content_type: str | None,
     recoverable: bool,
 ) -> None:
     @app.task(name="x.ok")
@@ -179,8 +197,9 @@ def test_protocol_1_message_runs(app: Taskq, run_worker: Start) -> None:
         return x + y
 
     run_worker()
-    publish_raw(app, {"task": "x.add", "id": "v1-id", "args": [2, 5], "kwargs": {}}, {},
-                serializer="json")
+    publish_raw(
+        app, {"task": "x.add", "id": "v1-id", "args": [2, 5], "kwargs": {}}, {}, serializer="json"
+    )
     assert app.AsyncResult("v1-id").get(timeout=10) == 7
 
 
@@ -278,8 +297,10 @@ def test_unimportable_exception_becomes_remote_error_without_importing(
 ) -> None:
     from taskq.backends import decode_exception
 
-    exc = decode_exception({"exc_type": "Evil", "exc_module": "evil_module_never_imported",
-                            "exc_message": ["x"]}, "Traceback...")
+    exc = decode_exception(
+        {"exc_type": "Evil", "exc_module": "evil_module_never_imported", "exc_message": ["x"]},
+        "Traceback...",
+    )
     assert isinstance(exc, RemoteError)
     assert "evil_module_never_imported" not in sys.modules
     assert "evil_module_never_imported.Evil: x" in str(exc)
@@ -301,7 +322,9 @@ def test_warm_stop_returns_reserved_eta_messages(app: Taskq, run_worker: Start) 
 
     def queue_size() -> int:
         with Connection("memory://") as conn:
-            return int(app.default_queue()(conn.default_channel).queue_declare(passive=True).message_count)
+            return int(
+                app.default_queue()(conn.default_channel).queue_declare(passive=True).message_count
+            )
 
     wait_for(lambda: queue_size() == 0, 10, "the worker to reserve the ETA tasks")
     worker.stop()
