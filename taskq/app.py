@@ -104,9 +104,7 @@ class Taskq:
         self, fun: None = None, /, *, name: str | None = None, **options: Any
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
-        self, fun: Any = None, /, *, name: str | None = None, **options: Any
-    ) -> Any:
+    def task(self, fun: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:

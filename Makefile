@@ -1,0 +1,119 @@
+# taskq: the project's one entry point.
+#   make install     .venv with the package (editable) and the test tools
+#   make demo        run examples/quickstart/demo.py (no servers needed)
+#   make test        unit + integration tests (installs redis/rabbitmq from Debian if missing)
+#   make lint | typecheck | format | clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+SRC := taskq tests examples
+
+# Debian packages the integration tests start privately (tests/servers.py).
+SYSTEM_PACKAGES := redis-server rabbitmq-server
+
+.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean
+
+help:
+	@echo "targets: install demo test lint typecheck format clean  (PYTEST_ARGS='...' for pytest)"
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (or the venv is gone).
+$(STAMP): pyproject.toml
+	@if ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
+	  rm -rf $(VENV); \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    echo ">> '$(PYTHON) -m venv' failed; installing Debian's python3-venv"; \
+	    rm -rf $(VENV); \
+	    $(MAKE) --no-print-directory _apt APT_PACKAGES=python3-venv; \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# Install redis-server and rabbitmq-server if either is missing, without leaving
+# Debian's system services running: a temporary policy-rc.d (only if none exists)
+# stops the packages' postinst from starting them, and they are stopped afterwards
+# anyway. The tests start their own servers on free loopback ports.
+system-deps:
+	@missing=""; \
+	{ [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } \
+	  || missing="$$missing redis-server"; \
+	{ [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ -x /usr/sbin/rabbitmq-server ]; } \
+	  || missing="$$missing rabbitmq-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> missing:$$missing; installing $(SYSTEM_PACKAGES) from Debian"; \
+	  $(MAKE) --no-print-directory _apt APT_PACKAGES="$(SYSTEM_PACKAGES)" STOP_SERVICES=1; \
+	fi
+
+# Internal: apt-get install $(APT_PACKAGES) as root (sudo when not root).
+_apt:
+	@if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "!! need root to install Debian packages: $(APT_PACKAGES)"; \
+	     echo "!! run as root: apt-get update && apt-get install -y --no-install-recommends $(APT_PACKAGES)"; \
+	     exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "!! no apt-get here: install $(APT_PACKAGES) with your system's package manager"; exit 1; fi; \
+	policy=/usr/sbin/policy-rc.d; made_policy=""; \
+	trap '[ -z "$$made_policy" ] || $$sudo rm -f $$policy' EXIT; \
+	if [ -n "$(STOP_SERVICES)" ] && ! $$sudo test -e $$policy; then \
+	  made_policy=1; \
+	  $$sudo sh -c "printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy"; \
+	fi; \
+	status=0; \
+	{ $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	  && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	} || status=$$?; \
+	[ -z "$$made_policy" ] || $$sudo rm -f $$policy; made_policy=""; \
+	if [ -n "$(STOP_SERVICES)" ]; then \
+	  $(MAKE) --no-print-directory _stop_services sudo="$$sudo"; fi; \
+	exit $$status
+
+# Internal: stop Debian's redis/rabbitmq services if (and only if) they run.
+# Checked by systemd state or pid file, not with `service ... stop` blindly: the
+# rabbitmq init script runs rabbitmqctl, which would start a stray epmd.
+_stop_services:
+	@for svc in redis-server:/run/redis/redis-server.pid rabbitmq-server:/run/rabbitmq/pid; do \
+	  name=$${svc%%:*}; pidfile=$${svc#*:}; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet $$name 2>/dev/null; then \
+	    echo ">> stopping the $$name system service (tests run their own)"; \
+	    $(sudo) systemctl stop $$name || true; \
+	  elif [ -s $$pidfile ] && $(sudo) kill -0 "$$($(sudo) cat $$pidfile)" 2>/dev/null; then \
+	    echo ">> stopping the $$name system service (tests run their own)"; \
+	    $(sudo) service $$name stop >/dev/null 2>&1 \
+	      || $(sudo) /etc/init.d/$$name stop >/dev/null 2>&1 || true; \
+	    if [ $$name = rabbitmq-server ] && command -v epmd >/dev/null 2>&1; then \
+	      $(sudo) epmd -kill >/dev/null 2>&1 || true; fi; \
+	  fi; \
+	done
+
+demo: install
+	$(BIN)/python examples/quickstart/demo.py
+
+test: install system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+typecheck: install
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

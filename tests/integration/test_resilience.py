@@ -1,0 +1,93 @@
+"""A worker survives its broker going away, and its signals do what they say."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import WorkerProcess, wait_for
+from tests.integration.worker_tasks import make_app
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.integration
+APP = "tests.integration.worker_tasks"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    # Its own server: restarting the shared one would disturb other tests' workers.
+    server = RedisServer()
+    try:
+        server.start()
+    except Exception as exc:
+        server.close()
+        pytest.fail(f"cannot start redis-server: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_worker_reconnects_after_the_broker_restarts(private_redis: RedisServer) -> None:
+    url = private_redis.url
+    backend = url.rsplit("/", 1)[0] + "/1"
+    app = make_app(url, backend, None)
+    add = app.tasks["itest.add"]
+    env = {"ITEST_BROKER": url, "ITEST_BACKEND": backend}
+    with WorkerProcess(APP, "-P", "prefork", "-c", "2", env=env) as worker:
+        assert add.delay(1, 1).get(timeout=20) == 2
+        private_redis.restart()
+        app.close()  # the client's pooled connections died with the server
+        wait_for(lambda: "Connection to broker lost" in worker.log(), 30, "the worker to notice")
+        assert add.delay(2, 2).get(timeout=30) == 4
+        assert worker.log().count("Connected to") >= 2
+    app.close()
+
+
+@pytest.mark.parametrize("how", ["sigquit", "second-sigterm"])
+def test_cold_shutdown_returns_running_late_ack_tasks(
+    how: str, redis_url: str, tmp_path: Path
+) -> None:
+    backend = redis_url.rsplit("/", 1)[0] + "/1"
+    app = make_app(redis_url, backend, None)
+    record = app.tasks["itest.record"]
+    queue = f"cold-{how}"
+    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    worker = WorkerProcess(APP, "-P", "prefork", "-c", "1", "-Q", queue, env=env).start()
+    long_task = record.apply_async((str(runs), "long", 30.0), queue=queue)
+    wait_for(lambda: list(runs.glob("long.started.*")), 20, "the long task to start")
+    if how == "sigquit":
+        worker.signal(signal.SIGQUIT)
+    else:
+        worker.signal(signal.SIGTERM)
+        wait_for(lambda: "warm shutdown" in worker.log(), 10, "the warm shutdown to begin")
+        worker.signal(signal.SIGTERM)
+    worker.wait(30)
+    assert "cold shutdown" in worker.log()
+    assert not list(runs.glob("long.done.*"))
+    # The running task was returned to the broker and runs on the next worker.
+    second = WorkerProcess(APP, "-P", "prefork", "-c", "1", "-Q", queue, env=env).start()
+    try:
+        wait_for(lambda: list(runs.glob("long.started.*"))[1:], 30, "the task to run again")
+        assert long_task.state == "PENDING"
+    finally:
+        second.signal(signal.SIGQUIT)  # cold again: the 30 s task is not waited for
+        second.wait(30)
+    app.close()
+
+
+def test_max_tasks_per_child_recycles_children(redis_url: str) -> None:
+    backend = redis_url.rsplit("/", 1)[0] + "/1"
+    app = make_app(redis_url, backend, None)
+    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
+    with WorkerProcess(
+        APP, "-P", "prefork", "-c", "1", "-Q", "recycle", "--max-tasks-per-child", "1", env=env
+    ):
+        results = [app.tasks["itest.add"].apply_async((i, 1), queue="recycle") for i in range(6)]
+        assert [r.get(timeout=30) for r in results] == [i + 1 for i in range(6)]
+    app.close()
