@@ -116,6 +116,11 @@ class Taskq:
                     f"Unknown task option(s) {', '.join(bad)} for {f.__qualname__}; valid "
                     f"options: name, {', '.join(TaskOptions.__dataclass_fields__)}"
                 ) from None
+            if task_options.serializer not in (None, "json"):
+                raise ConfigurationError(
+                    f"Task {f.__qualname__}: serializer {task_options.serializer!r} is not "
+                    "supported; taskq sends JSON only"
+                )
             task_name = name or self.gen_task_name(f)
             task: Task[Any, Any] = Task(self, f, task_name, task_options)
             self.tasks[task_name] = task

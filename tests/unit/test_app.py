@@ -45,6 +45,8 @@ def test_unknown_task_option_and_unknown_task_name() -> None:
     app = Taskq("proj", broker="memory://")
     with pytest.raises(ConfigurationError, match="max_retires"):
         app.task(max_retires=3)(lambda: None)
+    with pytest.raises(ConfigurationError, match="JSON only"):
+        app.task(serializer="pickle")(lambda: None)
     with pytest.raises(NotRegistered, match="nope"):
         app.tasks["nope"]
 

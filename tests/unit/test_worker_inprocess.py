@@ -330,3 +330,16 @@ def test_warm_stop_returns_reserved_eta_messages(app: Taskq, run_worker: Start) 
     worker.stop()
     assert queue_size() == 3  # returned to the broker, not lost
     assert all(r.state == states.PENDING for r in results)
+
+
+def test_compressed_messages_round_trip(app: Taskq, run_worker: Start) -> None:
+    app.conf.task_compression = "gzip"
+
+    @app.task
+    def echo(text: str) -> str:
+        return text
+
+    run_worker()
+    payload = "x" * 10_000
+    assert echo.delay(payload).get(timeout=10) == payload
+    assert echo.apply_async(("y",), compression="bzip2").get(timeout=10) == "y"
