@@ -225,16 +225,19 @@ class Taskq:
         call = CallOptions.parse(options)
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         if task is not None:
-            _check_arguments(task, args, kwargs)
+            self.check_arguments(task, args, kwargs)
         parent = self.current_context()
         msg = build_message(self, name, args, kwargs, call, task, parent)
         route = self.amqp.router.route(
             name, task.options.queue if task else None, call.routing_options(), args, kwargs
         )
+        priority = call.priority
+        if priority is None and task is not None:
+            priority = task.options.priority
         self.amqp.publish(
             msg,
             route,
-            priority=call.priority,
+            priority=priority,
             expiration=expiration_seconds(msg.expires),
             reply_to=call.reply_to or self.oid,
             retry=call.retry,
@@ -242,6 +245,11 @@ class Taskq:
             compression=call.compression,
         )
         return AsyncResult(msg.id, app=self)
+
+    @staticmethod
+    def check_arguments(task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError now if the task's function cannot take these arguments."""
+        _check_arguments(task, args, kwargs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from .result import AsyncResult

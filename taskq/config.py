@@ -1,8 +1,9 @@
 """Every setting taskq reads, with its default, in one table.
 
 Names follow Celery's lowercase settings wherever the concept is the same, so a Celery
-config module mostly works as it is. Only the app and the worker read this object; the
-layers below them take explicit arguments.
+config module mostly works as it is. Objects that belong to an app (the app, its tasks,
+the worker and its consumer) read it through ``app.conf``; the layers below them (amqp,
+backends, pools, transports) take explicit arguments.
 """
 
 from __future__ import annotations

@@ -158,9 +158,13 @@ class Task(Generic[P, R]):
         """Run the task here and now, retries included, and return a finished result."""
         from .result import EagerResult
 
+        unknown = set(options) - {"task_id", "retries", "throw"}
+        if unknown:
+            raise TypeError(f"apply() got unknown option(s): {', '.join(sorted(unknown))}")
         task_id = options.get("task_id") or str(uuid.uuid4())
         retries = int(options.get("retries", 0))
         call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
+        self.app.check_arguments(self, call_args, call_kwargs)
         while True:
             context = Context(
                 id=task_id,
@@ -277,7 +281,6 @@ class Task(Generic[P, R]):
         options: Mapping[str, Any],
     ) -> None:
         hard, soft = request.timelimit
-        delivery = request.delivery_info
         self.app.send_task(
             self.name,
             tuple(request.args if args is None else args),
@@ -299,9 +302,7 @@ class Task(Generic[P, R]):
             soft_time_limit=soft,
             origin=request.origin,
             reply_to=request.reply_to,
-            exchange=options.get("exchange", delivery.get("exchange")),
-            routing_key=options.get("routing_key", delivery.get("routing_key")),
-            **{k: v for k, v in options.items() if k not in {"exchange", "routing_key"}},
+            **{**_same_route(request.delivery_info), **options},
         )
 
     def update_state(
@@ -320,3 +321,12 @@ class Task(Generic[P, R]):
 
     def with_options(self, **changes: Any) -> TaskOptions:
         return replace(self.options, **changes)
+
+
+def _same_route(delivery: Mapping[str, Any]) -> dict[str, Any]:
+    """Routing options that send a retry where the original message came from."""
+    exchange, key = delivery.get("exchange"), delivery.get("routing_key")
+    if exchange:
+        return {"exchange": exchange, "routing_key": key}
+    # The default (nameless) exchange routes by queue name: the key *is* the queue.
+    return {"queue": key} if key else {}

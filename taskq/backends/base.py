@@ -124,12 +124,12 @@ class Backend(ABC):
     @abstractmethod
     def _delete(self, key: str) -> None: ...
 
-    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
         """Default wait: poll, starting fast and backing off to ``interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = min(0.005, interval)
         while True:
-            meta = self.get_task_meta(key[len(KEY_PREFIX) :])
+            meta = self.get_task_meta(task_id)
             if meta["status"] in states.READY_STATES:
                 return meta
             if deadline is not None and time.monotonic() >= deadline:
@@ -142,9 +142,10 @@ class Backend(ABC):
         pass
 
     # -- the shared logic
-    @staticmethod
-    def key_for(task_id: str) -> str:
-        return f"{KEY_PREFIX}{task_id}"
+    key_prefix = KEY_PREFIX
+
+    def key_for(self, task_id: str) -> str:
+        return f"{self.key_prefix}{task_id}"
 
     def store_result(
         self,
@@ -219,7 +220,7 @@ class Backend(ABC):
     def wait_for(
         self, task_id: str, timeout: float | None = None, interval: float = 0.5
     ) -> Mapping[str, Any]:
-        return self._wait(self.key_for(task_id), timeout, interval)
+        return self._wait(task_id, timeout, interval)
 
     def forget(self, task_id: str) -> None:
         self._delete(self.key_for(task_id))

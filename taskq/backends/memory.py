@@ -40,7 +40,8 @@ class MemoryBackend(Backend):
         with self._changed:
             self._data.pop(key, None)
 
-    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while True:

@@ -10,8 +10,8 @@ import redis
 from kombu.utils.json import loads
 
 from .. import exceptions, states
-from ..exceptions import BackendError
-from .base import Backend
+from ..exceptions import BackendError, ConfigurationError
+from .base import KEY_PREFIX, Backend
 
 
 class RedisBackend(Backend):
@@ -32,7 +32,18 @@ class RedisBackend(Backend):
             "health_check_interval": 30,
             **dict(options or {}),
         }
-        self.client = redis.Redis.from_url(url, **opts)
+        prefix = opts.pop("global_keyprefix", None)
+        if prefix:
+            # Celery's rule, so both sides find the same keys: a separator unless it has one.
+            self.key_prefix = prefix + ("" if prefix[-1] in ":_-." else "_") + KEY_PREFIX
+        try:
+            self.client = redis.Redis.from_url(url, **opts)
+            # redis-py checks connection keywords only when it connects: check them now.
+            self.client.connection_pool.connection_class(**self.client.connection_pool.connection_kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"Invalid result_backend_transport_options for Redis: {exc}"
+            ) from None
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -59,14 +70,15 @@ class RedisBackend(Backend):
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 
-    def _wait(self, key: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+    def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             # Subscribe first, then read: a result stored in between is caught by the read,
             # any later one arrives as a message.
             pubsub.subscribe(key)
-            meta = self.get_task_meta(key[len(self.key_for("")) :])
+            meta = self.get_task_meta(task_id)
             while meta["status"] not in states.READY_STATES:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

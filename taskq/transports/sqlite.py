@@ -85,6 +85,8 @@ def _owner_alive(pid: int, start: str) -> bool:
         return False
     if current and start:
         return current == start  # same PID, other start time: the PID was reused
+    if os.name == "nt":
+        return True  # os.kill would terminate it there; such leases just expire
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -442,7 +444,7 @@ class Transport(virtual.Transport):
         asynchronous=False, exchange_type=frozenset({"direct", "topic"}), heartbeats=False
     )
     # A locked or unreadable file is worth reconnecting over, like a dropped socket.
-    connection_errors = (*virtual.Transport.connection_errors, sqlite3.OperationalError)  # type: ignore[assignment]
+    connection_errors = (*virtual.Transport.connection_errors, sqlite3.OperationalError)
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         options = client.transport_options

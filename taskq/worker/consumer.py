@@ -82,18 +82,26 @@ class Consumer:
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self.timers, (time.monotonic() + max(0.0, delay), next(self._seq), fn))
 
-    def hold_until(self, when: datetime, request: Request, then: Callable[[Request], None]) -> None:
-        # The held message stays unacked, so it uses a prefetch slot: raise the count while
-        # it waits so ETA tasks do not starve the pool.
+    def hold_until(
+        self,
+        when: datetime,
+        request: Request,
+        then: Callable[[Request], None],
+        raise_prefetch: bool = True,
+    ) -> None:
+        # A held message stays unacked, so it uses a prefetch slot: for ETA tasks raise the
+        # count while they wait so they do not starve the pool (not for rate-limit waits,
+        # whose whole point is to slow intake down).
         key = next(self._seq)
         self.held[key] = request
-        if self.qos is not None:
-            self.qos.increment_eventually()
+        bump = raise_prefetch and self.qos is not None
+        if bump:
+            self.qos.increment_eventually()  # type: ignore[union-attr]
 
         def release() -> None:
             if self.held.pop(key, None) is None:
                 return
-            if self.qos is not None:
+            if bump and self.qos is not None:
                 self.qos.decrement_eventually()
             then(request)
 
@@ -163,7 +171,7 @@ class Consumer:
         )
         consumer.consume()
         self._kombu_consumer = consumer
-        logger.info("Connected to %s", url)
+        logger.info("Connected to %s; %s ready.", url, self.options.hostname)
 
     def _check_stop(self) -> None:
         if self.warm_stop or self.cold_stop:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kombu.utils.limits import TokenBucket
@@ -32,10 +32,12 @@ class Reserver(Protocol):
     def reserve(self, request: Request) -> None: ...
 
     def hold_until(
-        self, when: datetime, request: Request, then: Callable[[Request], None]
+        self,
+        when: datetime,
+        request: Request,
+        then: Callable[[Request], None],
+        raise_prefetch: bool = True,
     ) -> None: ...
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None: ...
 
 
 def parse_rate(rate: str | float | None) -> float | None:
@@ -73,7 +75,8 @@ def _handler(
         elif request.expired():
             request.revoke("expired")
         elif bucket is not None and not bucket.can_consume(1):
-            consumer.call_later(bucket.expected_time(1), lambda: admit(request))
+            wait = timedelta(seconds=bucket.expected_time(1))
+            consumer.hold_until(datetime.now(UTC) + wait, request, admit, raise_prefetch=False)
         else:
             consumer.reserve(request)
 

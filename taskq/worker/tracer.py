@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..backends import ResultContext
+from ..calling import CallOptions
 from ..exceptions import Ignore, Reject, Retry
 from ..message import TaskMessage
 from ..signature import Signature
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ..task import Task
 
 logger = logging.getLogger("taskq.worker")
+CALL_OPTIONS = frozenset(CallOptions.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ def trace(app: Taskq, job: Job) -> Outcome:
         app.pop_context()
         task.pop_request()
     _apply_callbacks(app, msg, retval)
+    if msg.chord is not None:
+        logger.warning("Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
+                       "so %r will not be called", msg.task, msg.id, msg.chord.get("task"))
     if store:
         backend.store_result(msg.id, retval, states.SUCCESS, None, result_context)
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
@@ -178,7 +183,8 @@ def _send_next(
 ) -> None:
     try:
         sig = Signature.from_dict(data, app)
-        options = {k: v for k, v in sig.options.items() if k not in {"reply_to", "chord_size"}}
+        # Celery signatures carry options taskq does not use (stamps, chord_size, ...).
+        options = {k: v for k, v in sig.options.items() if k in CALL_OPTIONS and k != "reply_to"}
         options.setdefault("root_id", msg.root_id)
         options["parent_id"] = msg.id
         options.update(extra)

@@ -122,7 +122,6 @@ class Worker:
         self.pool = POOLS[self.pool_name](self.app, self.pool_options)
         self.pool.start()
         self.consumer = Consumer(self.app, self.pool, self.consumer_options)
-        logger.info("%s ready.", self.hostname)
         try:
             self.consumer.run()
         finally:

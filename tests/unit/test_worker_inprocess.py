@@ -343,3 +343,46 @@ def test_compressed_messages_round_trip(app: Taskq, run_worker: Start) -> None:
     payload = "x" * 10_000
     assert echo.delay(payload).get(timeout=10) == payload
     assert echo.apply_async(("y",), compression="bzip2").get(timeout=10) == "y"
+
+
+def test_retry_goes_back_to_the_queue_it_came_from(app: Taskq, run_worker: Start) -> None:
+    @app.task(bind=True, queue="side", max_retries=2, default_retry_delay=0.01)
+    def routed(self: Any) -> str:
+        if self.request.retries == 0:
+            raise self.retry(exc=OSError("once"))
+        return f"ran on {self.request.delivery_info['routing_key']}"
+
+    @app.task(bind=True, autoretry_for=(OSError,), max_retries=2, default_retry_delay=0.01)
+    def auto(self: Any) -> int:
+        if self.request.retries == 0:
+            raise OSError("once")
+        return self.request.retries
+
+    run_worker(queues=(app.conf.task_default_queue, "side", "explicit"))
+    assert routed.delay().get(timeout=10) == "ran on side"
+    assert auto.apply_async(queue="explicit").get(timeout=10) == 1
+
+
+def test_foreign_callback_options_are_tolerated(app: Taskq, run_worker: Start) -> None:
+    @app.task(name="x.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    run_worker()
+    # A Celery 5.3+ signature: stamps and other options taskq does not use.
+    callback = {"task": "x.add", "args": [100], "kwargs": {}, "subtask_type": None,
+                "immutable": False, "options": {"task_id": "stamped-cb", "stamped_headers":
+                ["s1"], "s1": "v", "chord_size": None, "reply_to": "someone"}}
+    assert add.apply_async((1, 2), link=[callback]).get(timeout=10) == 3
+    assert app.AsyncResult("stamped-cb").get(timeout=10) == 103
+
+
+def test_apply_checks_arguments_and_options(app: Taskq) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.apply((1,))
+    with pytest.raises(TypeError, match="countdown"):
+        add.apply((1, 2), countdown=3)
