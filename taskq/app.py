@@ -247,7 +247,9 @@ class Taskq:
         return AsyncResult(msg.id, app=self)
 
     @staticmethod
-    def check_arguments(task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    def check_arguments(
+        task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> None:
         """Raise TypeError now if the task's function cannot take these arguments."""
         _check_arguments(task, args, kwargs)
 

@@ -39,7 +39,9 @@ class RedisBackend(Backend):
         try:
             self.client = redis.Redis.from_url(url, **opts)
             # redis-py checks connection keywords only when it connects: check them now.
-            self.client.connection_pool.connection_class(**self.client.connection_pool.connection_kwargs)
+            self.client.connection_pool.connection_class(
+                **self.client.connection_pool.connection_kwargs
+            )
         except TypeError as exc:
             raise ConfigurationError(
                 f"Invalid result_backend_transport_options for Redis: {exc}"

@@ -101,8 +101,13 @@ def trace(app: Taskq, job: Job) -> Outcome:
         task.pop_request()
     _apply_callbacks(app, msg, retval)
     if msg.chord is not None:
-        logger.warning("Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
-                       "so %r will not be called", msg.task, msg.id, msg.chord.get("task"))
+        logger.warning(
+            "Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
+            "so %r will not be called",
+            msg.task,
+            msg.id,
+            msg.chord.get("task"),
+        )
     if store:
         backend.store_result(msg.id, retval, states.SUCCESS, None, result_context)
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))

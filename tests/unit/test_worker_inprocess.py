@@ -370,9 +370,20 @@ def test_foreign_callback_options_are_tolerated(app: Taskq, run_worker: Start) -
 
     run_worker()
     # A Celery 5.3+ signature: stamps and other options taskq does not use.
-    callback = {"task": "x.add", "args": [100], "kwargs": {}, "subtask_type": None,
-                "immutable": False, "options": {"task_id": "stamped-cb", "stamped_headers":
-                ["s1"], "s1": "v", "chord_size": None, "reply_to": "someone"}}
+    callback = {
+        "task": "x.add",
+        "args": [100],
+        "kwargs": {},
+        "subtask_type": None,
+        "immutable": False,
+        "options": {
+            "task_id": "stamped-cb",
+            "stamped_headers": ["s1"],
+            "s1": "v",
+            "chord_size": None,
+            "reply_to": "someone",
+        },
+    }
     assert add.apply_async((1, 2), link=[callback]).get(timeout=10) == 3
     assert app.AsyncResult("stamped-cb").get(timeout=10) == 103
 
