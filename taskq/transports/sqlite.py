@@ -168,19 +168,20 @@ class _Renewer(threading.Thread):
                 tokens = transport.lease_tokens()
                 del transport
                 if tokens:
-                    db = db or _connect(self._path)
-                    self._renew(db, tokens)
+                    db = self._renew(db, tokens)
         finally:
             if db is not None:
                 db.close()
 
-    def _renew(self, db: sqlite3.Connection, tokens: list[str]) -> None:
+    def _renew(self, db: sqlite3.Connection | None, tokens: list[str]) -> sqlite3.Connection | None:
         marks = ",".join("?" * len(tokens))
         sql = f"UPDATE messages SET lease_until = ? WHERE channel IN ({marks})"
         try:
+            db = db or _connect(self._path)
             db.execute(sql, (time.time() + self._ttl, *tokens))
-        except sqlite3.Error:  # retried next round; a lease outlasts two missed renewals
+        except sqlite3.Error:  # retried next round; by default a lease outlasts one miss
             logger.warning("could not renew sqlite broker leases", exc_info=True)
+        return db
 
 
 class QoS(virtual.QoS):
