@@ -22,22 +22,13 @@ def main() -> int:
         from examples.quickstart.tasks import add, app, divide, flaky_fetch, mul
 
         print(f"Embedded broker and results in {data}")
+        log_path = Path(data) / "worker.log"
+        log = log_path.open("wb")
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "taskq",
-                "-A",
-                "examples.quickstart.tasks",
-                "worker",
-                "-l",
-                "warning",
-                "-c",
-                "2",
-            ],
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
+            [sys.executable, "-m", "taskq", "-A", "examples.quickstart.tasks", "worker",
+             "-l", "info", "-c", "2"],
+            cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
         try:
             start = time.monotonic()
             print("add(2, 2)            =", add.delay(2, 2).get(timeout=30))
@@ -60,7 +51,13 @@ def main() -> int:
         finally:
             worker.send_signal(signal.SIGTERM)
             code = worker.wait(timeout=30)
-        print(f"worker stopped (warm shutdown), exit code {code}")
+            log.close()
+        lines = log_path.read_text().splitlines()
+        print(f"worker stopped (warm shutdown), exit code {code}; its log ({len(lines)} lines):")
+        for line in lines[-4:]:
+            print("  |", line)
+        if code != 0:
+            print("\n".join(lines))
         return code
 
 

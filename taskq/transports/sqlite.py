@@ -438,6 +438,8 @@ class Transport(virtual.Transport):
     """kombu transport for ``sqlite:////absolute/path.db`` (pass the class as ``transport=``)."""
 
     Channel = Channel
+    # No host to fill in: without this kombu warns "No hostname was supplied" on connect.
+    default_connection_params: dict[str, Any] = {}
     driver_type = driver_name = "sqlite"
     polling_interval = 0.05
     # No fanout (see Channel.exchange_declare) and no async I/O: there is no socket to watch.
