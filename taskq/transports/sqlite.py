@@ -31,6 +31,8 @@ from typing import Any
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from ..exceptions import ConfigurationError
+
 logger = logging.getLogger(__name__)
 
 #: Writers wait this long for the file's write lock instead of failing with "database is locked".
@@ -394,7 +396,7 @@ class Channel(virtual.Channel):
         # kombu's virtual fanout without shared state silently delivers to nobody; an error
         # beats a broadcast that quietly reaches no worker.
         if type == "fanout":
-            raise NotImplementedError(
+            raise ConfigurationError(
                 f"the sqlite transport does not support fanout exchanges ({exchange!r});"
                 " use a direct or topic exchange"
             )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
+from taskq.exceptions import ConfigurationError
 from taskq.transports.sqlite import Transport
 
 
@@ -234,7 +235,7 @@ def test_bindings_are_shared_between_connections(connect: Callable[..., Connecti
 
 def test_fanout_is_refused(connect: Callable[..., Connection]) -> None:
     conn = connect()
-    with pytest.raises(NotImplementedError, match="fanout"):
+    with pytest.raises(ConfigurationError, match="fanout"):
         Exchange("broadcast", type="fanout", channel=conn.default_channel).declare()
 
 
