@@ -7,6 +7,7 @@ turns them into messages for its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -145,6 +146,11 @@ def _init_child(app: Taskq) -> None:
     # Inherited clients hold the parent's sockets: drop them (never close them, that would
     # close the parent's connections) and let the child open its own on first use.
     app.forget_clients()
+    # Its own process group: a SIGTERM sent to the worker's group (a shell, a supervisor's
+    # killpg) then reaches only the parent, which shuts the pool down in order. A child
+    # killed by such a signal mid-read would leave the pool's queue lock held forever.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     _child["app"] = app
     _child["soft_handler"] = False
 

@@ -58,8 +58,14 @@ class WorkerProcess:
 
     def start(self, wait_ready: bool = True) -> WorkerProcess:
         with self.log_file.open("ab") as log:
+            # A session of its own, so a test can signal the worker's whole process group.
             self.proc = subprocess.Popen(
-                self.command(), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         if wait_ready:
             wait_for(

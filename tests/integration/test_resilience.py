@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,4 +91,23 @@ def test_max_tasks_per_child_recycles_children(redis_url: str) -> None:
     ):
         results = [app.tasks["itest.add"].apply_async((i, 1), queue="recycle") for i in range(6)]
         assert [r.get(timeout=30) for r in results] == [i + 1 for i in range(6)]
+    app.close()
+
+
+def test_sigterm_to_the_whole_process_group_is_a_clean_warm_shutdown(redis_url: str) -> None:
+    # What `kill -TERM -<pgid>` or a supervisor does: every process of the group gets it.
+    backend = redis_url.rsplit("/", 1)[0] + "/1"
+    app = make_app(redis_url, backend, None)
+    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
+    for attempt in range(6):
+        worker = WorkerProcess(APP, "-P", "prefork", "-c", "2", "-Q", "pgroup", env=env).start()
+        try:
+            results = [
+                app.tasks["itest.add"].apply_async((i, attempt), queue="pgroup") for i in range(5)
+            ]
+            assert [r.get(timeout=20) for r in results] == [i + attempt for i in range(5)]
+            os.killpg(worker.pid, signal.SIGTERM)
+            assert worker.wait(30) == 0, worker.log()
+        finally:
+            worker.kill()
     app.close()
