@@ -228,6 +228,8 @@ class Taskq:
             self.check_arguments(task, args, kwargs)
         parent = self.current_context()
         msg = build_message(self, name, args, kwargs, call, task, parent)
+        if parent is not None and call.add_to_parent:
+            self._add_child(msg.id)
         route = self.amqp.router.route(
             name, task.options.queue if task else None, call.routing_options(), args, kwargs
         )
@@ -272,14 +274,21 @@ class Taskq:
     # -- the task running in this thread, so tasks it sends get parent_id/root_id
     def push_context(self, context: Context) -> None:
         stack = self._local.__dict__.setdefault("stack", [])
-        stack.append(context)
+        stack.append((context, []))
 
-    def pop_context(self) -> None:
-        self._local.stack.pop()
+    def pop_context(self) -> list[str]:
+        """Leave the task's context; returns the ids of the tasks it sent (its children)."""
+        _, children = self._local.stack.pop()
+        return children  # type: ignore[no-any-return]
 
     def current_context(self) -> Context | None:
         stack = self._local.__dict__.get("stack")
-        return stack[-1] if stack else None
+        return stack[-1][0] if stack else None
+
+    def _add_child(self, task_id: str) -> None:
+        stack = self._local.__dict__.get("stack")
+        if stack:
+            stack[-1][1].append(task_id)
 
 
 def _check_arguments(

@@ -302,6 +302,7 @@ class Task(Generic[P, R]):
             soft_time_limit=soft,
             origin=request.origin,
             reply_to=request.reply_to,
+            add_to_parent=False,
             **{**_same_route(request.delivery_info), **options},
         )
 

@@ -52,6 +52,7 @@ class ResultContext:
     queue: str | None = None
     group_id: str | None = None
     parent_id: str | None = None
+    children: tuple[str, ...] = ()
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
@@ -181,7 +182,8 @@ class Backend(ABC):
             "status": state,
             "result": result,
             "traceback": traceback,
-            "children": [],
+            # Celery's result tuple for each task this one sent: [[id, parent], group].
+            "children": [[[c, None], None] for c in context.children] if context else [],
             "date_done": datetime.now(UTC).isoformat() if state in states.READY_STATES else None,
             "task_id": task_id,
         }

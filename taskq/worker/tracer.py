@@ -12,7 +12,7 @@ import os
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import states
@@ -96,10 +96,13 @@ def trace(app: Taskq, job: Job) -> Outcome:
             backend.store_result(msg.id, exc, states.FAILURE, tb, result_context)
         _apply_errbacks(app, msg)
         return Outcome(states.FAILURE, time.monotonic() - started, detail=f"{exc!r}\n{tb}")
+    else:
+        # Still inside the context: the callbacks count as children of this task, and
+        # Celery sends them before the result is stored so the result can list them.
+        _apply_callbacks(app, msg, retval)
     finally:
-        app.pop_context()
+        children = app.pop_context()
         task.pop_request()
-    _apply_callbacks(app, msg, retval)
     if msg.chord is not None:
         logger.warning(
             "Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
@@ -109,7 +112,8 @@ def trace(app: Taskq, job: Job) -> Outcome:
             msg.chord.get("task"),
         )
     if store:
-        backend.store_result(msg.id, retval, states.SUCCESS, None, result_context)
+        done = replace(result_context, children=tuple(children))
+        backend.store_result(msg.id, retval, states.SUCCESS, None, done)
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
 
 

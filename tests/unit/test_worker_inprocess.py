@@ -397,3 +397,22 @@ def test_apply_checks_arguments_and_options(app: Taskq) -> None:
         add.apply((1,))
     with pytest.raises(TypeError, match="countdown"):
         add.apply((1, 2), countdown=3)
+
+
+def test_result_lists_the_tasks_it_sent_as_children(app: Taskq, run_worker: Start) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    def fan_out() -> int:
+        add.apply_async((1, 1), task_id="child-1")
+        add.apply_async((2, 2), task_id="child-2", add_to_parent=False)
+        return 0
+
+    run_worker()
+    parent = fan_out.apply_async(link=add.s(5).set(task_id="link-1"))
+    assert parent.get(timeout=10) == 0
+    meta = app.backend.get_task_meta(parent.id)
+    assert meta["children"] == [[["child-1", None], None], [["link-1", None], None]]
+    assert app.AsyncResult("link-1").get(timeout=10) == 5

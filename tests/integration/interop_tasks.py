@@ -1,0 +1,83 @@
+"""One module, two frameworks: a Celery app and a taskq app with identically named tasks.
+
+Both workers of the interop tests load this module:
+
+    python -m taskq  -A tests.integration.interop_tasks worker ...
+    python -m celery -A tests.integration.interop_tasks worker ...
+
+Each finds the only app of its own kind here. They are configured from environment
+variables that the tests set on the worker subprocesses:
+
+    INTEROP_BROKER   broker URL  (redis://... or amqp://...)
+    INTEROP_BACKEND  result backend URL (always redis://...)
+
+The tests build more pairs with ``make_apps(broker, backend)`` for their clients.
+
+Every task has the same name in both apps. ``interop.whoami`` and ``interop.tag`` report
+which framework ran them, so a test can tell which worker took a message.
+
+Celery is only a test dependency: this module is the only place that imports it beside the
+tests, and taskq itself never does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from taskq import Taskq
+
+#: The one setting a taskq app needs to join a Celery fleet (taskq's default queue is
+#: "taskq", Celery's is "celery"). Broker and backend URLs are ordinary configuration.
+TASKQ_INTEROP_SETTINGS: dict[str, Any] = {"task_default_queue": "celery"}
+
+
+def _add(x: Any, y: Any) -> Any:
+    return x + y
+
+
+def _fail(*args: Any) -> Any:
+    raise ValueError(*args)
+
+
+def _register(task: Any, runner: str) -> None:
+    """Register the task set with ``task(name=...)``, the decorator of one app."""
+
+    def whoami() -> str:
+        return runner
+
+    def tag(value: Any) -> list[Any]:
+        # Link callbacks land here with the parent's result prepended.
+        return [value, runner]
+
+    task(name="interop.add")(_add)
+    task(name="interop.fail")(_fail)
+    task(name="interop.whoami")(whoami)
+    task(name="interop.tag")(tag)
+
+
+def make_celery(broker: str | None, backend: str | None) -> Celery:
+    app = Celery("interop", broker=broker, backend=backend, set_as_current=False)
+    # Not an interop setting: it only silences Celery 5.x's warning about start-up retries.
+    app.conf.broker_connection_retry_on_startup = True
+    # shared=False: by default Celery also registers a decorated task in every other
+    # Celery app of the process, and the tests make several.
+    _register(lambda name: app.task(name=name, shared=False), "celery")
+    return app
+
+
+def make_taskq(broker: str | None, backend: str | None) -> Taskq:
+    app = Taskq("interop", broker=broker, backend=backend, **TASKQ_INTEROP_SETTINGS)
+    _register(app.task, "taskq")
+    return app
+
+
+def make_apps(broker: str | None, backend: str | None) -> tuple[Celery, Taskq]:
+    return make_celery(broker, backend), make_taskq(broker, backend)
+
+
+celery_app, taskq_app = make_apps(
+    os.environ.get("INTEROP_BROKER"), os.environ.get("INTEROP_BACKEND")
+)
