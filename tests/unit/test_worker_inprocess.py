@@ -416,3 +416,25 @@ def test_result_lists_the_tasks_it_sent_as_children(app: Taskq, run_worker: Star
     meta = app.backend.get_task_meta(parent.id)
     assert meta["children"] == [[["child-1", None], None], [["link-1", None], None]]
     assert app.AsyncResult("link-1").get(timeout=10) == 5
+
+
+def test_eta_tasks_raise_the_prefetch_count_while_held(app: Taskq, run_worker: Start) -> None:
+    @app.task
+    def later() -> None:
+        return None
+
+    from tests.integration.helpers import wait_for
+
+    worker = run_worker(prefetch_multiplier=1)  # solo: prefetch 1
+    for _ in range(5):
+        later.apply_async(countdown=60)
+
+    def queue_size() -> int:
+        with Connection("memory://") as conn:
+            queue = app.default_queue()(conn.default_channel)
+            return int(queue.queue_declare(passive=True).message_count)
+
+    # With a fixed prefetch of 1 only one could be held; each held ETA task adds a slot.
+    wait_for(lambda: queue_size() == 0, 10, "the worker to hold all five ETA tasks")
+    worker.stop()
+    assert queue_size() == 5
