@@ -84,9 +84,6 @@ class Route:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-RouterFunction = Callable[..., Any]
-
-
 class Router:
     """Resolves a task name and call options to a Route, as Celery's task_routes does."""
 

@@ -6,7 +6,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -319,9 +319,6 @@ class Task(Generic[P, R]):
         from .result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)
-
-    def with_options(self, **changes: Any) -> TaskOptions:
-        return replace(self.options, **changes)
 
 
 def _same_route(delivery: Mapping[str, Any]) -> dict[str, Any]:
