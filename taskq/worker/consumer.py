@@ -30,7 +30,7 @@ from .. import states
 from ..amqp import mask_url
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, decode_body, parse, recover_identity
-from .pool import Pool
+from .pool import JobCallbacks, Pool
 from .request import Request
 from .strategy import build_strategies
 
@@ -248,7 +248,7 @@ class Consumer:
         def failed(exc: BaseException) -> None:
             self.call_soon(lambda: self._finish(key, lambda: request.on_error(exc)))
 
-        self.pool.apply(request.job(), accepted, finished, failed, hard, soft)
+        self.pool.apply(request.job(), JobCallbacks(accepted, finished, failed), (hard, soft))
 
     def _finish(self, key: int, settle: Callable[[], None]) -> None:
         if self.active.pop(key, None) is not None:

@@ -29,9 +29,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskq.worker")
 
-OnAccepted = Callable[[int], None]
-OnResult = Callable[[Outcome], None]
-OnError = Callable[[BaseException], None]
+Limits = tuple[float | None, float | None]  # (hard, soft) seconds
+
+
+@dataclass(frozen=True)
+class JobCallbacks:
+    """How a pool reports on one job: started (with the pid), finished, or failed to run."""
+
+    on_accepted: Callable[[int], None]
+    on_result: Callable[[Outcome], None]
+    on_error: Callable[[BaseException], None]
 
 
 @dataclass(frozen=True)
@@ -57,15 +64,7 @@ class Pool(ABC):
         pass
 
     @abstractmethod
-    def apply(
-        self,
-        job: Job,
-        on_accepted: OnAccepted,
-        on_result: OnResult,
-        on_error: OnError,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-    ) -> None: ...
+    def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None: ...
 
     def stop(self) -> None:  # noqa: B027
         """Wait for running jobs, then release the pool."""
@@ -80,22 +79,14 @@ class Pool(ABC):
 class SoloPool(Pool):
     """Runs each task inline in the consumer's thread: one at a time, for tests and debugging."""
 
-    def apply(
-        self,
-        job: Job,
-        on_accepted: OnAccepted,
-        on_result: OnResult,
-        on_error: OnError,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-    ) -> None:
-        on_accepted(os.getpid())
+    def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
+        callbacks.on_accepted(os.getpid())
         try:
             outcome = trace(self.app, job)
         except BaseException as exc:  # the tracer itself failed (e.g. backend down)
-            on_error(exc)
+            callbacks.on_error(exc)
             return
-        on_result(outcome)
+        callbacks.on_result(outcome)
 
     @property
     def limit(self) -> int:
@@ -108,25 +99,17 @@ class ThreadPool(Pool):
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
 
-    def apply(
-        self,
-        job: Job,
-        on_accepted: OnAccepted,
-        on_result: OnResult,
-        on_error: OnError,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-    ) -> None:
+    def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
         def run() -> Outcome:
-            on_accepted(os.getpid())
+            callbacks.on_accepted(os.getpid())
             return trace(self.app, job)
 
         def done(future: Future[Outcome]) -> None:
             exc = future.exception()
             if exc is not None:
-                on_error(exc)
+                callbacks.on_error(exc)
             else:
-                on_result(future.result())
+                callbacks.on_result(future.result())
 
         self._executor.submit(run).add_done_callback(done)
 
@@ -184,29 +167,21 @@ class PreforkPool(Pool):
             threads=True,
         )
 
-    def apply(
-        self,
-        job: Job,
-        on_accepted: OnAccepted,
-        on_result: OnResult,
-        on_error: OnError,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-    ) -> None:
+    def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
         def accepted(pid: int, _time: float) -> None:
-            on_accepted(pid)
+            callbacks.on_accepted(pid)
 
         def failed(error: Any) -> None:
-            on_error(_translate(_unwrap(error)))
+            callbacks.on_error(_translate(_unwrap(error)))
 
         self._pool.apply_async(
             _run_in_child,
             (job,),
-            callback=on_result,
+            callback=callbacks.on_result,
             error_callback=failed,
             accept_callback=accepted,
-            timeout=time_limit,
-            soft_timeout=soft_time_limit,
+            timeout=limits[0],
+            soft_timeout=limits[1],
         )
 
     def stop(self) -> None:

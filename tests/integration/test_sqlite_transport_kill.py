@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from kombu import Connection
 
 from taskq.transports.sqlite import Transport
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,18 +53,6 @@ with open(out, "w") as f:
         f.flush()
 conn.release()
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until ``predicate()`` is truthy; fail (never pass) on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

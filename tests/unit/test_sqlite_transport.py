@@ -14,18 +14,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from taskq.exceptions import ConfigurationError
 from taskq.transports.sqlite import Transport
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until ``predicate()`` is truthy; fail (never pass) on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+from tests.integration.helpers import wait_for
 
 
 def get_or_none(queue: Any) -> Any:
