@@ -6,7 +6,6 @@ are made on first use, so importing a tasks module never does I/O.
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import uuid
@@ -14,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from . import states
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
 from .backends import Backend, backend_from_url
 from .calling import CallOptions, build_message, expiration_seconds
@@ -225,9 +223,9 @@ class Taskq:
         call = CallOptions.parse(options)
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         if task is not None:
-            self.check_arguments(task, args, kwargs)
+            task.check_arguments(args, kwargs)
         parent = self.current_context()
-        msg = build_message(self, name, args, kwargs, call, task, parent)
+        msg = build_message(name, args, kwargs, call, task, parent)
         if parent is not None and call.add_to_parent:
             self._add_child(msg.id)
         route = self.amqp.router.route(
@@ -247,13 +245,6 @@ class Taskq:
             compression=call.compression,
         )
         return AsyncResult(msg.id, app=self)
-
-    @staticmethod
-    def check_arguments(
-        task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> None:
-        """Raise TypeError now if the task's function cannot take these arguments."""
-        _check_arguments(task, args, kwargs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from .result import AsyncResult
@@ -291,21 +282,4 @@ class Taskq:
             stack[-1][1].append(task_id)
 
 
-def _check_arguments(
-    task: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> None:
-    # Fail in the caller, where the mistake is, not later in a worker's log.
-    try:
-        sig = inspect.signature(task.fun)
-    except (TypeError, ValueError):
-        return
-    try:
-        if task.options.bind:
-            sig.bind(None, *args, **kwargs)
-        else:
-            sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{task.name}{sig}: {exc}") from None
-
-
-__all__ = ["TaskRegistry", "Taskq", "states"]
+__all__ = ["TaskRegistry", "Taskq"]

@@ -13,7 +13,6 @@ from .message import TaskMessage
 from .signature import signature_dicts
 
 if TYPE_CHECKING:
-    from .app import Taskq
     from .task import Context, Task
 
 
@@ -97,7 +96,6 @@ def expiration_seconds(expires: datetime | None) -> float | None:
 
 
 def build_message(
-    app: Taskq,
     name: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],

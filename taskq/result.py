@@ -128,16 +128,10 @@ class EagerResult(AsyncResult[R]):
         self.id = id
         self.app = app
         self._backend = None
-        self._value_ = value
-        self._state = state
-        self._traceback = traceback
+        # State and traceback are read from this meta by AsyncResult; only the value differs:
+        # it is the live object (the exception itself), not a stored form to decode.
         self._cache = {"status": state, "result": value, "traceback": traceback}
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    status = state
+        self._value_ = value
 
     @property
     def result(self) -> Any:
@@ -145,12 +139,8 @@ class EagerResult(AsyncResult[R]):
 
     info = result
 
-    @property
-    def traceback(self) -> str | None:
-        return self._traceback
-
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> R:
-        if propagate and self._state in states.PROPAGATE_STATES:
+        if propagate and self.state in states.PROPAGATE_STATES:
             raise self._value_
         return self._value_  # type: ignore[no-any-return]
 

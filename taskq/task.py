@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
-import threading
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,7 +89,6 @@ class Task(Generic[P, R]):
         self.options = options
         self.__doc__ = fun.__doc__
         self.__wrapped__ = fun
-        self._local = threading.local()
 
     # -- options, read through so a Celery user finds them where they expect
     @property
@@ -110,16 +111,27 @@ class Task(Generic[P, R]):
 
     @property
     def request(self) -> Context:
-        stack: list[Context] = getattr(self._local, "stack", [])
-        return stack[-1] if stack else Context()
+        """The call being run in this thread, when it is a run of this task."""
+        context = self.app.current_context()
+        # Another task calling this one as a plain function does not lend it its context.
+        return context if context is not None and context.task == self.name else Context()
 
-    def push_request(self, context: Context) -> None:
-        if not hasattr(self._local, "stack"):
-            self._local.stack = []
-        self._local.stack.append(context)
+    @functools.cached_property
+    def _signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.fun)
+        except (TypeError, ValueError):
+            return None  # a builtin or C function: nothing to check against
 
-    def pop_request(self) -> None:
-        self._local.stack.pop()
+    def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError now, in the caller, if the function cannot take these arguments."""
+        sig = self._signature
+        if sig is None:
+            return
+        try:
+            sig.bind(*((None, *args) if self.options.bind else args), **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{sig}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main}>"
@@ -164,7 +176,7 @@ class Task(Generic[P, R]):
         task_id = options.get("task_id") or str(uuid.uuid4())
         retries = int(options.get("retries", 0))
         call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
-        self.app.check_arguments(self, call_args, call_kwargs)
+        self.check_arguments(call_args, call_kwargs)
         while True:
             context = Context(
                 id=task_id,
@@ -183,17 +195,15 @@ class Task(Generic[P, R]):
 
     def run_with_context(self, context: Context) -> tuple[str, Any, str | None]:
         """Run with ``self.request`` set; returns (state, value or exception, traceback)."""
-        import traceback as tb_module
-
-        self.push_request(context)
+        self.app.push_context(context)
         try:
             return states.SUCCESS, self.call_with_autoretry(context.args, context.kwargs), None
         except Retry as exc:
             return states.RETRY, exc, None
         except Exception as exc:
-            return states.FAILURE, exc, tb_module.format_exc()
+            return states.FAILURE, exc, traceback.format_exc()
         finally:
-            self.pop_request()
+            self.app.pop_context()
 
     def call_with_autoretry(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
         if not self.options.autoretry_for:

@@ -12,8 +12,6 @@ from .base import Backend, ResultContext, decode_exception, encode_exception
 class DisabledBackend(Backend):
     """Results are off: tasks still run, but there is nothing to read or wait for."""
 
-    persistent = False
-
     def store_result(
         self,
         task_id: str,

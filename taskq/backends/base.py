@@ -109,8 +109,6 @@ def _find_class(name: str, module: Any) -> type[BaseException] | None:
 class Backend(ABC):
     """Stores task state and results; ``wait_for`` blocks until a ready state or timeout."""
 
-    persistent = True
-
     def __init__(self, expires: float | None = 86400.0, extended: bool = False):
         self.expires = expires
         self.extended = extended

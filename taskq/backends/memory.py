@@ -16,8 +16,6 @@ from .base import Backend
 class MemoryBackend(Backend):
     """Results in a dict guarded by a condition, so ``get()`` wakes as soon as one lands."""
 
-    persistent = False
-
     def __init__(self, expires: float | None = 86400.0, extended: bool = False):
         super().__init__(expires, extended)
         self._data: dict[str, tuple[str, float | None]] = {}

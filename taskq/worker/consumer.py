@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kombu import Consumer as KombuConsumer
@@ -69,7 +68,6 @@ class Consumer:
         self.connection: Any = None
         self.qos: QoS | None = None
         self._kombu_consumer: Any = None
-        self.processed = 0
 
     # -- called from other threads
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -82,9 +80,9 @@ class Consumer:
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self.timers, (time.monotonic() + max(0.0, delay), next(self._seq), fn))
 
-    def hold_until(
+    def hold(
         self,
-        when: datetime,
+        delay: float,
         request: Request,
         then: Callable[[Request], None],
         raise_prefetch: bool = True,
@@ -105,11 +103,18 @@ class Consumer:
                 self.qos.decrement_eventually()
             then(request)
 
-        self.call_later((when - datetime.now(UTC)).total_seconds(), release)
+        self.call_later(delay, release)
 
     # -- the loop
     def run(self) -> None:
         """Consume until a warm or cold stop; reconnect when the connection is lost."""
+        # The pool is stopped however this ends, a broker that never answers included.
+        try:
+            self._connect_and_consume()
+        finally:
+            self._shutdown()
+
+    def _connect_and_consume(self) -> None:
         first = True
         while not (self.warm_stop or self.cold_stop):
             try:
@@ -118,12 +123,11 @@ class Consumer:
                 self._consume()
             except self._connection_errors() as exc:
                 if self.warm_stop or self.cold_stop:
-                    break
+                    return
                 if not self.app.conf.broker_connection_retry:
                     raise BrokerUnavailable(f"Lost the broker connection: {exc}") from exc
                 logger.warning("Connection to broker lost: %r. Reconnecting...", exc)
                 self._forget_reserved()
-        self._shutdown()
 
     def _connection_errors(self) -> tuple[type[BaseException], ...]:
         conn = self.connection
@@ -157,9 +161,10 @@ class Consumer:
                 raise OSError("stopped while connecting") from exc
             raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
         channel = conn.default_channel
+        # Nothing is held at connect time: reconnecting forgets what the old connection held.
         self.qos = QoS(
             lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
-            self.options.prefetch_count + len(self.held),
+            self.options.prefetch_count,
         )
         self.qos.update()
         consumer = KombuConsumer(
@@ -238,9 +243,8 @@ class Consumer:
         self.active[key] = request
         hard, soft = request.time_limits()
 
-        def accepted(pid: int) -> None:
-            now = time.time()
-            self.call_soon(lambda: request.on_accepted(pid, now))
+        def accepted() -> None:
+            self.call_soon(request.on_accepted)
 
         def finished(outcome: Any) -> None:
             self.call_soon(lambda: self._finish(key, lambda: request.on_outcome(outcome)))
@@ -252,7 +256,6 @@ class Consumer:
 
     def _finish(self, key: int, settle: Callable[[], None]) -> None:
         if self.active.pop(key, None) is not None:
-            self.processed += 1
             settle()
 
     # -- receiving

@@ -34,9 +34,9 @@ Limits = tuple[float | None, float | None]  # (hard, soft) seconds
 
 @dataclass(frozen=True)
 class JobCallbacks:
-    """How a pool reports on one job: started (with the pid), finished, or failed to run."""
+    """How a pool reports on one job: started, finished, or failed to run."""
 
-    on_accepted: Callable[[int], None]
+    on_accepted: Callable[[], None]
     on_result: Callable[[Outcome], None]
     on_error: Callable[[BaseException], None]
 
@@ -50,7 +50,7 @@ class PoolOptions:
 
 
 class Pool(ABC):
-    """Runs jobs; reports start (with the pid), the outcome, or an error of the run."""
+    """Runs jobs; reports the start, the outcome, or an error of the run."""
 
     def __init__(self, app: Taskq, options: PoolOptions):
         self.app = app
@@ -72,15 +72,12 @@ class Pool(ABC):
     def terminate(self) -> None:  # noqa: B027
         """Stop now, killing running jobs."""
 
-    def info(self) -> dict[str, Any]:
-        return {"implementation": type(self).__name__, "max-concurrency": self.limit}
-
 
 class SoloPool(Pool):
     """Runs each task inline in the consumer's thread: one at a time, for tests and debugging."""
 
     def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
-        callbacks.on_accepted(os.getpid())
+        callbacks.on_accepted()
         try:
             outcome = trace(self.app, job)
         except BaseException as exc:  # the tracer itself failed (e.g. backend down)
@@ -101,7 +98,7 @@ class ThreadPool(Pool):
 
     def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
         def run() -> Outcome:
-            callbacks.on_accepted(os.getpid())
+            callbacks.on_accepted()
             return trace(self.app, job)
 
         def done(future: Future[Outcome]) -> None:
@@ -168,8 +165,8 @@ class PreforkPool(Pool):
         )
 
     def apply(self, job: Job, callbacks: JobCallbacks, limits: Limits = (None, None)) -> None:
-        def accepted(pid: int, _time: float) -> None:
-            callbacks.on_accepted(pid)
+        def accepted(_pid: int, _time: float) -> None:
+            callbacks.on_accepted()
 
         def failed(error: Any) -> None:
             callbacks.on_error(_translate(_unwrap(error)))
@@ -191,9 +188,6 @@ class PreforkPool(Pool):
     def terminate(self) -> None:
         self._pool.terminate()
         self._pool.join()
-
-    def info(self) -> dict[str, Any]:
-        return {**super().info(), "processes": [p.pid for p in self._pool._pool]}
 
 
 def _unwrap(error: Any) -> BaseException:

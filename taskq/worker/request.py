@@ -53,7 +53,7 @@ class AckPolicy:
 
 
 class Request:
-    """A reserved task. ``settle`` is called exactly once with how the message ends."""
+    """A reserved task. Exactly one of ``on_outcome``, ``on_error`` or ``revoke`` ends it."""
 
     def __init__(
         self, app: Taskq, message: TaskMessage, raw: Any, policy: AckPolicy, hostname: str
@@ -64,8 +64,6 @@ class Request:
         self.policy = policy
         self.hostname = hostname
         self.acknowledged = False
-        self.worker_pid: int | None = None
-        self.time_start: float | None = None
         self.stale = False  # set when the connection that delivered it is gone
 
     @property
@@ -122,8 +120,7 @@ class Request:
         self.acknowledged = True
 
     # -- pool callbacks, relayed to the consumer thread
-    def on_accepted(self, pid: int, now: float) -> None:
-        self.worker_pid, self.time_start = pid, now
+    def on_accepted(self) -> None:
         if not self.policy.acks_late:
             self.ack()  # Celery's early ack: the task is now at-most-once
 

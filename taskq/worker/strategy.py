@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kombu.utils.limits import TokenBucket
@@ -31,9 +31,9 @@ class Reserver(Protocol):
 
     def reserve(self, request: Request) -> None: ...
 
-    def hold_until(
+    def hold(
         self,
-        when: datetime,
+        delay: float,
         request: Request,
         then: Callable[[Request], None],
         raise_prefetch: bool = True,
@@ -75,15 +75,15 @@ def _handler(
         elif request.expired():
             request.revoke("expired")
         elif bucket is not None and not bucket.can_consume(1):
-            wait = timedelta(seconds=bucket.expected_time(1))
-            consumer.hold_until(datetime.now(UTC) + wait, request, admit, raise_prefetch=False)
+            consumer.hold(bucket.expected_time(1), request, admit, raise_prefetch=False)
         else:
             consumer.reserve(request)
 
     def handle(message: TaskMessage, raw: Any) -> None:
         request = Request(app, message, raw, policy, hostname)
-        if message.eta is not None and message.eta > datetime.now(UTC) and not request.expired():
-            consumer.hold_until(message.eta, request, admit)
+        wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0
+        if wait > 0 and not request.expired():
+            consumer.hold(wait, request, admit)
         else:
             admit(request)
 

@@ -57,18 +57,8 @@ def trace(app: Taskq, job: Job) -> Outcome:
     context = _context(job)
     store = not _ignores_result(task, msg)
     backend = app.backend
-    result_context = ResultContext(
-        msg.task,
-        msg.args,
-        msg.kwargs,
-        job.hostname,
-        msg.retries,
-        job.delivery_info.get("routing_key"),
-        msg.group,
-        msg.parent_id,
-    )
+    result_context = _result_context(msg, job.hostname, job.delivery_info.get("routing_key"))
     started = time.monotonic()
-    task.push_request(context)
     app.push_context(context)
     try:
         if store and _tracks_started(task, app):
@@ -102,7 +92,6 @@ def trace(app: Taskq, job: Job) -> Outcome:
         _apply_callbacks(app, msg, retval)
     finally:
         children = app.pop_context()
-        task.pop_request()
     if msg.chord is not None:
         logger.warning(
             "Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
@@ -126,11 +115,15 @@ def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: st
         and not app.conf.task_store_errors_even_if_ignored
     ):
         return
-    context = ResultContext(
-        msg.task, msg.args, msg.kwargs, hostname, msg.retries, None, msg.group, msg.parent_id
-    )
-    app.backend.store_result(msg.id, exc, states.FAILURE, None, context)
+    app.backend.store_result(msg.id, exc, states.FAILURE, None, _result_context(msg, hostname))
     _apply_errbacks(app, msg)
+
+
+def _result_context(msg: TaskMessage, hostname: str, queue: str | None = None) -> ResultContext:
+    return ResultContext(
+        name=msg.task, args=msg.args, kwargs=msg.kwargs, worker=hostname, retries=msg.retries,
+        queue=queue, group_id=msg.group, parent_id=msg.parent_id,
+    )  # fmt: skip
 
 
 def _context(job: Job) -> Context:

@@ -228,42 +228,15 @@ def _worker_env(b: Broker) -> dict[str, str]:
     }
 
 
-def _taskq_worker(b: Broker, *args: str) -> Worker:
+def _worker(kind: str, b: Broker, *args: str) -> Worker:
+    """A real prefork worker of either framework; ``kind`` is "taskq" or "celery"."""
+    process = WorkerProcess if kind == "taskq" else CeleryWorkerProcess
+    name = f"{kind}-interop-{uuid.uuid4().hex[:6]}@%h"
     return Worker(
-        "taskq",
-        WorkerProcess(
-            APP_MODULE,
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-n",
-            f"taskq-interop-{uuid.uuid4().hex[:6]}@%h",
-            *args,
-            env=_worker_env(b),
-            cwd=ROOT,
-            ready_timeout=READY_TIMEOUT,
-        ),
-    )
-
-
-def _celery_worker(b: Broker, *args: str) -> Worker:
-    return Worker(
-        "celery",
-        CeleryWorkerProcess(
-            APP_MODULE,
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-n",
-            f"celery-interop-{uuid.uuid4().hex[:6]}@%h",
-            *args,
-            env=_worker_env(b),
-            cwd=ROOT,
-            ready_timeout=READY_TIMEOUT,
-        ),
-    )
+        kind,
+        process(APP_MODULE, "-P", "prefork", "-c", "2", "-n", name, *args, env=_worker_env(b),
+                cwd=ROOT, ready_timeout=READY_TIMEOUT),
+    )  # fmt: skip
 
 
 @dataclass
@@ -297,7 +270,9 @@ def _phase(b: Broker, workers: list[Worker]) -> Iterator[Phase]:
 def taskq_worker_phase(broker: Broker) -> Iterator[Phase]:
     """The taskq worker consumes ``celery`` (its default queue with the interop setting);
     a Celery worker consumes only ``interop.celery-only``."""
-    with _phase(broker, [_taskq_worker(broker), _celery_worker(broker, "-Q", CELERY_ONLY)]) as p:
+    with _phase(
+        broker, [_worker("taskq", broker), _worker("celery", broker, "-Q", CELERY_ONLY)]
+    ) as p:
         yield p
 
 
@@ -305,7 +280,9 @@ def taskq_worker_phase(broker: Broker) -> Iterator[Phase]:
 def celery_worker_phase(broker: Broker) -> Iterator[Phase]:
     """The Celery worker consumes ``celery`` (its default); a taskq worker consumes only
     ``interop.taskq-only``."""
-    with _phase(broker, [_celery_worker(broker), _taskq_worker(broker, "-Q", TASKQ_ONLY)]) as p:
+    with _phase(
+        broker, [_worker("celery", broker), _worker("taskq", broker, "-Q", TASKQ_ONLY)]
+    ) as p:
         yield p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 
 import taskq
 from tests.integration.helpers import ROOT, WorkerProcess
+from tests.integration.worker_tasks import make_app
 
 pytestmark = pytest.mark.integration
 APP = "tests.integration.worker_tasks"
@@ -114,3 +116,18 @@ def test_banner_masks_the_password(amqp_url: str, redis_url: str) -> None:
         log = process.log()
     assert "guest:**@" in log and "guest:guest" not in log
     assert "itest.add" in log and "concurrency: 1 (solo)" in log
+
+
+def test_worker_options_threads_prefetch_and_no_heartbeat(amqp_url: str, redis_url: str) -> None:
+    env = {"ITEST_BROKER": amqp_url, "ITEST_BACKEND": redis_url.rsplit("/", 1)[0] + "/2"}
+    app = make_app(env["ITEST_BROKER"], env["ITEST_BACKEND"], None)
+    options = ("-P", "threads", "-c", "3", "--prefetch-multiplier", "2", "--without-heartbeat",
+               "-Q", "cli-threads", "-n", "t1@%h")  # fmt: skip
+    with WorkerProcess(APP, *options, env=env) as process:
+        results = [app.tasks["itest.add"].apply_async((i, i), queue="cli-threads")
+                   for i in range(6)]  # fmt: skip
+        assert [r.get(timeout=20) for r in results] == [2 * i for i in range(6)]
+        log = process.log()
+    app.close()
+    assert "concurrency: 3 (threads)" in log and "prefetch:    6" in log
+    assert f"(t1@{socket.gethostname()})" in log

@@ -213,3 +213,20 @@ def test_every_error_derives_from_taskq_error() -> None:
         if isinstance(getattr(taskq, n), type) and issubclass(getattr(taskq, n), BaseException)
     ]
     assert errors and all(issubclass(e, taskq.TaskqError) for e in errors)
+
+
+def test_a_task_called_directly_inside_another_has_no_request_of_its_own() -> None:
+    app = Taskq("proj", broker="memory://")
+    seen: dict[str, Any] = {}
+
+    @app.task(bind=True)
+    def inner(self: Any) -> None:
+        seen["inner"] = (self.request.id, self.request.called_directly)
+
+    @app.task(bind=True)
+    def outer(self: Any) -> None:
+        seen["outer"] = (self.request.id, self.request.called_directly)
+        inner()
+
+    outer.apply(task_id="outer-id")
+    assert seen == {"outer": ("outer-id", False), "inner": (None, True)}

@@ -38,3 +38,26 @@ def test_rate_limits_parse(rate: object, per_second: float | None) -> None:
 def test_bad_rate_limit_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match="10/s"):
         parse_rate("ten per second")
+
+
+def test_a_worker_that_cannot_connect_stops_its_pool() -> None:
+    import billiard
+
+    from taskq import BrokerUnavailable, Taskq
+    from taskq.worker.worker import Worker, WorkerOptions
+
+    app = Taskq("nobroker", broker="redis://127.0.0.1:1/0",
+                broker_connection_retry_on_startup=False)  # fmt: skip
+    worker = Worker(app, WorkerOptions(pool="prefork", concurrency=2))
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
+        worker.start()
+    assert billiard.process.active_children() == []
+
+
+def test_amqp_connections_use_publisher_confirms_and_heartbeats() -> None:
+    from taskq.amqp import broker_connection
+
+    amqp = broker_connection("amqp://guest:guest@127.0.0.1:1//", {}, heartbeat=30.0)
+    assert amqp.transport_options["confirm_publish"] is True and amqp.heartbeat == 30.0
+    redis = broker_connection("redis://127.0.0.1:1/0", {}, heartbeat=30.0)
+    assert "confirm_publish" not in redis.transport_options and not redis.heartbeat
