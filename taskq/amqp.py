@@ -17,13 +17,26 @@ from urllib.parse import urlsplit
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError, OperationalError
 from kombu.pools import ProducerPool
+from kombu.serialization import dumps
 
-from .exceptions import BrokerUnavailable, ConfigurationError
+from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
+from .transports.redis import Transport as RedisTransport
 from .transports.sqlite import Transport as SqliteTransport
 
 # kombu transports that taskq passes by class rather than by kombu's alias table.
-CUSTOM_TRANSPORTS: dict[str, type[Any]] = {"sqlite": SqliteTransport}
+CUSTOM_TRANSPORTS: dict[str, type[Any]] = {
+    "sqlite": SqliteTransport,
+    "redis": RedisTransport,
+    "rediss": RedisTransport,
+}
+# Dead connections are noticed: a read that hangs times out, keepalives probe idle sockets.
+REDIS_OPTIONS = {
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 4.0,
+    "socket_keepalive": True,
+    "health_check_interval": 25,
+}
 CONFIRMING_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
 
 
@@ -48,6 +61,8 @@ def broker_connection(
     if scheme == "memory":
         # kombu's in-process broker polls; its 1 s default would dominate test latency.
         options.setdefault("polling_interval", 0.01)
+    if scheme in ("redis", "rediss"):
+        options = {**REDIS_OPTIONS, **options}
     if scheme in CONFIRMING_SCHEMES:
         # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
         options.setdefault("confirm_publish", True)
@@ -157,6 +172,43 @@ class Router:
 
 
 @dataclass(frozen=True)
+class RawMessage:
+    """A message as it was received, to move between queues without decoding its body."""
+
+    body: bytes
+    content_type: str | None
+    content_encoding: str | None
+    headers: Mapping[str, Any]
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+
+    @classmethod
+    def of(cls, message: Any, **headers: Any) -> RawMessage:
+        """A kombu message's bytes and properties, with ``headers`` set (None removes one)."""
+        merged = dict(message.headers or {})
+        # kombu has already decompressed the body, and Redis restores mark the headers.
+        merged.pop("compression", None)
+        merged.pop("redelivered", None)
+        for key, value in headers.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        props = message.properties or {}
+        body = message.body
+        return cls(
+            body=body.encode("utf-8") if isinstance(body, str) else bytes(body or b""),
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers=merged,
+            priority=props.get("priority"),
+            correlation_id=props.get("correlation_id"),
+            reply_to=props.get("reply_to"),
+        )
+
+
+@dataclass(frozen=True)
 class PublishDefaults:
     serializer: str = "json"
     compression: str | None = None
@@ -164,6 +216,7 @@ class PublishDefaults:
     priority: int | None = None
     retry: bool = True
     retry_policy: Mapping[str, Any] = field(default_factory=dict)
+    max_message_size: int | None = None
 
 
 class Amqp:
@@ -219,13 +272,22 @@ class Amqp:
         if reply_to:
             properties["reply_to"] = reply_to
         prio = priority if priority is not None else route.options.get("priority", d.priority)
+        # Serialized here rather than by kombu, to refuse an oversized body before sending.
+        content_type, content_encoding, body = dumps(to_body(msg), serializer=d.serializer)
+        if d.max_message_size is not None and len(body) > d.max_message_size:
+            raise MessageTooLarge(
+                f"Task {msg.task}[{msg.id}]: the message body is {len(body)} bytes, over "
+                f"task_max_message_size ({d.max_message_size}). Pass a reference to the data "
+                "(a key, a path, a URL) instead of the data itself, or raise the setting."
+            )
         try:
             with self.producers.acquire(block=True, timeout=10) as producer:
                 producer.publish(
-                    to_body(msg),
+                    body,
                     exchange=route.exchange,
                     routing_key=route.routing_key,
-                    serializer=d.serializer,
+                    content_type=content_type,
+                    content_encoding=content_encoding,
                     compression=compression or d.compression,
                     headers=to_headers(msg),
                     delivery_mode=delivery_mode or d.delivery_mode,
@@ -240,6 +302,34 @@ class Amqp:
             raise BrokerUnavailable(
                 f"Could not send task {msg.task}[{msg.id}] to the broker at {mask_url(self.url)}: "
                 f"{exc}. Check that the broker is running and broker_url is right."
+            ) from exc
+
+    def send_raw(self, message: RawMessage, queue: Queue) -> None:
+        """Put ``message`` on ``queue`` as it is (no serializing): returns, parks, buries."""
+        properties = {
+            k: v
+            for k, v in (("correlation_id", message.correlation_id), ("reply_to", message.reply_to))
+            if v
+        }
+        try:
+            with self.producers.acquire(block=True, timeout=10) as producer:
+                producer.publish(
+                    message.body,
+                    exchange="",
+                    routing_key=queue.name,
+                    content_type=message.content_type or "application/octet-stream",
+                    content_encoding=message.content_encoding or "binary",
+                    headers=dict(message.headers),
+                    delivery_mode=2,
+                    priority=message.priority,
+                    declare=[queue],
+                    retry=self.defaults.retry,
+                    retry_policy=dict(self.defaults.retry_policy),
+                    **properties,
+                )
+        except self._errors as exc:
+            raise BrokerUnavailable(
+                f"Could not put a message on queue {queue.name!r} at {mask_url(self.url)}: {exc}"
             ) from exc
 
     def close(self) -> None:

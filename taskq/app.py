@@ -172,6 +172,7 @@ class Taskq:
             priority=c.task_default_priority,
             retry=c.task_publish_retry,
             retry_policy=c.task_publish_retry_policy,
+            max_message_size=c.task_max_message_size,
         )
         return Amqp(url, connect, router, defaults, c.broker_pool_limit)
 

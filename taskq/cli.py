@@ -1,4 +1,4 @@
-"""The ``taskq`` command: ``taskq -A proj worker|call|result|purge``.
+"""The ``taskq`` command: ``taskq -A proj worker|call|result|purge|dead``.
 
 This is the only place that resolves ``module:attr`` strings into objects.
 """
@@ -17,6 +17,7 @@ import click
 
 from . import __version__, states
 from .app import Taskq
+from .deadletter import DeadLetters
 from .exceptions import TaskqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,3 +235,81 @@ def _purge_queue(app: Taskq, channel: Any, name: str) -> int:
     bound = (queue or make_queue(name))(channel)
     bound.declare()
     return int(bound.purge() or 0)
+
+
+@main.group()
+def dead() -> None:
+    """Dead letters: messages the workers will not run again by themselves."""
+
+
+@dead.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@click.pass_context
+@_errors_as_usage
+def dead_list(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    letters = DeadLetters(_app(ctx.find_root()))
+    found = letters.list(limit)
+    if as_json:
+        click.echo(json.dumps([letter.summary() for letter in found], indent=2))
+        return
+    for letter in found:
+        click.echo(
+            f"{letter.id or '-'}  {letter.task or '-'}  deliveries={letter.deliveries}  "
+            f"{letter.dead_at or '-'}  {letter.reason}"
+        )
+    click.echo(f"{len(found)} dead letter(s) shown from {letters.name!r} (--limit {limit}).")
+
+
+@dead.command("show")
+@click.argument("task_id")
+@click.pass_context
+@_errors_as_usage
+def dead_show(ctx: click.Context, task_id: str) -> None:
+    """Show one dead letter: why it died, its headers and its body."""
+    letters = DeadLetters(_app(ctx.find_root()))
+    letter = letters.get(task_id)
+    if letter is None:
+        raise click.ClickException(f"No dead letter with id {task_id!r} in {letters.name!r}.")
+    click.echo(json.dumps(letter.summary(), indent=2))
+    click.echo(f"content-type: {letter.content_type}  encoding: {letter.content_encoding}")
+    click.echo("headers: " + json.dumps(dict(letter.headers), indent=2, default=repr))
+    click.echo("body: " + _show_body(letter.body, letter.content_type))
+
+
+def _show_body(body: bytes, content_type: str | None) -> str:
+    # Shown as text only if it is text; never decoded by a serializer (pickle stays bytes).
+    if content_type == "application/json":
+        try:
+            return json.dumps(json.loads(body), indent=2)
+        except ValueError:
+            pass
+    return repr(body[:4096]) + (f" ... ({len(body)} bytes)" if len(body) > 4096 else "")
+
+
+@dead.command("requeue")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead letter.")
+@click.pass_context
+@_errors_as_usage
+def dead_requeue(ctx: click.Context, task_ids: tuple[str, ...], everything: bool) -> None:
+    """Send dead letters back to their queue with a fresh delivery count."""
+    if bool(task_ids) == everything:
+        raise click.UsageError("Give task ids to requeue, or --all (not both).")
+    count = DeadLetters(_app(ctx.find_root())).requeue(None if everything else task_ids)
+    click.echo(f"Requeued {count} message(s).")
+    if task_ids and count < len(set(task_ids)):
+        raise click.ClickException(f"{len(set(task_ids)) - count} id(s) were not found.")
+
+
+@dead.command("purge")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@_errors_as_usage
+def dead_purge(ctx: click.Context, force: bool) -> None:
+    """Delete every dead letter."""
+    letters = DeadLetters(_app(ctx.find_root()))
+    if not force:
+        click.confirm(f"Delete every message in {letters.name!r}?", abort=True)
+    click.echo(f"Purged {letters.purge()} dead letter(s).")

@@ -240,6 +240,19 @@ SETTINGS: dict[str, Setting] = {
         False, _bool, "Store failures of tasks that ignore results."
     ),
     "task_track_started": Setting(False, _bool, "Store STARTED when a task starts."),
+    "task_max_deliveries": Setting(
+        5,
+        _optional(_positive_int),
+        "Deliveries a task may use up without finishing before it is dead-lettered.",
+    ),
+    "task_dead_letter_queue": Setting(
+        "taskq.dead", _str, "Queue that keeps poison, malformed and unknown messages."
+    ),
+    "task_max_message_size": Setting(
+        10 * 1024 * 1024,
+        _optional(_positive_int),
+        "Largest task message body in bytes; bigger ones are refused (None: no limit).",
+    ),
     "task_default_rate_limit": Setting(
         None, _optional(_str), "Rate limit for tasks without one, e.g. '10/s'."
     ),
@@ -272,6 +285,11 @@ SETTINGS: dict[str, Setting] = {
         1.0, _seconds, "Seconds to wait for the result of a task whose process died."
     ),
     "worker_disable_rate_limits": Setting(False, _bool, "Ignore rate limits."),
+    "worker_eta_horizon": Setting(
+        600.0,
+        _seconds,
+        "ETA tasks due later than this many seconds are parked on the broker, not held.",
+    ),
 }
 
 

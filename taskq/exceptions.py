@@ -8,6 +8,7 @@ TaskqError
 │   └── NoBackendConfigured     get() was called but results are disabled
 ├── TimeoutError                get() waited longer than its timeout (also builtins')
 ├── MalformedMessage            a message could not be decoded (worker side)
+├── MessageTooLarge             a task message is over task_max_message_size (also a ValueError)
 ├── TaskError                   raised *for* a task run
 │   ├── Retry                   control flow: the task asked to be retried
 │   ├── Ignore                  control flow: drop the task, store nothing
@@ -16,6 +17,7 @@ TaskqError
 │   ├── TaskRevokedError        the task was revoked or expired
 │   ├── WorkerLostError         the process running the task died
 │   ├── TimeLimitExceeded       the hard time limit killed the task
+│   ├── DeadLettered            the message went to the dead-letter queue, not run (again)
 │   ├── SoftTimeLimitExceeded   raised inside the task at the soft time limit
 │   └── RemoteError             a task failed with an exception this client can't rebuild
 └── SecurityError               a result named something that is not an exception
@@ -70,6 +72,10 @@ class MalformedMessage(TaskqError):
         self.reason = reason
         self.task_id = task_id
         self.task_name = task_name
+
+
+class MessageTooLarge(TaskqError, ValueError):
+    """A task message is bigger than task_max_message_size allows."""
 
 
 class SecurityError(TaskqError):
@@ -131,6 +137,13 @@ class WorkerLostError(TaskError):
 
 class TimeLimitExceeded(TaskError):
     """The task ran past its hard time limit and its process was killed."""
+
+
+class DeadLettered(TaskError):
+    """The worker moved the message to the dead-letter queue instead of running it (again).
+
+    ``taskq -A proj dead list`` shows it and the reason; ``dead requeue`` sends it back.
+    """
 
 
 class SoftTimeLimitExceeded(TaskError):

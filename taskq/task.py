@@ -47,6 +47,7 @@ class TaskOptions:
     expires: float | datetime | None = None
     priority: int | None = None
     track_started: bool | None = None
+    max_deliveries: int | None = None
 
 
 @dataclass(frozen=True)

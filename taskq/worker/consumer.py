@@ -11,6 +11,7 @@ timeout so that their completions are acted on promptly.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -27,9 +28,11 @@ from kombu.common import QoS
 
 from .. import states
 from ..amqp import mask_url
+from ..deadletter import deliveries_of
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, decode_body, parse, recover_identity
 from .pool import JobCallbacks, Pool
+from .redelivery import Redelivery
 from .request import Request
 from .strategy import build_strategies
 
@@ -48,6 +51,7 @@ class ConsumerOptions:
     prefetch_count: int
     hostname: str
     accept: frozenset[str] = frozenset({JSON})
+    max_message_size: int | None = None
 
 
 class Consumer:
@@ -67,7 +71,8 @@ class Consumer:
         self.cold_stop = False
         self.connection: Any = None
         self.qos: QoS | None = None
-        self._kombu_consumer: Any = None
+        self._kombu_consumers: list[Any] = []
+        self.redelivery = Redelivery(app, options.hostname)
 
     # -- called from other threads
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -167,15 +172,19 @@ class Consumer:
             self.options.prefetch_count,
         )
         self.qos.update()
-        consumer = KombuConsumer(
-            channel,
-            list(self.options.queues),
-            on_message=self._on_message,
-            accept=None,
-            auto_declare=True,
-        )
-        consumer.consume()
-        self._kombu_consumer = consumer
+        # One kombu consumer per queue, so each message knows the queue it came from:
+        # returns and dead letters name it, whatever exchange delivered the message.
+        self._kombu_consumers = []
+        for source in self.options.queues:
+            consumer = KombuConsumer(
+                channel,
+                [source],
+                on_message=functools.partial(self._on_message, queue=source),
+                accept=None,
+                auto_declare=True,
+            )
+            consumer.consume()
+            self._kombu_consumers.append(consumer)
         logger.info("Connected to %s; %s ready.", url, self.options.hostname)
 
     def _check_stop(self) -> None:
@@ -259,9 +268,14 @@ class Consumer:
             settle()
 
     # -- receiving
-    def _on_message(self, raw: Any) -> None:
+    def _on_message(self, raw: Any, queue: Queue) -> None:
         headers = raw.headers or {}
+        limit = self.options.max_message_size
         try:
+            if limit is not None and len(raw.body or b"") > limit:
+                raise MalformedMessage(
+                    f"the body is {len(raw.body)} bytes, over task_max_message_size ({limit})"
+                )
             if raw.errors:
                 raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
             body = decode_body(
@@ -269,38 +283,29 @@ class Consumer:
             )
             message = parse(headers, body)
         except MalformedMessage as exc:
-            self._reject_malformed(raw, exc, headers)
+            self._bury_bad(raw, queue, exc, exc.task_id or recover_identity(headers)[0])
             return
         handler = self.strategies.get(message.task)
         if handler is None:
-            self._reject_unknown(raw, message.id, message.task)
+            logger.error(
+                "Received unregistered task %r (id %s). Is the worker running the module "
+                "that defines it (-A)?",
+                message.task,
+                message.id,
+            )
+            self._bury_bad(raw, queue, NotRegistered(message.task), message.id)
             return
-        handler(message, raw)
+        handler(message, raw, queue)
 
-    def _reject_malformed(self, raw: Any, exc: MalformedMessage, headers: Any) -> None:
-        task_id = exc.task_id or recover_identity(headers)[0]
-        logger.error(
-            "Discarded a malformed message (task id %s): %s", task_id or "unknown", exc.reason
-        )
+    def _bury_bad(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
+        """A message no worker can run as it is: keep it as a dead letter, fail its result."""
+        reason = exc.reason if isinstance(exc, MalformedMessage) else f"{type(exc).__name__}: {exc}"
+        self.redelivery.bury(raw, queue, reason, deliveries_of(raw.headers))
         if task_id:
-            self._store_failure(task_id, MalformedMessage(exc.reason))
-        raw.ack()
-
-    def _reject_unknown(self, raw: Any, task_id: str, name: str) -> None:
-        logger.error(
-            "Received unregistered task %r (id %s); discarded. Is the worker running "
-            "the module that defines it (-A)?",
-            name,
-            task_id,
-        )
-        self._store_failure(task_id, NotRegistered(name))
-        raw.ack()
-
-    def _store_failure(self, task_id: str, exc: BaseException) -> None:
-        try:
-            self.app.backend.store_result(task_id, exc, states.FAILURE)
-        except Exception as error:
-            logger.error("Could not store FAILURE for %s: %r", task_id, error)
+            try:
+                self.app.backend.store_result(task_id, exc, states.FAILURE)
+            except Exception as error:
+                logger.error("Could not store FAILURE for %s: %r", task_id, error)
 
     # -- losing the connection, stopping
     def _forget_reserved(self) -> None:
@@ -313,22 +318,26 @@ class Consumer:
             request.stale = True
 
     def _shutdown(self) -> None:
-        if self._kombu_consumer is not None and self.connection is not None:
-            try:
-                self._kombu_consumer.cancel()
-            except Exception as exc:
-                logger.debug("cancel failed: %r", exc)
+        if self.connection is not None:
+            for consumer in self._kombu_consumers:
+                try:
+                    consumer.cancel()
+                except Exception as exc:
+                    logger.debug("cancel failed: %r", exc)
         self._return_unstarted()
         if not self.cold_stop:
             self._wait_for_active()
         if self.cold_stop:
+            for request in self.active.values():
+                request.interrupted = True
             self.pool.terminate()
         else:
             self.pool.stop()
         self._run_inbox()
         self._return_unstarted()  # anything delivered between cancel and now
         for request in list(self.active.values()):
-            request.requeue()  # cold stop: what did not finish goes back (late ack only)
+            if request.policy.acks_late:
+                request.give_back()  # cold stop: what did not finish goes back
         self.active.clear()
         self._close_quietly()
 
@@ -339,7 +348,7 @@ class Consumer:
         self.timers = []
         for request in returned:
             try:
-                request.requeue()
+                request.give_back()
             except Exception as exc:
                 logger.warning("Could not return %r to the broker: %r", request, exc)
         if returned:
@@ -366,4 +375,4 @@ class Consumer:
             except Exception as exc:
                 logger.debug("close failed: %r", exc)
         self.connection = None
-        self._kombu_consumer = None
+        self._kombu_consumers = []

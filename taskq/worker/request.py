@@ -8,16 +8,21 @@ because it touches the kombu message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import states
-from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..deadletter import deliveries_of
+from ..exceptions import DeadLettered, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..message import TaskMessage
+from .redelivery import Redelivery, was_redelivered
 from .tracer import Job, Outcome, store_failure
 
 if TYPE_CHECKING:
+    from kombu import Queue
+
     from ..app import Taskq
     from ..task import Task
 
@@ -33,6 +38,7 @@ class AckPolicy:
     acks_on_failure_or_timeout: bool
     time_limit: float | None
     soft_time_limit: float | None
+    max_deliveries: int | None
 
     @classmethod
     def for_task(cls, app: Taskq, task: Task[Any, Any]) -> AckPolicy:
@@ -49,6 +55,9 @@ class AckPolicy:
             soft_time_limit=o.soft_time_limit
             if o.soft_time_limit is not None
             else c.task_soft_time_limit,
+            max_deliveries=o.max_deliveries
+            if o.max_deliveries is not None
+            else c.task_max_deliveries,
         )
 
 
@@ -56,15 +65,27 @@ class Request:
     """A reserved task. Exactly one of ``on_outcome``, ``on_error`` or ``revoke`` ends it."""
 
     def __init__(
-        self, app: Taskq, message: TaskMessage, raw: Any, policy: AckPolicy, hostname: str
+        self,
+        app: Taskq,
+        message: TaskMessage,
+        raw: Any,
+        policy: AckPolicy,
+        hostname: str,
+        queue: Queue,
+        redelivery: Redelivery,
     ):
         self.app = app
         self.message = message
         self.raw = raw
         self.policy = policy
         self.hostname = hostname
+        self.queue = queue
+        self.redelivery = redelivery
         self.acknowledged = False
         self.stale = False  # set when the connection that delivered it is gone
+        self.interrupted = False  # set when a cold stop kills its process: not its fault
+        # Earlier deliveries of this message that ended without a result.
+        self.deliveries = deliveries_of(raw.headers) + (1 if was_redelivered(raw) else 0)
 
     @property
     def id(self) -> str:
@@ -103,20 +124,70 @@ class Request:
         expires = self.message.expires
         return expires is not None and expires <= (now or datetime.now(UTC))
 
-    # -- ack / reject, all idempotent
+    def admit(self) -> bool:
+        """Check the delivery count before anything else; False: the message was moved."""
+        limit = self.policy.max_deliveries
+        if limit is not None and self.deliveries >= limit:
+            self.bury(
+                f"delivered {self.deliveries} times without finishing (task_max_deliveries={limit})"
+            )
+            return False
+        if was_redelivered(self.raw):
+            # A worker died holding it. The broker does not count how often, so write the
+            # count into a fresh copy before running it: a task that kills its whole worker
+            # must not loop forever.
+            logger.warning(
+                "Task %r came back from a worker that stopped holding it (delivery %d)",
+                self,
+                self.deliveries + 1,
+            )
+            self._settled(lambda: self.redelivery.give_back(self.raw, self.queue, self.deliveries))
+            return False
+        return True
+
+    # -- settling the message, all idempotent
     def ack(self) -> None:
         if not self.acknowledged and not self.stale:
             self.raw.ack()
         self.acknowledged = True
 
-    def requeue(self) -> None:
-        if not self.acknowledged and not self.stale:
-            self.raw.reject(requeue=True)
-        self.acknowledged = True
+    def give_back(self) -> None:
+        """Return the message unchanged in count: it was not run, or we stopped it."""
+        self._settled(lambda: self.redelivery.give_back(self.raw, self.queue, self.deliveries))
 
-    def drop(self) -> None:
+    def park(self) -> bool:
+        """Leave a far-future ETA task with the broker; False if the broker cannot keep it."""
+        if self.message.eta is None or not self.redelivery.can_park(self.raw):
+            return False
+        due = self.message.eta.timestamp()
+        self._settled(lambda: self.redelivery.park(self.raw, self.queue, due, self.deliveries))
+        return True
+
+    def count_failed_delivery(self, why: str) -> None:
+        """This delivery ended without a result: try again, or bury it past the limit."""
+        used = self.deliveries + 1
+        limit = self.policy.max_deliveries
+        if limit is not None and used >= limit:
+            self.bury(f"{why}; delivered {used} times without finishing (limit {limit})", used=used)
+            return
+        logger.warning("Task %r: %s; returned for delivery %d", self, why, used + 1)
+        self._settled(lambda: self.redelivery.give_back(self.raw, self.queue, used))
+
+    def bury(self, reason: str, store: bool = True, used: int | None = None) -> None:
+        """To the dead-letter queue, recording FAILURE(DeadLettered) unless ``store`` is off.
+
+        ``used``: deliveries used up, this one included if it ended without a result.
+        """
+        if self.acknowledged or self.stale:
+            return
+        count = self.deliveries if used is None else used
+        self._settled(lambda: self.redelivery.bury(self.raw, self.queue, reason, count))
+        if store:
+            self._store_failure(DeadLettered(reason))
+
+    def _settled(self, move: Callable[[], None]) -> None:
         if not self.acknowledged and not self.stale:
-            self.raw.reject(requeue=False)
+            move()
         self.acknowledged = True
 
     # -- pool callbacks, relayed to the consumer thread
@@ -125,18 +196,26 @@ class Request:
             self.ack()  # Celery's early ack: the task is now at-most-once
 
     def on_outcome(self, outcome: Outcome) -> None:
+        if outcome.bury:
+            logger.error("Task %r: %s", self, outcome.detail)
+            self.bury(outcome.bury, store=False)  # the tracer stored the TypeError
+            return
         if outcome.state == states.REJECTED:
             logger.info("Task %r rejected (requeue=%s): %s", self, outcome.requeue, outcome.detail)
-            self.requeue() if outcome.requeue else self.drop()
+            if outcome.requeue:
+                self.count_failed_delivery(f"rejected with requeue: {outcome.detail}")
+            else:
+                # The task chose this, so its state stays as Celery leaves it (no FAILURE).
+                self.bury(f"rejected by the task: {outcome.detail}", store=False)
             return
         if outcome.state == states.FAILURE:
             logger.error("Task %r raised: %s", self, outcome.detail)
             if self.policy.acks_late and not self.policy.acks_on_failure_or_timeout:
-                self.requeue()
+                self.count_failed_delivery("the task failed")
                 return
         elif outcome.state == states.RETRY:
             logger.info("Task %r retry: %s", self, outcome.detail)
-        else:
+        elif logger.isEnabledFor(logging.INFO):
             logger.info(
                 "Task %r %s in %.4fs: %s",
                 self,
@@ -148,13 +227,15 @@ class Request:
 
     def on_error(self, exc: BaseException) -> None:
         """The run ended without an outcome: its process died, or it hit the hard limit."""
+        if self.interrupted and self.policy.acks_late:
+            self.give_back()
+            return
         if (
             isinstance(exc, WorkerLostError)
             and self.policy.acks_late
             and self.policy.reject_on_worker_lost
         ):
-            logger.warning("Task %r: its process exited (%s); requeued for another try", self, exc)
-            self.requeue()
+            self.count_failed_delivery(f"its process exited ({exc})")
             return
         if not isinstance(exc, WorkerLostError | TimeLimitExceeded):
             logger.error("Task %r: the worker could not run it: %r", self, exc)
@@ -162,7 +243,7 @@ class Request:
             logger.error("Task %r: %s: %s", self, type(exc).__name__, exc)
         self._store_failure(exc)
         if self.policy.acks_late and not self.policy.acks_on_failure_or_timeout:
-            self.requeue()
+            self.count_failed_delivery(type(exc).__name__)
         else:
             self.ack()
 

@@ -11,16 +11,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kombu import Queue
 from kombu.utils.limits import TokenBucket
 
 from ..exceptions import ConfigurationError
 from ..message import TaskMessage
+from .redelivery import Redelivery
 from .request import AckPolicy, Request
 
 if TYPE_CHECKING:
     from ..app import Taskq
 
-Handler = Callable[[TaskMessage, Any], None]
+Handler = Callable[[TaskMessage, Any, Queue], None]
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
 
@@ -28,6 +30,7 @@ class Reserver(Protocol):
     """What a handler needs from the consumer."""
 
     revoked: set[str]
+    redelivery: Redelivery
 
     def reserve(self, request: Request) -> None: ...
 
@@ -68,6 +71,7 @@ def _handler(
     app: Taskq, consumer: Reserver, hostname: str, policy: AckPolicy, rate: float | None
 ) -> Handler:
     bucket = TokenBucket(rate, capacity=1) if rate else None
+    horizon: float = app.conf.worker_eta_horizon
 
     def admit(request: Request) -> None:
         if request.id in consumer.revoked:
@@ -79,12 +83,18 @@ def _handler(
         else:
             consumer.reserve(request)
 
-    def handle(message: TaskMessage, raw: Any) -> None:
-        request = Request(app, message, raw, policy, hostname)
+    def handle(message: TaskMessage, raw: Any, queue: Queue) -> None:
+        request = Request(app, message, raw, policy, hostname, queue, consumer.redelivery)
+        if not request.admit():
+            return
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0
-        if wait > 0 and not request.expired():
-            consumer.hold(wait, request, admit)
-        else:
+        if wait <= 0 or request.expired():
             admit(request)
+        elif wait <= horizon:
+            consumer.hold(wait, request, admit)
+        elif not request.park():
+            # No parking on this broker: hold it until the horizon, then give it back, so
+            # no message stays unacked for long (RabbitMQ closes such channels).
+            consumer.hold(horizon, request, Request.give_back)
 
     return handle

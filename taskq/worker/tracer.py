@@ -49,6 +49,7 @@ class Outcome:
     runtime: float = 0.0
     requeue: bool = False
     detail: str = ""
+    bury: str | None = None  # the message itself is bad: dead-letter it with this reason
 
 
 def trace(app: Taskq, job: Job) -> Outcome:
@@ -85,7 +86,11 @@ def trace(app: Taskq, job: Job) -> Outcome:
         if store or app.conf.task_store_errors_even_if_ignored:
             backend.store_result(msg.id, exc, states.FAILURE, tb, result_context)
         _apply_errbacks(app, msg)
-        return Outcome(states.FAILURE, time.monotonic() - started, detail=f"{exc!r}\n{tb}")
+        runtime = time.monotonic() - started
+        bad_call = _bad_arguments(task, msg) if isinstance(exc, TypeError) else None
+        if bad_call is not None:
+            return Outcome(states.FAILURE, runtime, detail=bad_call, bury=bad_call)
+        return Outcome(states.FAILURE, runtime, detail=f"{exc!r}\n{tb}")
     else:
         # Still inside the context: the callbacks count as children of this task, and
         # Celery sends them before the result is stored so the result can list them.
@@ -104,6 +109,15 @@ def trace(app: Taskq, job: Job) -> Outcome:
         done = replace(result_context, children=tuple(children))
         backend.store_result(msg.id, retval, states.SUCCESS, None, done)
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
+
+
+def _bad_arguments(task: Task[Any, Any], msg: TaskMessage) -> str | None:
+    """Why the message's arguments do not fit the task, checked only after a TypeError."""
+    try:
+        task.check_arguments(msg.args, msg.kwargs)
+    except TypeError as exc:
+        return f"arguments do not match the task: {exc}"
+    return None
 
 
 def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: str) -> None:

@@ -84,6 +84,7 @@ class Worker:
             prefetch_count=concurrency * multiplier,
             hostname=self.hostname,
             accept=frozenset(JSON if a == "json" else a for a in c.accept_content),
+            max_message_size=c.task_max_message_size,
         )
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None

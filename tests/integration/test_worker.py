@@ -104,7 +104,8 @@ def test_lost_child_is_requeued_under_late_ack(
     _, app, worker = running
     result = app.tasks["itest.die_once"].delay(str(tmp_path / f"marker-{uuid.uuid4()}"))
     assert result.get(timeout=30) == "survived"
-    assert "requeued" in worker.log()
+    assert f"[{result.id}]: its process exited" in worker.log()
+    assert "returned for delivery 2" in worker.log()
 
 
 def test_lost_child_with_early_ack_fails(running: tuple[Setup, Taskq, WorkerProcess]) -> None:

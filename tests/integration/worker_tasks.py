@@ -3,7 +3,9 @@ tests build their own client with ``make_app`` and the same values."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ def make_app(
     backend: str | None,
     data_dir: str | None,
     visibility_timeout: float = 3600.0,
+    **settings: Any,
 ) -> Taskq:
     app = Taskq(
         "itest",
@@ -23,7 +26,11 @@ def make_app(
         backend=backend or None,
         embedded_data_dir=data_dir,
         task_routes={"itest.square": {"queue": "math"}},
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            **settings.pop("broker_transport_options", {}),
+        },
+        **settings,
     )
     register(app)
     return app
@@ -74,6 +81,13 @@ def register(app: Taskq) -> None:
     def die_early_ack() -> None:
         os._exit(1)
 
+    @app.task(name="itest.kill_worker")
+    def kill_worker(folder: str, name: str) -> None:
+        # A poison task of the worst kind: it takes its whole worker down with it.
+        Path(folder, f"{name}.started.{os.getpid()}.{time.monotonic_ns()}").write_text("")
+        os.kill(os.getppid(), signal.SIGKILL)
+        os._exit(1)
+
     @app.task(name="itest.record")
     def record(folder: str, name: str, seconds: float = 0.0) -> str:
         # Leaves a file per run, so tests can count runs and see that a task started.
@@ -83,9 +97,11 @@ def register(app: Taskq) -> None:
         return name
 
 
+# Settings a test passes to its workers as ITEST_SETTINGS (JSON).
 app = make_app(
     os.environ.get("ITEST_BROKER"),
     os.environ.get("ITEST_BACKEND"),
     os.environ.get("ITEST_DATA"),
     float(os.environ.get("ITEST_VT", "3600")),
+    **json.loads(os.environ.get("ITEST_SETTINGS", "{}")),
 )

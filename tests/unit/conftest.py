@@ -16,8 +16,13 @@ from taskq.worker.worker import Worker, WorkerOptions
 def app() -> Iterator[Taskq]:
     # kombu's memory transport is one broker per process: a fresh queue per test keeps
     # tests from seeing each other's messages.
+    queue = f"q-{uuid.uuid4().hex[:8]}"
     app = Taskq(
-        "t", broker="memory://", backend="memory://", task_default_queue=f"q-{uuid.uuid4().hex[:8]}"
+        "t",
+        broker="memory://",
+        backend="memory://",
+        task_default_queue=queue,
+        task_dead_letter_queue=f"{queue}.dead",
     )
     yield app
     app.close()

@@ -20,6 +20,7 @@ from taskq import (
     TaskRevokedError,
     states,
 )
+from taskq.deadletter import DeadLetters
 from taskq.exceptions import MalformedMessage
 
 Start = Callable[..., Any]
@@ -163,7 +164,7 @@ def test_unknown_task_is_failed_and_the_worker_goes_on(app: Taskq, run_worker: S
         ([[], {}, {}], {"task": "x.ok", "id": "m-eta", "eta": 12}, None, True),
     ],
 )
-def test_malformed_messages_are_failed_acked_and_skipped(
+def test_malformed_messages_are_failed_and_dead_lettered(
     app: Taskq,
     run_worker: Start,
     body: Any,
@@ -185,10 +186,16 @@ def test_malformed_messages_are_failed_acked_and_skipped(
         result = app.AsyncResult(headers["id"])
         with pytest.raises(MalformedMessage):
             result.get(timeout=10)
-    # Acked: nothing is left in the queue to loop on.
+    # Acked: nothing is left in the queue to loop on; the message is kept as a dead letter.
     with Connection("memory://") as conn:
         queue = app.default_queue()(conn.default_channel)
         assert queue.queue_declare(passive=True).message_count == 0
+    (letter,) = DeadLetters(app).list()
+    assert letter.queue == app.conf.task_default_queue
+    if recoverable:
+        assert letter.id == headers["id"]
+    if content_type is not None:
+        assert (letter.body, letter.content_type) == (body.encode(), content_type)
 
 
 def test_protocol_1_message_runs(app: Taskq, run_worker: Start) -> None:
@@ -255,6 +262,10 @@ def test_ignore_reject_and_ignored_results(app: Taskq, run_worker: Start) -> Non
     i, r, q = ignored.delay(), rejected.delay(), quiet.delay()
     assert ok.delay().get(timeout=10) == 2  # the worker has handled everything before it
     assert (i.state, r.state, q.state) == (states.PENDING,) * 3
+    # Reject without requeue keeps the message, as a dead letter with the task's reason.
+    (letter,) = DeadLetters(app).list()
+    assert (letter.id, letter.deliveries) == (r.id, 0)
+    assert letter.reason == "rejected by the task: bad input"
 
 
 def test_update_state_and_extended_results(app: Taskq, run_worker: Start) -> None:

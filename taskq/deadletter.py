@@ -1,0 +1,211 @@
+"""Dead letters: messages taskq will not run again by itself, kept for inspection.
+
+A worker buries a message here when its task used up ``task_max_deliveries`` without
+finishing (a poison task), when it cannot be decoded, names an unknown task, is too big,
+or its arguments do not fit the task. The message keeps its bytes and headers; one extra
+header, ``taskq_dead``, says why, when, where from and by whom. ``taskq dead`` reads and
+requeues them through the same kombu connection the app uses, on any broker.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .amqp import RawMessage, make_queue, mask_url
+from .exceptions import BrokerUnavailable
+from .message import recover_identity
+
+if TYPE_CHECKING:
+    from kombu import Connection, Queue
+
+    from .app import Taskq
+
+DELIVERIES = "taskq_deliveries"  # deliveries of this message that ended without a result
+DEAD = "taskq_dead"
+
+
+def deliveries_of(headers: Mapping[str, Any] | None) -> int:
+    """The delivery count a message carries; anything but a small whole number counts as 0."""
+    value = (headers or {}).get(DELIVERIES)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1_000_000:
+        return value
+    return 0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One buried message."""
+
+    id: str | None
+    task: str | None
+    reason: str
+    deliveries: int
+    queue: str | None
+    dead_at: str | None
+    worker: str | None
+    headers: Mapping[str, Any]
+    body: bytes
+    content_type: str | None
+    content_encoding: str | None
+
+    @classmethod
+    def from_message(cls, message: Any) -> DeadLetter:
+        headers = dict(message.headers or {})
+        info = headers.get(DEAD)
+        info = info if isinstance(info, Mapping) else {}
+        task_id, task = recover_identity(headers)
+        body = message.body
+        return cls(
+            id=task_id or None,
+            task=task or None,
+            reason=str(info.get("reason", "unknown")),
+            deliveries=deliveries_of(headers),
+            queue=_opt_str(info.get("queue")),
+            dead_at=_opt_str(info.get("at")),
+            worker=_opt_str(info.get("worker")),
+            headers=headers,
+            body=body.encode("utf-8") if isinstance(body, str) else bytes(body or b""),
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "reason": self.reason,
+            "deliveries": self.deliveries,
+            "queue": self.queue,
+            "dead_at": self.dead_at,
+            "worker": self.worker,
+        }
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def dead_headers(
+    reason: str, queue: str | None, deliveries: int, worker: str | None = None
+) -> dict[str, Any]:
+    """The headers to set on a message being buried (for ``RawMessage.of``)."""
+    return {
+        DELIVERIES: deliveries,
+        DEAD: {
+            "reason": reason,
+            "queue": queue,
+            "at": datetime.now(UTC).isoformat(),
+            "worker": worker or socket.gethostname(),
+        },
+    }
+
+
+class DeadLetters:
+    """The app's dead-letter queue: bury, list, requeue, purge."""
+
+    def __init__(self, app: Taskq):
+        self.app = app
+        self.name: str = app.conf.task_dead_letter_queue
+
+    @property
+    def queue(self) -> Queue:
+        return make_queue(self.name)
+
+    def bury(self, message: Any, reason: str, queue: str | None, deliveries: int) -> None:
+        """Copy a received kombu message here; the caller acks the original afterwards."""
+        raw = RawMessage.of(message, **dead_headers(reason, queue, deliveries))
+        self.app.amqp.send_raw(raw, self.queue)
+
+    def list(self, limit: int | None = None) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+
+        def keep(letter: DeadLetter) -> bool:
+            found.append(letter)
+            return False  # leave it in the queue
+
+        self._scan(keep, limit)
+        return found
+
+    def get(self, task_id: str) -> DeadLetter | None:
+        found: list[DeadLetter] = []
+
+        def match(letter: DeadLetter) -> bool:
+            if letter.id == task_id and not found:
+                found.append(letter)
+            return False
+
+        self._scan(match, None)
+        return found[0] if found else None
+
+    def requeue(self, ids: Iterable[str] | None = None) -> int:
+        """Send buried messages back to their queue with a fresh delivery count."""
+        wanted = None if ids is None else set(ids)
+        router = self.app.amqp.router
+
+        def take(letter: DeadLetter) -> bool:
+            if wanted is not None and letter.id not in wanted:
+                return False
+            target = router.queue(letter.queue) if letter.queue else router.default_queue
+            raw = RawMessage(
+                body=letter.body,
+                content_type=letter.content_type,
+                content_encoding=letter.content_encoding,
+                headers={k: v for k, v in letter.headers.items() if k not in (DEAD, DELIVERIES)},
+                correlation_id=letter.id,
+            )
+            self.app.amqp.send_raw(raw, target)
+            return True
+
+        return self._scan(take, None)
+
+    def purge(self) -> int:
+        with self._connection() as conn:
+            bound = self.queue(conn.default_channel)
+            bound.declare()
+            count: int = bound.purge() or 0
+            return count
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        conn = self.app.connection()
+        try:
+            conn.ensure_connection(max_retries=1)
+        except Exception as exc:
+            conn.release()
+            raise BrokerUnavailable(
+                f"Cannot reach the broker at {mask_url(self.app.broker_url)}: {exc}"
+            ) from exc
+        with conn:
+            yield conn
+
+    def _scan(self, visit: Callable[[DeadLetter], bool], limit: int | None) -> int:
+        """Take messages one by one; ``visit`` True acks one, the others are put back.
+
+        They are put back in reverse so that each broker's requeue (to the head of the
+        queue) restores the original order. Should the scan die half-way, the broker
+        returns what it held (RabbitMQ at once, Redis after the visibility timeout).
+        """
+        taken = 0
+        kept: list[Any] = []
+        with self._connection() as conn:
+            bound = self.queue(conn.default_channel)
+            bound.declare()
+            try:
+                while limit is None or taken + len(kept) < limit:
+                    message = bound.get(no_ack=False, accept=None)
+                    if message is None:
+                        break
+                    if visit(DeadLetter.from_message(message)):
+                        message.ack()
+                        taken += 1
+                    else:
+                        kept.append(message)
+            finally:
+                for message in reversed(kept):
+                    message.reject(requeue=True)
+        return taken

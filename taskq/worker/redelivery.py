@@ -1,0 +1,103 @@
+"""Redelivery: what the consumer does with a message it will not simply ack.
+
+Every such move is *copy, then ack*: the copy is published (with publisher confirms on
+AMQP) before the original is acknowledged, so a crash in between duplicates a message but
+never loses one. Copies carry the delivery count in the ``taskq_deliveries`` header,
+which is how the count survives workers that die: brokers only say "redelivered", not
+how often, and a plain requeue would keep no count at all.
+
+* ``give_back``: a message this worker took but did not finish through no fault of the
+  task (shutdown, a far-future ETA): same count.
+* ``count_failed_delivery``: the delivery ended without a result (the process died, the
+  task asked to be requeued): count + 1, or buried once the limit is reached.
+* ``bury``: to the dead-letter queue, with the reason.
+* ``park``: a far-future ETA message goes to the broker's parked set (Redis) until due.
+
+All of it runs on the consumer thread (it acks kombu messages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..amqp import RawMessage
+from ..deadletter import DELIVERIES, DeadLetters
+
+if TYPE_CHECKING:
+    from kombu import Queue
+
+    from ..app import Taskq
+
+logger = logging.getLogger("taskq.worker")
+
+
+@runtime_checkable
+class ParkingChannel(Protocol):
+    """A kombu channel that can keep a message aside until it is due (taskq's Redis)."""
+
+    def park(self, message: Any, queue: str, due: float, headers: dict[str, Any]) -> None: ...
+
+
+def was_redelivered(raw: Any) -> bool:
+    """The broker delivered this message before, to a consumer that did not settle it."""
+    info = getattr(raw, "delivery_info", None) or {}
+    return bool(info.get("redelivered"))
+
+
+class Redelivery:
+    def __init__(self, app: Taskq, hostname: str):
+        self.app = app
+        self.hostname = hostname
+        self.dead = DeadLetters(app)
+        self.max_deliveries: int | None = app.conf.task_max_deliveries
+
+    def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
+        copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
+        self._move(raw, lambda: self.app.amqp.send_raw(copy, queue), f"return it to {queue.name}")
+
+    def can_park(self, raw: Any) -> bool:
+        return isinstance(getattr(raw, "channel", None), ParkingChannel)
+
+    def park(self, raw: Any, queue: Queue, due: float, deliveries: int) -> None:
+        """Hand a far-future ETA message to the broker to keep until ``due`` (epoch s)."""
+        channel = raw.channel
+        headers = dict(raw.headers or {})
+        headers.pop("redelivered", None)
+        if deliveries:
+            headers[DELIVERIES] = deliveries
+        self._move(raw, lambda: channel.park(raw, queue.name, due, headers), "park it")
+
+    def bury(self, raw: Any, queue: Queue | None, reason: str, deliveries: int) -> None:
+        name = queue.name if queue is not None else None
+        dead = self.dead
+
+        def send() -> None:
+            dead.bury(raw, reason, name, deliveries)
+
+        if self._move(raw, send, f"move it to the dead-letter queue {dead.name!r}"):
+            logger.error(
+                "Dead-lettered a message from %s: %s. See `taskq dead list`.", name, reason
+            )
+
+    def _move(self, raw: Any, send: Callable[[], None], what: str) -> bool:
+        try:
+            send()
+        except Exception as exc:
+            # Left unacked, the message comes back from the broker; nothing is lost.
+            logger.error("Could not %s (%r); leaving it to the broker", what, exc)
+            _settle(raw, lambda: raw.reject(requeue=True))
+            return False
+        _settle(raw, raw.ack)
+        return True
+
+
+def _settle(raw: Any, how: Callable[[], None]) -> None:
+    if getattr(raw, "acknowledged", False):
+        return
+    try:
+        how()
+    except Exception as exc:
+        # The connection that delivered it is gone: the broker already has it back.
+        logger.warning("Could not settle a message: %r", exc)
