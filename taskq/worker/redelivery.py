@@ -55,7 +55,10 @@ class Redelivery:
 
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
-        self._move(raw, lambda: self.app.amqp.send_raw(copy, queue), f"return it to {queue.name}")
+        if self._move(
+            raw, lambda: self.app.amqp.send_raw(copy, queue), f"return it to {queue.name}"
+        ):
+            logger.debug("Returned a message to %s (deliveries so far: %d)", queue.name, deliveries)
 
     def can_park(self, raw: Any) -> bool:
         return isinstance(getattr(raw, "channel", None), ParkingChannel)

@@ -135,3 +135,25 @@ def test_message_size_limit_on_both_sides(app: Taskq, run_worker: Start) -> None
     (letter,) = DeadLetters(app).list()
     assert letter.id == "too-big" and "over task_max_message_size (1000)" in letter.reason
     assert len(letter.body) > 2000
+
+
+def test_eta_beyond_the_horizon_is_returned_to_the_queue_until_due(
+    app: Taskq, run_worker: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The memory broker cannot park: the worker holds the task only up to the horizon,
+    # then gives it back (not counted as a delivery), until it is due.
+    app.conf.worker_eta_horizon = 0.3
+    runs: list[int] = []
+
+    @app.task(bind=True)
+    def later(self: Any) -> int:
+        runs.append(self.request.headers.get(DELIVERIES, 0))
+        return 7
+
+    run_worker()
+    with caplog.at_level("DEBUG", logger="taskq.worker"):
+        assert later.apply_async(countdown=1.2).get(timeout=10) == 7
+    assert runs == [0]
+    returns = [r for r in caplog.messages if r.startswith("Returned a message to")]
+    assert len(returns) >= 2  # held 0.3 s at a time, 1.2 s ahead
+    assert DeadLetters(app).list() == []
