@@ -2,6 +2,7 @@
 #   make install     .venv with the package (editable) and the test tools
 #   make demo        run examples/quickstart/demo.py (no servers needed)
 #   make test        unit + integration tests (installs redis/rabbitmq from Debian if missing)
+#   make bench       taskq vs Celery 5.7 benchmark (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS=...)
 #   make lint | typecheck | format | clean
 
 SHELL := /bin/bash
@@ -13,15 +14,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-SRC := taskq tests examples
+SRC := taskq tests examples benchmarks
 
 # Debian packages the integration tests start privately (tests/servers.py).
 SYSTEM_PACKAGES := redis-server rabbitmq-server
 
-.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean
+.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean bench
 
 help:
 	@echo "targets: install demo test lint typecheck format clean  (PYTEST_ARGS='...' for pytest)"
+	@echo "         bench  (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS='--reps 5 --only main')"
 
 install: $(STAMP)
 
@@ -113,6 +115,26 @@ typecheck: install
 format: install
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
+
+# benchmarks/run.py (docs/performance.md): private Redis/RabbitMQ, taskq from $(VENV),
+# Celery 5.7 from a venv of its own, so it never becomes a dependency of taskq.
+BROKER ?= redis
+QUICK ?=
+BENCH_ARGS ?=
+BENCH_VENV := benchmarks/.venv-celery
+BENCH_CELERY := celery[redis]==5.7.0 packaging>=23
+
+bench: install system-deps
+	@if ! $(BENCH_VENV)/bin/python -c 'import importlib.metadata as m, sys, redis, packaging; \
+	    sys.exit(m.version("celery") != "5.7.0")' >/dev/null 2>&1; then \
+	  echo ">> creating $(BENCH_VENV) with $(BENCH_CELERY) (for the benchmark only)"; \
+	  rm -rf $(BENCH_VENV); \
+	  $(PYTHON) -m venv $(BENCH_VENV); \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    $(foreach req,$(BENCH_CELERY),'$(req)'); \
+	fi
+	$(BIN)/python -m benchmarks.run --broker $(BROKER) $(if $(QUICK),--quick) \
+	  --celery-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
