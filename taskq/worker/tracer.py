@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import time
 import traceback
 from collections.abc import Mapping
@@ -215,6 +216,11 @@ def _format_tb(exc: Retry) -> str | None:
     return "".join(traceback.format_exception(exc.exc))
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 200
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    # reprlib stops early: a full repr() of a large result would cost more than the task.
+    text = _SHORT.repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
