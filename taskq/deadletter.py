@@ -118,8 +118,13 @@ class DeadLetters:
 
     def bury(self, message: Any, reason: str, queue: str | None, deliveries: int) -> None:
         """Copy a received kombu message here; the caller acks the original afterwards."""
-        raw = RawMessage.of(message, **dead_headers(reason, queue, deliveries))
-        self.app.amqp.send_raw(raw, self.queue)
+        headers = dead_headers(reason, queue, deliveries)
+        compression = (message.headers or {}).get("compression")
+        if compression and getattr(message, "errors", None):
+            # The body did not decompress, so it is kept as it came; its header moves into
+            # the dead-letter record, or every read of this queue would fail on it too.
+            headers[DEAD]["compression"] = compression
+        self.app.amqp.send_raw(RawMessage.of(message, **headers), self.queue)
 
     def list(self, limit: int | None = None) -> list[DeadLetter]:
         found: list[DeadLetter] = []

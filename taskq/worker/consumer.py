@@ -180,6 +180,9 @@ class Consumer:
                 channel,
                 [source],
                 on_message=functools.partial(self._on_message, queue=source),
+                # kombu re-raises a body it could not decompress unless told otherwise,
+                # which would lose the message; hand it to the same handler instead.
+                on_decode_error=functools.partial(self._on_decode_error, queue=source),
                 accept=None,
                 auto_declare=True,
             )
@@ -296,6 +299,9 @@ class Consumer:
             self._bury_bad(raw, queue, NotRegistered(message.task), message.id)
             return
         handler(message, raw, queue)
+
+    def _on_decode_error(self, raw: Any, exc: BaseException, queue: Queue) -> None:
+        self._on_message(raw, queue)  # raw.errors is set: it is buried as malformed
 
     def _bury_bad(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
         """A message no worker can run as it is: keep it as a dead letter, fail its result."""

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection, Producer
 
 from taskq import DeadLettered, MessageTooLarge, Reject, Taskq, states
-from taskq.deadletter import DELIVERIES, DeadLetters
+from taskq.deadletter import DEAD, DELIVERIES, DeadLetters
 
 Start = Callable[..., Any]
 
@@ -157,3 +157,26 @@ def test_eta_beyond_the_horizon_is_returned_to_the_queue_until_due(
     returns = [r for r in caplog.messages if r.startswith("Returned a message to")]
     assert len(returns) >= 2  # held 0.3 s at a time, 1.2 s ahead
     assert DeadLetters(app).list() == []
+
+
+def test_a_body_that_does_not_decompress_is_buried_not_lost(app: Taskq, run_worker: Start) -> None:
+    @app.task
+    def echo(text: str) -> str:
+        return text
+
+    run_worker()
+    with Connection("memory://") as conn:
+        Producer(conn.default_channel).publish(
+            b"not gzip at all",
+            routing_key=app.conf.task_default_queue,
+            headers={"task": echo.name, "id": "bad-gzip", "compression": "application/x-gzip"},
+            content_type="application/json",
+            content_encoding="utf-8",
+            declare=[app.default_queue()],
+        )
+    assert echo.delay("next").get(timeout=10) == "next"  # the worker kept consuming
+    assert app.AsyncResult("bad-gzip").get(timeout=10, propagate=False) is not None
+    (letter,) = DeadLetters(app).list()
+    assert letter.id == "bad-gzip" and "could not be decompressed" in letter.reason
+    assert letter.body == b"not gzip at all"
+    assert letter.headers[DEAD]["compression"] == "application/x-gzip"
