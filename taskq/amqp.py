@@ -249,8 +249,13 @@ class Amqp:
             if self._producers is None:
                 first = self._connection_factory()
                 self._errors = (OperationalError, OSError, *first.connection_errors)
-                connections = first.Pool(limit=self._pool_limit)
-                self._producers = ProducerPool(connections, limit=self._pool_limit)
+                # Not closed after a fork: in a pool child that would shut down the
+                # sockets it shares with the parent and cut the parent's connections
+                # mid-publish. Children drop these clients and open their own.
+                connections = first.Pool(limit=self._pool_limit, close_after_fork=False)
+                self._producers = ProducerPool(
+                    connections, limit=self._pool_limit, close_after_fork=False
+                )
             return self._producers
 
     def publish(

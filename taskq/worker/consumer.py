@@ -167,8 +167,12 @@ class Consumer:
             raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
         channel = conn.default_channel
         # Nothing is held at connect time: reconnecting forgets what the old connection held.
+        # Global (per-channel) QoS: RabbitMQ applies a non-global basic.qos only to
+        # consumers started after it, so raising the count while ETA tasks are held would
+        # never reach the consumers already running. This worker has one channel, so
+        # global is the worker's limit. Redis and the embedded broker ignore the flag.
         self.qos = QoS(
-            lambda prefetch_count: channel.basic_qos(0, prefetch_count, False),
+            lambda prefetch_count: channel.basic_qos(0, prefetch_count, True),
             self.options.prefetch_count,
         )
         self.qos.update()

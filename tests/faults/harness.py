@@ -1,0 +1,249 @@
+"""What every fault scenario needs: a broker set-up, real workers, and process-tree tools.
+
+A ``Setup`` is one scenario on one broker: its queue, its extra settings, its ledger. The
+worker processes and the test's own client are built from the same values (fault_tasks.py
+reads them from FAULT_* variables), so both sides agree on every setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskq import Taskq
+from tests.faults.fault_tasks import make_app
+from tests.faults.ledger import Ledger
+from tests.integration.helpers import WorkerProcess, wait_for
+
+APP = "tests.faults.fault_tasks"
+BROKERS = ["redis", "amqp"]
+CONCURRENCY = 2
+PREFETCH_MULTIPLIER = 4  # taskq's default, spelled out: the in-flight bounds depend on it
+PREFETCH = CONCURRENCY * PREFETCH_MULTIPLIER
+
+
+@dataclass
+class Setup:
+    """One scenario on one broker."""
+
+    kind: str  # "redis" or "amqp"
+    broker: str
+    backend: str
+    ledger_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def queue(self) -> str:
+        return str(self.settings["task_default_queue"])
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.ledger_dir)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FAULT_BROKER": self.broker,
+            "FAULT_BACKEND": self.backend,
+            "FAULT_LEDGER": str(self.ledger_dir),
+            "FAULT_SETTINGS": json.dumps(self.settings),
+        }
+
+    def client(self) -> Taskq:
+        return make_app(self.broker, self.backend, self.settings)
+
+    def worker(
+        self, *args: str, queues: str | None = None, concurrency: int = CONCURRENCY
+    ) -> WorkerProcess:
+        """A started prefork worker on this scenario's queue; killed at teardown."""
+        proc = WorkerProcess(
+            APP,
+            "-P", "prefork",
+            "-c", str(concurrency),
+            "--prefetch-multiplier", str(PREFETCH_MULTIPLIER),
+            "-Q", queues or self.queue,
+            "-n", f"{self.queue}-{len(self.workers)}@%h",
+            *args,
+            env=self.env(),
+        )  # fmt: skip
+        self.workers.append(proc)
+        return proc.start()
+
+    def logs(self, tail: int = 1500) -> str:
+        """The end of every worker's log, for assertion messages."""
+        return "\n".join(f"--- worker {i}:\n{w.log()[-tail:]}" for i, w in enumerate(self.workers))
+
+    def close(self) -> None:
+        for proc in self.workers:
+            with contextlib.suppress(Exception):
+                kill_tree(proc)
+
+
+def make_setup(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    name: str,
+    broker: str | None = None,
+    visibility_timeout: float | None = None,
+    **settings: Any,
+) -> Setup:
+    """A scenario on the session's servers (or on ``broker``), with its own queue names.
+
+    Results go to the session Redis (db 1) for both brokers: a broker killed by the test
+    then never takes the results with it.
+    """
+    redis_url: str = request.getfixturevalue("redis_url")
+    if broker is None:
+        broker = redis_url if kind == "redis" else request.getfixturevalue("amqp_url")
+    suffix = uuid.uuid4().hex[:6]
+    settings.setdefault("task_default_queue", f"{name}-{kind}-{suffix}")
+    if kind == "redis" and visibility_timeout is not None:
+        options = dict(settings.pop("broker_transport_options", {}))
+        options["visibility_timeout"] = visibility_timeout
+        settings["broker_transport_options"] = options
+    ledger_dir = tmp_path / "ledger"
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    return Setup(kind, broker, redis_url.rsplit("/", 1)[0] + "/1", ledger_dir, settings)
+
+
+@contextlib.contextmanager
+def scenario(setup: Setup) -> Iterator[Taskq]:
+    """The client app; every worker of the scenario is stopped afterwards, whatever happens."""
+    app = setup.client()
+    try:
+        yield app
+    finally:
+        try:
+            app.close()
+        finally:
+            setup.close()
+
+
+# -- processes, read from /proc (no psutil on purpose: one less dependency)
+
+
+def children(pid: int) -> list[int]:
+    """Live (non-zombie) direct children of ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_gone(pids: Iterable[int], timeout: float = 20.0) -> None:
+    pids = list(pids)
+    wait_for(lambda: not any(alive(p) for p in pids), timeout, f"processes {pids} to exit")
+
+
+def kill_tree(worker: WorkerProcess) -> list[int]:
+    """SIGKILL a worker and its pool children at once, as a crashed machine would.
+
+    taskq puts each pool child in a process group of its own, so ``killpg`` of the worker's
+    group alone would leave running children behind to finish (and write) on their own;
+    a crash takes them too. Returns every pid killed, once all are gone.
+    """
+    if worker.proc is None or worker.proc.poll() is not None:
+        return []
+    tree = [worker.pid, *children(worker.pid)]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)  # freeze first: nobody acks or writes from here on
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.proc.wait(timeout=10)
+    wait_gone(tree)
+    return tree
+
+
+# -- broker-side views
+
+
+def queue_length(setup: Setup, app: Taskq, queue: str | None = None) -> int:
+    """Messages ready in ``queue`` (not counting what a worker holds unacked)."""
+    name = queue or setup.queue
+    with app.connection() as conn:
+        if setup.kind == "redis":
+            client = conn.default_channel.client
+            return int(client.llen(name))
+        declared = conn.default_channel.queue_declare(queue=name, passive=True)
+        return int(declared.message_count)
+
+
+def locate(setup: Setup, app: Taskq, ids: Iterable[str]) -> dict[str, list[str]]:
+    """Where on a Redis broker each id is (queue lists, unacked hash, parked set...).
+
+    A diagnostic for a lost task: "nowhere" means the broker no longer has the message.
+    RabbitMQ has no way to look without taking messages, so it is not searched.
+    """
+    wanted = list(ids)
+    if setup.kind != "redis" or not wanted:
+        return {}
+    found: dict[str, list[str]] = {i: [] for i in wanted}
+    with app.connection() as conn:
+        client = conn.default_channel.client
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            if kind == "list":
+                values = client.lrange(key, 0, -1)
+            elif kind == "hash":
+                values = client.hvals(key)
+            elif kind == "zset":
+                values = client.zrange(key, 0, -1)
+            else:
+                continue
+            blob = b"\n".join(values)
+            for i in wanted:
+                if i.encode() in blob:
+                    found[i].append(key.decode(errors="replace"))
+    return {i: keys or ["nowhere"] for i, keys in found.items()}
+
+
+def dead_letters(app: Taskq) -> list[Any]:
+    """Everything in the scenario's dead-letter queue (taskq.deadletter, being added)."""
+    from taskq.deadletter import DeadLetters  # imported late: a missing module fails one test
+
+    return list(DeadLetters(app).list())
+
+
+def eventually(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
+    """Wait up to ``timeout`` for ``predicate``; False if it never held.
+
+    For waits whose failure the test reports itself, with its figures, right after.
+    """
+    try:
+        wait_for(predicate, timeout, "", interval=interval)
+    except AssertionError:
+        return False
+    return True
+
+
+def poll(seconds: float) -> None:
+    """Pause while a fault plays out; never used to assert anything about speed."""
+    time.sleep(seconds)

@@ -1,0 +1,159 @@
+"""F8: bad input at a steady rate while valid tasks flow.
+
+The worker consumes two queues: a backlog of valid tasks and a queue that receives bad
+messages at a steady rate from a plain kombu producer. Throughput is the number of valid
+tasks finished in a window; the window with bad input is compared with a baseline window
+of the same run. Tasks sleep 20 ms, so the worker is bound by its pool, not the CPU, and
+the ratio shows whether bad input stalls the pool (not how busy the machine was).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kombu import Producer
+
+from taskq import Taskq
+from taskq.amqp import make_queue
+from taskq.deadletter import DeadLetter
+from tests.faults.badinput import KINDS, MAX_MESSAGE_SIZE, Bad, make
+from tests.faults.fault_tasks import WORK
+from tests.faults.harness import (
+    children,
+    dead_letters,
+    eventually,
+    make_setup,
+    poll,
+    queue_length,
+    scenario,
+)
+from tests.faults.report import Results
+from tests.integration.helpers import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+WINDOW = 6.0  # seconds per measured window
+BAD_RATE = 20.0  # bad messages per second during the second window
+BACKLOG = 1500  # valid tasks queued up front: more than both windows can finish
+MIN_RATIO = 0.95
+
+
+@dataclass
+class BadFeeder:
+    """Publishes one bad message every 1/BAD_RATE seconds, cycling through the kinds."""
+
+    app: Taskq
+    queue: str
+    sent: list[Bad] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        queue = make_queue(self.queue)
+        with self.app.connection() as conn:
+            producer = Producer(conn.default_channel)
+            begin = time.monotonic()
+            while not self.stop.is_set():
+                bad = make(KINDS[len(self.sent) % len(KINDS)])
+                producer.publish(
+                    bad.body,
+                    exchange=queue.exchange,
+                    routing_key=queue.routing_key,
+                    content_type=bad.content_type,
+                    content_encoding=bad.content_encoding,
+                    headers=bad.headers,
+                    declare=[queue],
+                )
+                self.sent.append(bad)
+                # A steady rate, whatever each publish took.
+                wait = begin + len(self.sent) / BAD_RATE - time.monotonic()
+                self.stop.wait(max(0.0, wait))
+
+
+@pytest.mark.timeout(180)
+def test_f8_bad_input_at_a_steady_rate(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, results: Results
+) -> None:
+    """F8: bad input at a steady rate: the worker stays up, valid tasks keep their pace."""
+    setup = make_setup(kind, request, tmp_path, "f8", task_max_message_size=MAX_MESSAGE_SIZE)
+    setup.settings["task_dead_letter_queue"] = f"dead-{setup.queue}"
+    bad_queue = f"bad-{setup.queue}"
+    ledger = setup.ledger
+    with scenario(setup) as app:
+        work = app.tasks[WORK]
+        valid = {work.delay(0.02).id for _ in range(BACKLOG)}
+        worker = setup.worker(queues=f"{setup.queue},{bad_queue}")
+        wait_for(lambda: ledger.completions(), 30, "the first valid task")
+        poll(1.0)  # past the start-up: children forked, connections made
+        pool = set(children(worker.pid))
+        t0 = time.monotonic()
+        poll(WINDOW)
+        feeder = BadFeeder(app, bad_queue)
+        thread = threading.Thread(target=feeder.run, name="bad-feeder", daemon=True)
+        t1 = time.monotonic()
+        thread.start()
+        poll(WINDOW)
+        t2 = time.monotonic()
+        feeder.stop.set()
+        thread.join(30)
+        backlog_left = queue_length(setup, app)
+        bad_waiting = queue_length(setup, app, bad_queue)  # taken during the window, or not
+        pool_after = set(children(worker.pid))
+        baseline = ledger.ends_between(t0, t1, valid)
+        with_bad = ledger.ends_between(t1, t2, valid)
+        ratio = with_bad / baseline if baseline else 0.0
+
+        sent = feeder.sent
+        eventually(lambda: len(dead_letters(app)) >= len(sent), 30, interval=0.5)
+        letters = dead_letters(app)
+        burials = {b.token: _burial(b, letters) for b in sent}
+        unburied = [b.kind for b in sent if burials[b.token] == "missing"]
+        altered = [b.kind for b in sent if burials[b.token] == "altered"]
+        not_failed = [
+            b.kind for b in sent if b.task_id and app.AsyncResult(b.task_id).state != "FAILURE"
+        ]
+        log = worker.log()
+        results.add(
+            tasks=len(valid),
+            throughput_ratio=ratio,
+            dead_lettered=f"{len(sent) - len(unburied) - len(altered)}/{len(sent)}",
+            extra={
+                "per_window": f"{baseline}/{with_bad}",
+                "bad_waiting": bad_waiting,
+                "unburied": sorted(set(unburied)),
+                "altered": sorted(set(altered)),
+                "no_failure": sorted(set(not_failed)),
+            },
+        )
+        detail = (
+            f"ratio {with_bad}/{baseline}; not dead-lettered: {sorted(set(unburied))}; "
+            f"body altered: {sorted(set(altered))}; "
+            f"no FAILURE: {sorted(set(not_failed))}\n{log[-3000:]}"
+        )
+        assert backlog_left > 0, "the valid backlog ran out: the windows measured an idle worker"
+        assert len(sent) >= BAD_RATE * WINDOW * 0.8, len(sent)  # the feeder kept its rate
+        # ... and the worker took the bad messages as they came, so they did share the
+        # window with the valid ones (a starved bad queue would make the ratio meaningless).
+        assert bad_waiting <= len(sent) // 10 + 2, detail
+        assert worker.proc is not None and worker.proc.poll() is None, detail
+        assert log.count("Connected to") == 1, detail  # never reconnected or restarted
+        assert pool_after == pool, detail  # no pool child died either
+        assert ratio >= MIN_RATIO, detail
+        assert not unburied, detail
+        assert not altered, detail  # the raw body is kept
+        assert not not_failed, detail
+
+
+def _burial(bad: Bad, letters: list[DeadLetter]) -> str:
+    """Where this bad message ended up among the dead letters.
+
+    "kept": one holds its raw body byte for byte; "altered": one holds its token but the
+    body changed on the way; "missing": none.
+    """
+    if any(letter.body == bad.body for letter in letters):
+        return "kept"
+    token = bad.token.encode()
+    return "altered" if any(token in letter.body for letter in letters) else "missing"

@@ -1,0 +1,144 @@
+"""F7: the broker is killed and restarted three times while a client publishes and a worker
+consumes: the worker comes back each time, and every publish either raised or ran."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from taskq import Taskq
+from tests.faults.fault_tasks import WORK
+from tests.faults.harness import eventually, locate, make_setup, poll, scenario
+from tests.faults.ledger import Ledger
+from tests.faults.report import Results
+from tests.servers import RabbitServer, RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+VT = 5.0  # Redis visibility timeout: unacked messages of the crash come back after it
+RESTARTS = 3
+RESUME_WITHIN = 10.0  # the issue's bound for the worker to run tasks again
+
+
+@pytest.fixture
+def private_broker(kind: str) -> Iterator[RedisServer | RabbitServer]:
+    # Its own server: killing the session's would break every other test's workers. Redis
+    # with the append-only file on, as the guarantee requires for a broker crash.
+    server: RedisServer | RabbitServer = (
+        RedisServer(extra_args=["--appendonly", "yes"]) if kind == "redis" else RabbitServer()
+    )
+    try:
+        server.start()
+    except Exception as exc:
+        server.close()
+        pytest.fail(f"cannot start the {kind} broker: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@dataclass
+class Publisher:
+    """Publishes in a loop, noting which calls returned and which raised."""
+
+    app: Taskq
+    returned: list[tuple[str, float]] = field(default_factory=list)  # (id, when it returned)
+    raised: list[tuple[str, str]] = field(default_factory=list)  # (id, the error)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        work = self.app.tasks[WORK]
+        while not self.stop.is_set():
+            task_id = str(uuid.uuid4())  # known even when the call raises
+            try:
+                work.apply_async((0.005,), task_id=task_id)
+            except Exception as exc:
+                self.raised.append((task_id, repr(exc)[:200]))
+                time.sleep(0.05)
+                continue
+            self.returned.append((task_id, time.monotonic()))
+            time.sleep(0.01)
+
+
+@pytest.mark.timeout(240)
+def test_f7_broker_killed_and_restarted_three_times(
+    kind: str,
+    private_broker: RedisServer | RabbitServer,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    results: Results,
+) -> None:
+    """F7: the broker killed and restarted 3 times during a run; nothing that was sent is lost."""
+    setup = make_setup(
+        kind, request, tmp_path, "f7", broker=private_broker.url, visibility_timeout=VT
+    )
+    ledger = setup.ledger
+    with scenario(setup) as app:
+        worker = setup.worker()
+        publisher = Publisher(app)
+        thread = threading.Thread(target=publisher.run, name="publisher", daemon=True)
+        thread.start()
+        resumes: list[float | None] = []
+        try:
+            for _ in range(RESTARTS):
+                done = len(ledger.completions())
+                eventually(lambda d=done: len(ledger.completions()) >= d + 30, 30)  # type: ignore[misc]
+                private_broker.kill()  # SIGKILL: a crash, no clean shutdown
+                poll(1.0)  # down long enough for publishes to fail
+                private_broker.start()
+                up = time.monotonic()
+                eventually(
+                    lambda u=up: _resumed(ledger, publisher, u) is not None,  # type: ignore[misc]
+                    RESUME_WITHIN,
+                )
+                resumes.append(_resumed(ledger, publisher, up))
+            done = len(ledger.completions())
+            eventually(lambda: len(ledger.completions()) >= done + 30, 30)
+        finally:
+            publisher.stop.set()
+            thread.join(30)
+        sent = [task_id for task_id, _ in publisher.returned]
+        eventually(lambda: set(sent) <= set(ledger.completions()), VT + 30)
+        report = ledger.check(sent)
+        completions = ledger.completions()
+        raised_ran = sum(1 for task_id, _ in publisher.raised if completions.get(task_id))
+        measured = [r for r in resumes if r is not None]
+        results.add(
+            tasks=len(sent),
+            lost=len(report.lost),
+            duplicates=report.duplicates,
+            concurrent=len(report.concurrent),
+            recovery_s=max(measured, default=None),
+            extra={"raised": len(publisher.raised), "raised_ran": raised_ran},
+        )
+        where = locate(setup, app, report.lost)
+        detail = (
+            f"{report.summary()} on the broker: {where} resumes={resumes} "
+            f"raised={publisher.raised[:3]}\n"
+            f"{worker.log()[-3000:]}"
+        )
+        assert len(measured) == RESTARTS, f"worker did not resume within {RESUME_WITHIN}s: {detail}"
+        assert not report.lost, detail  # every call that returned ran
+        assert not report.concurrent, detail
+        # Duplicates are recorded, not bounded here: besides what the worker held unacked, a
+        # crashed RabbitMQ forgets acks it had not yet written to disk and delivers those
+        # messages again (at-least-once); the issue asks nothing more of F7.
+        assert worker.proc is not None and worker.proc.poll() is None, detail
+
+
+def _resumed(ledger: Ledger, publisher: Publisher, up: float) -> float | None:
+    """Seconds from the broker's return to the first run of a task sent after it, if any.
+
+    Only a message published to the restarted broker proves that the worker consumes again
+    (not one it had taken before the crash).
+    """
+    fresh = {task_id for task_id, when in publisher.returned if when > up}
+    starts = [e["t"] for e in ledger.events() if e["event"] == "start" and e["id"] in fresh]
+    return min(starts) - up if starts else None
