@@ -64,6 +64,10 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
     unacked_sweep_interval = 5.0
+    # kombu holds a Redis lock while it sweeps; a worker killed mid-sweep leaves it held
+    # until it expires, and no one restores anything meanwhile (kombu's default is 300 s).
+    # A sweep takes milliseconds.
+    unacked_mutex_expire = 10
     lease_renew_interval: float | None = None  # default: a quarter of the visibility timeout
     _cached_client: Any = None  # class default: kombu's __init__ already makes clients
     from_transport_options = (

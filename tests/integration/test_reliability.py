@@ -27,6 +27,13 @@ def urls(broker_url: str, redis_url: str) -> tuple[str, str]:
     return broker_url, redis_url.rsplit("/", 1)[0] + "/1"
 
 
+@pytest.fixture(params=["redis", "amqp"])
+def endpoints(request: pytest.FixtureRequest, redis_url: str) -> tuple[str, str, str]:
+    """(broker kind, broker URL, Redis result backend URL) for each broker."""
+    url = redis_url if request.param == "redis" else request.getfixturevalue("amqp_url")
+    return request.param, *urls(url, redis_url)
+
+
 def env_for(broker: str, backend: str, vt: float = 3600, **settings: Any) -> dict[str, str]:
     return {
         "ITEST_BROKER": broker,
@@ -51,17 +58,16 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_a_task_that_kills_its_worker_is_dead_lettered_after_max_deliveries(
-    broker: str, redis_url: str, request: pytest.FixtureRequest, tmp_path: Path
+    endpoints: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    url = redis_url if broker == "redis" else request.getfixturevalue("amqp_url")
-    broker_url, backend = urls(url, redis_url)
+    broker, broker_url, backend = endpoints
     queue = f"killer-{broker}-{tmp_path.name}"
     settings: dict[str, Any] = {
         "task_max_deliveries": 3,
         "task_dead_letter_queue": f"{queue}.dead",
-        "broker_transport_options": {"unacked_sweep_interval": 0.5},
+        # The worker may die while it holds kombu's sweep lock: let that expire soon.
+        "broker_transport_options": {"unacked_sweep_interval": 0.5, "unacked_mutex_expire": 2},
     }
     app = make_app(broker_url, backend, None, 2.0, **settings)
     env = env_for(broker_url, backend, 2.0, **settings)
@@ -85,12 +91,10 @@ def test_a_task_that_kills_its_worker_is_dead_lettered_after_max_deliveries(
     app.close()
 
 
-@pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_dead_cli_lists_shows_requeues_and_purges(
-    broker: str, redis_url: str, request: pytest.FixtureRequest, tmp_path: Path
+    endpoints: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    url = redis_url if broker == "redis" else request.getfixturevalue("amqp_url")
-    broker_url, backend = urls(url, redis_url)
+    broker, broker_url, backend = endpoints
     queue = f"cli-dead-{broker}-{tmp_path.name}"
     settings = {"task_dead_letter_queue": f"{queue}.dead", "task_default_queue": queue}
     app = make_app(broker_url, backend, None, **settings)
