@@ -110,7 +110,7 @@ def prefork_loop(client: redis.Redis, conns: list[Connection]) -> None:
         collect(block=True)
 
 
-def run_bare(url: str, n: int) -> float:
+def run_bare(url: str) -> float:
     ctx = multiprocessing.get_context("fork")
     go = ctx.Event()
     procs = [ctx.Process(target=bare_loop, args=(url, go)) for _ in range(PROCESSES)]
@@ -124,7 +124,7 @@ def run_bare(url: str, n: int) -> float:
     return time.perf_counter() - began
 
 
-def run_prefork(url: str, n: int) -> float:
+def run_prefork(url: str) -> float:
     ctx = multiprocessing.get_context("fork")
     pipes = [ctx.Pipe() for _ in range(PROCESSES)]
     procs = [ctx.Process(target=pool_child, args=(child,)) for _, child in pipes]
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"n": args.n, "message_bytes": len(message)}
     for name, run in (("bare", run_bare), ("prefork", run_prefork)):
         fill(client, message, args.n)
-        seconds = run(args.redis, args.n)
+        seconds = run(args.redis)  # drains the list until empty
         done = int(client.get(COUNTER) or 0)
         if done != args.n:
             raise SystemExit(f"ceiling {name}: counted {done} of {args.n} messages")

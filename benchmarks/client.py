@@ -20,6 +20,7 @@ from typing import Any
 
 MODULES = {"taskq": "benchmarks.bench_tasks", "celery": "benchmarks.celery_tasks"}
 WARMUP_TIMEOUT = 120.0  # the first get() waits for a worker that may still be booting
+GET_TIMEOUT = 60.0  # any later get(): a worker that stopped answering must end the run
 
 
 def arguments(i: int, size: int) -> tuple[Any, Any]:
@@ -35,52 +36,47 @@ def enqueue(add: Any, n: int, size: int) -> dict[str, Any]:
     began = time.perf_counter()
     for _ in range(n - 1):
         add.delay(x, y)
-    seconds = time.perf_counter() - began
-    return {"n": n, "timed": n - 1, "seconds": seconds, "rate": (n - 1) / seconds}
+    return {"rate": (n - 1) / (time.perf_counter() - began)}
 
 
-def results(add: Any, n: int, size: int, timeout: float) -> dict[str, Any]:
+def results(add: Any, n: int, size: int) -> dict[str, Any]:
     add.delay(*arguments(0, size)).get(timeout=WARMUP_TIMEOUT)
     x, y = arguments(1, size)
     began = time.perf_counter()
     pending = [add.delay(x, y) for _ in range(n)]
     for result in pending:
-        result.get(timeout=timeout)
-    seconds = time.perf_counter() - began
-    return {"n": n, "seconds": seconds, "rate": n / seconds}
+        result.get(timeout=GET_TIMEOUT)
+    return {"rate": n / (time.perf_counter() - began)}
 
 
-def latency(add: Any, n: int, size: int, timeout: float) -> dict[str, Any]:
+def latency(add: Any, n: int, size: int) -> dict[str, Any]:
     x, y = arguments(1, size)
     add.delay(x, y).get(timeout=WARMUP_TIMEOUT)
     for _ in range(4):
-        add.delay(x, y).get(timeout=timeout)
+        add.delay(x, y).get(timeout=GET_TIMEOUT)
     samples: list[float] = []
     for _ in range(n):
         began = time.perf_counter()
-        add.delay(x, y).get(timeout=timeout)
+        add.delay(x, y).get(timeout=GET_TIMEOUT)
         samples.append((time.perf_counter() - began) * 1000.0)
-    return {"n": n, "latencies_ms": samples}
+    return {"latencies_ms": samples}
+
+
+SCENARIOS = {"enqueue": enqueue, "results": results, "latency": latency}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.client")
     parser.add_argument("framework", choices=sorted(MODULES))
-    parser.add_argument("scenario", choices=["enqueue", "results", "latency"])
+    parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--size", type=int, default=0, help="argument size in bytes (0: ints)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="per get(), in seconds")
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error("--n must be at least 2 (the first call is a warm-up)")
 
     module = importlib.import_module(MODULES[args.framework])
-    if args.scenario == "enqueue":
-        out = enqueue(module.add, args.n, args.size)
-    elif args.scenario == "results":
-        out = results(module.add, args.n, args.size, args.timeout)
-    else:
-        out = latency(module.add, args.n, args.size, args.timeout)
+    out = SCENARIOS[args.scenario](module.add, args.n, args.size)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -34,6 +34,14 @@ from typing import Any
 from kombu import Connection
 
 REPO = Path(__file__).resolve().parents[1]
+# Run as a script, sys.path[0] is benchmarks/. Every process this file runs as (the table,
+# an experiment, a child) puts the repo root first, once, so taskq and the test helpers
+# import from this checkout whichever interpreter runs it.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.integration.helpers import wait_for  # noqa: E402  (plain Python, no pytest)
+
 KILL_N = 20
 RECOVERY_WINDOW = 15.0
 MULTI_N = 200
@@ -61,8 +69,7 @@ def connect(kind: str, workdir: str) -> Connection:
     if kind == "sqla+sqlite":
         return Connection(f"sqla+sqlite:///{workdir}/kombu.sqlite3")
     if kind == "taskq":
-        sys.path.insert(0, str(REPO))
-        from taskq.transports.sqlite import Transport
+        from taskq.transports.sqlite import Transport  # here: the kombu rows do without taskq
 
         return Connection(f"sqlite:///{workdir}/broker.sqlite3", transport=Transport)
     raise ValueError(kind)
@@ -97,12 +104,8 @@ def child_consume(kind: str, workdir: str, out: str) -> None:
 
 # -- experiments (each runs in a fresh process, see run()) -------------------------------
 def spawn(role: str, kind: str, workdir: str, path: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
     argv = [sys.executable, __file__, "child", role, kind, workdir, path]
-    return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, stderr=subprocess.PIPE)
 
 
 def publish(kind: str, workdir: str, bodies: list[Any]) -> None:
@@ -112,13 +115,12 @@ def publish(kind: str, workdir: str, bodies: list[Any]) -> None:
             queue.put(body)
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
-            raise RuntimeError(f"holder did not take a message: {err}")
-        time.sleep(0.05)
+def wait_for_held(marker: Path, holder: subprocess.Popen[bytes]) -> None:
+    """Until the holder says which message it took; its stderr if it died instead."""
+    wait_for(lambda: marker.exists() or holder.poll() is not None, 60, "the holder's message")
+    if not marker.exists():
+        err = holder.stderr.read().decode()[-500:] if holder.stderr else ""
+        raise RuntimeError(f"holder did not take a message: {err}")
 
 
 def kill_experiment(kind: str, workdir: str) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def kill_experiment(kind: str, workdir: str) -> dict[str, Any]:
     marker = Path(workdir, "held.json")
     holder = spawn("hold", kind, workdir, str(marker))
     try:
-        wait_for_file(marker, holder, 60)
+        wait_for_held(marker, holder)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()

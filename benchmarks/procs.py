@@ -3,84 +3,51 @@
 A worker is started with ``start_new_session`` (its process group id is its pid) and asks
 Linux to SIGTERM it if the harness dies, so a crashed or interrupted run leaves nothing
 behind. It is stopped by pid and process group only, never by name.
+
+Reading /proc and walking the process tree are the test suite's helpers (tests/servers.py,
+tests/integration/helpers.py); what is added here is the benchmark's own: the RSS sampler
+and the worker's start/stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tests.integration.helpers import descendants, still_alive  # plain Python, no pytest
+from tests.servers import die_with_parent, tail
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# The tree is walked (a scan of all of /proc) this rarely; each sample in between reads
+# one small file per known process, so sampling costs the measured drain next to nothing.
+TREE_RESCAN = 1.0  # seconds
+LOG_LINES = 30  # of a dead worker's log, in the error
+
+_PREEXEC = die_with_parent()  # looked up once, before any fork
 
 
 class BenchError(RuntimeError):
     """A benchmark run could not be completed; the message says why and where to look."""
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-    except (OSError, AttributeError):
-        return None
+def tree_rss(pids: Iterable[int]) -> int | None:
+    """Summed resident set size, or None once one of ``pids`` is gone (the tree changed).
 
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
-_PREEXEC = _pdeathsig()
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-
-
-def processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, start time in clock ticks) of every live process."""
-    table: dict[int, tuple[int, int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")".
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] not in ("Z", "X"):
-                table[int(stat.parent.name)] = (int(fields[1]), int(fields[19]))
-    return table
-
-
-def descendants(root: int) -> dict[int, int]:
-    """``root`` and every process below it: pid -> start time (tells a reused pid apart)."""
-    table = processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            found[pid] = table[pid][1]
-            todo.extend(children.get(pid, ()))
-    return found
-
-
-def rss_bytes(pids: Sequence[int]) -> int:
-    """Summed resident set size. Pages a forked child still shares with its parent count
-    twice, as in ``ps``; the same holds for both frameworks, which both fork a pool."""
+    Pages a forked child still shares with its parent count twice, as in ``ps``; the same
+    holds for both frameworks, which both fork a pool.
+    """
     total = 0
     for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
+        try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            return None
     return total
 
 
@@ -103,34 +70,54 @@ class Worker:
                 preexec_fn=_PREEXEC,
             )
         self.pid = self.popen.pid
-        self.rss_peak = 0
         self.rss_series: list[tuple[float, int]] = []  # (seconds since spawn, bytes)
-        # Every process seen in the tree. taskq's pool children move to process groups of
-        # their own, so killing the worker's group alone could leave them behind.
+        # Every process seen in the tree (pid -> start time). taskq's pool children move to
+        # process groups of their own, so killing the worker's group alone could leave them.
         self._known: dict[int, int] = {}
+        self._tree: list[int] = []  # the tree at the last scan: what each sample reads
+        self._next_scan = 0.0
         self._stop_sampling = threading.Event()
         self._sampler: threading.Thread | None = None
+
+    @property
+    def rss_peak(self) -> int:
+        """The largest sample, in bytes (0 before the first)."""
+        return max((rss for _, rss in self.rss_series), default=0)
 
     def sample_memory(self, interval: float) -> None:
         """Sample RSS of the whole tree every ``interval`` seconds until ``stop()``."""
 
         def run() -> None:
             while not self._stop_sampling.wait(interval):
-                tree = descendants(self.pid)
-                self._known.update(tree)
-                rss = rss_bytes(list(tree))
-                self.rss_peak = max(self.rss_peak, rss)
-                self.rss_series.append((time.time() - self.spawned_at, rss))
+                rss = self._measure()
+                if rss is not None:
+                    self.rss_series.append((time.time() - self.spawned_at, rss))
 
         self._sampler = threading.Thread(target=run, name="rss-sampler", daemon=True)
         self._sampler.start()
+
+    def _scan(self) -> None:
+        tree = descendants(self.pid)
+        self._known.update(tree)
+        self._tree = list(tree)
+        self._next_scan = time.monotonic() + TREE_RESCAN
+
+    def _measure(self) -> int | None:
+        """The tree's RSS now; None if it changed under two reads in a row (no sample)."""
+        if time.monotonic() >= self._next_scan:
+            self._scan()
+        rss = tree_rss(self._tree)
+        if rss is None:  # a process ended, or a pool child was replaced: find them again
+            self._scan()
+            rss = tree_rss(self._tree)
+        return rss
 
     def check_alive(self) -> None:
         code = self.popen.poll()
         if code is not None:
             raise BenchError(
                 f"worker exited with code {code}: {' '.join(self.argv)}\n"
-                f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                f"log {self.log_path}:\n{tail(self.log_path, LOG_LINES)}"
             )
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -150,10 +137,8 @@ class Worker:
                 self.popen.wait(timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        alive = processes()
-        for pid, started in self._known.items():
-            if pid != self.pid and alive.get(pid, (0, -1))[1] == started:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in still_alive(self._known):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)

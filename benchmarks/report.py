@@ -43,9 +43,7 @@ def summary(values: list[float]) -> dict[str, float] | None:
 
 
 def number(value: float, unit: str) -> str:
-    if unit == "tasks/s":
-        return f"{value:,.0f}"
-    if unit == "MB":
+    if unit in ("tasks/s", "MB"):
         return f"{value:,.0f}"
     if unit == "%":
         return f"{value:+.1f}"
@@ -59,6 +57,16 @@ def cell(s: dict[str, float] | None, unit: str) -> str:
     if s["n"] > 1:
         text += f" ({number(s['min'], unit)}-{number(s['max'], unit)})"
     return text
+
+
+def metric(row: Row, fw: str) -> str:
+    """The metric behind ``fw``'s column of ``row``: taskq's may be ``taskq_key``."""
+    return (row.taskq_key or row.key) if fw == "taskq" else row.key
+
+
+def measured(row: Row, samples: Samples) -> dict[str, dict[str, float] | None]:
+    """framework -> summary of ``row``; the table and the JSON both read it, so they agree."""
+    return {fw: summary(samples.get(fw, {}).get(metric(row, fw), [])) for fw in FRAMEWORKS}
 
 
 def ratio(a: dict[str, float] | None, b: dict[str, float] | None, unit: str) -> str:
@@ -82,8 +90,8 @@ def table(rows: list[Row], samples: Samples, ceiling: dict[str, list[float]]) ->
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ours = summary(samples.get("taskq", {}).get(row.taskq_key or row.key, []))
-        theirs = summary(samples.get("celery", {}).get(row.key, []))
+        cells = measured(row, samples)
+        ours, theirs = cells["taskq"], cells["celery"]
         if theirs is None and (ours is None or row.taskq_key):
             continue  # not measured in this run (--only, --frameworks)
         shares = ""
@@ -105,12 +113,13 @@ def table(rows: list[Row], samples: Samples, ceiling: dict[str, list[float]]) ->
 
 
 def rows_json(rows: list[Row], samples: Samples) -> list[dict[str, Any]]:
+    """The table's cells as numbers; every row, null where a framework was not measured."""
     return [
         {
             "key": row.key,
             "label": row.label,
             "unit": row.unit,
-            **{fw: summary(samples.get(fw, {}).get(row.key, [])) for fw in FRAMEWORKS},
+            **measured(row, samples),
         }
         for row in rows
     ]

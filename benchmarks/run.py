@@ -26,7 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import RabbitServer, RedisServer, ServerError  # plain Python, no pytest
+from tests.servers import (  # plain Python, no pytest
+    RabbitServer,
+    RedisServer,
+    ServerError,
+    find_binary,
+)
 
 from . import report, scenarios
 from .procs import BenchError
@@ -140,7 +145,7 @@ def log(message: str) -> None:
 
 
 def run_broker(
-    broker: str, fws: list[Framework], p: Plan, only: set[str], keep_logs: bool
+    broker: str, fws: list[Framework], p: Plan, only: set[str], keep_logs: bool, redis_binary: str
 ) -> dict[str, Any]:
     samples: report.Samples = {fw.name: {} for fw in fws}
     ceiling: dict[str, list[float]] = {}
@@ -161,7 +166,7 @@ def run_broker(
     workdir = Path(tempfile.mkdtemp(prefix=f"taskq-bench-{broker}-"))
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
-        redis_server = stack.enter_context(RedisServer())
+        redis_server = stack.enter_context(RedisServer(binary=redis_binary))
         broker_url = redis_server.url
         if broker == "amqp":
             log("starting RabbitMQ (about 10 s)")
@@ -209,17 +214,18 @@ def version(python: str, module: str) -> str:
     return done.stdout.strip() or "?"
 
 
-def meta(broker: str, fws: list[Framework], p: Plan, quick: bool) -> dict[str, Any]:
+def find_redis() -> str:
+    """The redis-server to run, chosen once: run_broker starts it and meta reports it."""
+    return find_binary("redis-server", "/usr/bin/redis-server")  # RedisServer's own default
+
+
+def environment(fws: list[Framework], redis_binary: str) -> dict[str, Any]:
+    """The machine and the software, the same for every broker: looked up once per run."""
     redis_version = subprocess.run(
-        ["redis-server", "--version"], capture_output=True, text=True, timeout=30
+        [redis_binary, "--version"], capture_output=True, text=True, timeout=30
     ).stdout.strip()
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "broker": broker,
-        "quick": quick,
-        "plan": asdict(p),
         "cpus": os.cpu_count(),
-        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "redis_server": redis_version,
@@ -231,7 +237,31 @@ def meta(broker: str, fws: list[Framework], p: Plan, quick: bool) -> dict[str, A
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def meta(broker: str, p: Plan, quick: bool, env: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **env,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "broker": broker,
+        "quick": quick,
+        "plan": asdict(p),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+@dataclass(frozen=True)
+class Options:
+    """What main() parsed: the same for every broker."""
+
+    fws: list[Framework]
+    plan: Plan
+    only: set[str]
+    quick: bool
+    keep_logs: bool
+    out: Path
+
+
+def parse(argv: list[str] | None) -> tuple[Options, list[str]]:
+    """The options, and the brokers to run in order."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--broker", choices=["redis", "amqp", "both"], default="redis")
     parser.add_argument("--quick", action="store_true", help="small N, one repetition")
@@ -255,30 +285,43 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.celery_python} missing: `make bench` creates the Celery venv")
     pythons = {"taskq": sys.executable, "celery": args.celery_python}
     fws = [Framework(name, pythons[name]) for name in report.FRAMEWORKS if name in chosen]
+    brokers = ["redis", "amqp"] if args.broker == "both" else [args.broker]
+    return Options(fws, p, only, args.quick, args.keep_logs, args.out), brokers
 
+
+def bench_broker(broker: str, opts: Options, env: dict[str, Any], redis_binary: str) -> bool:
+    """Run every step on ``broker``, print its table, write its JSON; True if a run failed."""
+    p = opts.plan
+    info = meta(broker, p, opts.quick, env)
+    measured = run_broker(broker, opts.fws, p, opts.only, opts.keep_logs, redis_binary)
+    info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    info["seconds"] = round(measured.pop("seconds"))
+    table = report.table(rows(p), measured["samples"], measured["ceiling"])
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = opts.out / f"{stamp}-{broker}{'-quick' if opts.quick else ''}.json"
+    summary = report.rows_json(rows(p), measured["samples"])
+    report.write_json(path, {"meta": info, "rows": summary, **measured})
+    print(f"\n## {broker}: taskq vs Celery 5.7, median (min-max) of {p.reps} repetition(s)")
+    load = f"{' '.join(info['loadavg_start'])} at start, {' '.join(info['loadavg_end'])} at end"
+    print(f"{info['date']}, {info['cpus']} CPUs, load average {load}, {info['seconds']} s\n")
+    print(table)
+    for error in measured["errors"]:
+        print(f"\nFAILED (left out of the table): {error}")
+    print(f"\nsamples: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return bool(measured["errors"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts, brokers = parse(argv)
     failed = False
-    for broker in ["redis", "amqp"] if args.broker == "both" else [args.broker]:
-        info = meta(broker, fws, p, args.quick)
-        try:
-            measured = run_broker(broker, fws, p, only, args.keep_logs)
-        except (BenchError, ServerError) as exc:  # the servers themselves: nothing measured
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
-        info["seconds"] = round(measured.pop("seconds"))
-        table = report.table(rows(p), measured["samples"], measured["ceiling"])
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = args.out / f"{stamp}-{broker}{'-quick' if args.quick else ''}.json"
-        summary = report.rows_json(rows(p), measured["samples"])
-        report.write_json(path, {"meta": info, "rows": summary, **measured})
-        print(f"\n## {broker}: taskq vs Celery 5.7, median (min-max) of {p.reps} repetition(s)")
-        load = f"{' '.join(info['loadavg_start'])} at start, {' '.join(info['loadavg_end'])} at end"
-        print(f"{info['date']}, {info['cpus']} CPUs, load average {load}, {info['seconds']} s\n")
-        print(table)
-        for error in measured["errors"]:
-            failed = True
-            print(f"\nFAILED (left out of the table): {error}")
-        print(f"\nsamples: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    try:
+        redis_binary = find_redis()
+        env = environment(opts.fws, redis_binary)
+        for broker in brokers:
+            failed = bench_broker(broker, opts, env, redis_binary) or failed
+    except (BenchError, ServerError) as exc:  # the servers themselves: nothing measured
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
     return 1 if failed else 0
 
 

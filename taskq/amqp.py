@@ -186,26 +186,32 @@ class RawMessage:
     @classmethod
     def of(cls, message: Any, **headers: Any) -> RawMessage:
         """A kombu message's bytes and properties, with ``headers`` set (None removes one)."""
-        merged = dict(message.headers or {})
-        # kombu has already decompressed the body, and Redis restores mark the headers.
-        merged.pop("compression", None)
-        merged.pop("redelivered", None)
-        for key, value in headers.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
         props = message.properties or {}
         body = message.body
         return cls(
             body=body.encode("utf-8") if isinstance(body, str) else bytes(body or b""),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
-            headers=merged,
+            # kombu has already decompressed the body.
+            headers=headers_of(message, keep_compression=False, **headers),
             priority=props.get("priority"),
             correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to"),
         )
+
+
+def headers_of(message: Any, keep_compression: bool, **changes: Any) -> dict[str, Any]:
+    """A received message's headers for a copy of it, with ``changes`` (None removes one)."""
+    headers = dict(message.headers or {})
+    headers.pop("redelivered", None)  # set by kombu's Redis restores; the copy is new
+    if not keep_compression:
+        headers.pop("compression", None)
+    for key, value in changes.items():
+        if value is None:
+            headers.pop(key, None)
+        else:
+            headers[key] = value
+    return headers
 
 
 @dataclass(frozen=True)
@@ -285,29 +291,23 @@ class Amqp:
                 f"task_max_message_size ({d.max_message_size}). Pass a reference to the data "
                 "(a key, a path, a URL) instead of the data itself, or raise the setting."
             )
-        try:
-            with self.producers.acquire(block=True, timeout=10) as producer:
-                producer.publish(
-                    body,
-                    exchange=route.exchange,
-                    routing_key=route.routing_key,
-                    content_type=content_type,
-                    content_encoding=content_encoding,
-                    compression=compression or d.compression,
-                    headers=to_headers(msg),
-                    delivery_mode=delivery_mode or d.delivery_mode,
-                    priority=prio,
-                    expiration=expiration,
-                    declare=[route.queue] if route.queue is not None else [],
-                    retry=d.retry if retry is None else retry,
-                    retry_policy=policy,
-                    **properties,
-                )
-        except self._errors as exc:
-            raise BrokerUnavailable(
-                f"Could not send task {msg.task}[{msg.id}] to the broker at {mask_url(self.url)}: "
-                f"{exc}. Check that the broker is running and broker_url is right."
-            ) from exc
+        self._send(
+            body,
+            f"send task {msg.task}[{msg.id}] to the broker",
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            compression=compression or d.compression,
+            headers=to_headers(msg),
+            delivery_mode=delivery_mode or d.delivery_mode,
+            priority=prio,
+            expiration=expiration,
+            declare=[route.queue] if route.queue is not None else [],
+            retry=d.retry if retry is None else retry,
+            retry_policy=policy,
+            **properties,
+        )
 
     def send_raw(self, message: RawMessage, queue: Queue) -> None:
         """Put ``message`` on ``queue`` as it is (no serializing): returns, parks, buries."""
@@ -316,25 +316,31 @@ class Amqp:
             for k, v in (("correlation_id", message.correlation_id), ("reply_to", message.reply_to))
             if v
         }
+        self._send(
+            message.body,
+            f"put a message on queue {queue.name!r}",
+            exchange="",
+            routing_key=queue.name,
+            content_type=message.content_type or "application/octet-stream",
+            content_encoding=message.content_encoding or "binary",
+            headers=dict(message.headers),
+            delivery_mode=2,
+            priority=message.priority,
+            declare=[queue],
+            retry=self.defaults.retry,
+            retry_policy=dict(self.defaults.retry_policy),
+            **properties,
+        )
+
+    def _send(self, body: bytes, what: str, **publish: Any) -> None:
+        """One pooled producer's publish; connection failures become ``BrokerUnavailable``."""
         try:
             with self.producers.acquire(block=True, timeout=10) as producer:
-                producer.publish(
-                    message.body,
-                    exchange="",
-                    routing_key=queue.name,
-                    content_type=message.content_type or "application/octet-stream",
-                    content_encoding=message.content_encoding or "binary",
-                    headers=dict(message.headers),
-                    delivery_mode=2,
-                    priority=message.priority,
-                    declare=[queue],
-                    retry=self.defaults.retry,
-                    retry_policy=dict(self.defaults.retry_policy),
-                    **properties,
-                )
+                producer.publish(body, **publish)
         except self._errors as exc:
             raise BrokerUnavailable(
-                f"Could not put a message on queue {queue.name!r} at {mask_url(self.url)}: {exc}"
+                f"Could not {what} at {mask_url(self.url)}: {exc}. "
+                "Check that the broker is running and broker_url is right."
             ) from exc
 
     def close(self) -> None:

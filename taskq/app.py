@@ -114,6 +114,11 @@ class Taskq:
                     f"Unknown task option(s) {', '.join(bad)} for {f.__qualname__}; valid "
                     f"options: name, {', '.join(TaskOptions.__dataclass_fields__)}"
                 ) from None
+            if task_options.max_deliveries is not None and task_options.max_deliveries < 1:
+                raise ConfigurationError(
+                    f"Task {f.__qualname__}: max_deliveries must be at least 1 (or None for "
+                    f"no limit), not {task_options.max_deliveries!r}"
+                )
             if task_options.serializer not in (None, "json"):
                 raise ConfigurationError(
                     f"Task {f.__qualname__}: serializer {task_options.serializer!r} is not "

@@ -116,9 +116,16 @@ class DeadLetters:
     def queue(self) -> Queue:
         return make_queue(self.name)
 
-    def bury(self, message: Any, reason: str, queue: str | None, deliveries: int) -> None:
+    def bury(
+        self,
+        message: Any,
+        reason: str,
+        queue: str | None,
+        deliveries: int,
+        worker: str | None = None,
+    ) -> None:
         """Copy a received kombu message here; the caller acks the original afterwards."""
-        headers = dead_headers(reason, queue, deliveries)
+        headers = dead_headers(reason, queue, deliveries, worker)
         compression = (message.headers or {}).get("compression")
         if compression and getattr(message, "errors", None):
             # The body did not decompress, so it is kept as it came; its header moves into
@@ -191,9 +198,10 @@ class DeadLetters:
     def _scan(self, visit: Callable[[DeadLetter], bool], limit: int | None) -> int:
         """Take messages one by one; ``visit`` True acks one, the others are put back.
 
-        They are put back in reverse so that each broker's requeue (to the head of the
-        queue) restores the original order. Should the scan die half-way, the broker
-        returns what it held (RabbitMQ at once, Redis after the visibility timeout).
+        The queue is empty of them by then, and each broker's requeue puts a message at
+        the back (Redis, memory), or at its old place (RabbitMQ, SQLite), so putting them
+        back in the order taken keeps the queue's order. Should the scan die half-way,
+        the broker returns what it held (RabbitMQ at once, Redis after its timeout).
         """
         taken = 0
         kept: list[Any] = []
@@ -211,6 +219,6 @@ class DeadLetters:
                     else:
                         kept.append(message)
             finally:
-                for message in reversed(kept):
+                for message in kept:
                     message.reject(requeue=True)
         return taken

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -14,38 +13,17 @@ import pytest
 if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import RabbitServer, RedisServer
-
-_S = TypeVar("_S", RedisServer, RabbitServer)
-
-
-def _serve(factory: Callable[[], _S], what: str) -> Iterator[_S]:
-    """Start a server for the session; if it cannot start, FAIL (never skip)."""
-    server: _S | None = None
-    error = ""
-    try:
-        server = factory()
-        server.start()
-    except Exception as exc:
-        error = f"cannot start {what}: {exc}"
-        if server is not None:
-            server.close()
-    if error or server is None:
-        pytest.fail(error, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.close()
+from tests.servers import RabbitServer, RedisServer, serve
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    yield from _serve(RedisServer, "redis-server")
+    yield from serve(RedisServer, "redis-server")
 
 
 @pytest.fixture(scope="session")
 def rabbit_server() -> Iterator[RabbitServer]:
-    yield from _serve(RabbitServer, "rabbitmq-server")
+    yield from serve(RabbitServer, "rabbitmq-server")
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +34,9 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def amqp_url(rabbit_server: RabbitServer) -> str:
     return rabbit_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_backend_url(redis_url: str) -> str:
+    """Results on the session Redis, in a database of their own (db 1)."""
+    return redis_url.rsplit("/", 1)[0] + "/1"

@@ -35,10 +35,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 __all__ = ["RabbitServer", "RedisServer", "ServerError", "free_port"]
 
@@ -81,7 +81,7 @@ def find_binary(name: str, *candidates: str) -> str:
     )
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines, preceded by the first error lines if the tail lacks them."""
     try:
         all_lines = path.read_text(errors="replace").splitlines()
@@ -99,22 +99,22 @@ def _connect(port: int, timeout: float) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
-class _ProcInfo(NamedTuple):
+class ProcInfo(NamedTuple):
     ppid: int
     pgrp: int
     state: str
     start: int  # start time in clock ticks after boot: tells a reused PID apart
 
 
-def _proc_table() -> dict[int, _ProcInfo]:
+def proc_table() -> dict[int, ProcInfo]:
     """Every process from /proc (empty where there is no /proc)."""
-    table: dict[int, _ProcInfo] = {}
+    table: dict[int, ProcInfo] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # "pid (comm) state ppid pgrp session ... starttime(22nd)": comm may hold
             # spaces and parentheses, so split after the last ")".
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            table[int(stat.parent.name)] = _ProcInfo(
+            table[int(stat.parent.name)] = ProcInfo(
                 int(fields[1]), int(fields[2]), fields[0], int(fields[19])
             )
         except (OSError, IndexError, ValueError):
@@ -122,11 +122,11 @@ def _proc_table() -> dict[int, _ProcInfo]:
     return table
 
 
-def _alive(info: _ProcInfo | None) -> bool:
+def alive(info: ProcInfo | None) -> bool:
     return info is not None and info.state not in ("Z", "X")
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when the test process dies.
 
     Covers what atexit cannot: a test run killed by SIGKILL or an outside timeout.
@@ -143,7 +143,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-_PREEXEC = _die_with_parent() if sys.platform.startswith("linux") else None
+_PREEXEC = die_with_parent() if sys.platform.startswith("linux") else None
 
 
 class _Proc:
@@ -175,9 +175,9 @@ class _Proc:
     def running(self) -> bool:
         return self.popen.poll() is None
 
-    def _snapshot(self) -> dict[int, _ProcInfo]:
+    def _snapshot(self) -> dict[int, ProcInfo]:
         """Note the leader's group and all its descendants; return the table."""
-        table = _proc_table()
+        table = proc_table()
         children: dict[int, list[int]] = {}
         for pid, info in table.items():
             children.setdefault(info.ppid, []).append(pid)
@@ -192,13 +192,13 @@ class _Proc:
         return table
 
     def _leftovers(self) -> list[int]:
-        table = _proc_table()
+        table = proc_table()
         left = [
             pid
             for pid, start in self._known.items()
-            if _alive(table.get(pid)) and table[pid].start == start
+            if alive(table.get(pid)) and table[pid].start == start
         ]
-        group = [pid for pid, info in table.items() if info.pgrp == self.pid and _alive(info)]
+        group = [pid for pid, info in table.items() if info.pgrp == self.pid and alive(info)]
         return left + [pid for pid in group if pid not in left]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
@@ -258,7 +258,6 @@ class _Server:
         self.dir = Path(tempfile.mkdtemp(prefix=f"taskq-{self.name}-{self.port}-"))
         self.log_path = self.dir / f"{self.name}.log"
         self._proc: _Proc | None = None
-        self.boot_seconds: float | None = None  # how long the last start() took
 
     # -- public API ---------------------------------------------------------
 
@@ -288,7 +287,6 @@ class _Server:
             with contextlib.suppress(Exception):
                 self._abort()
             raise
-        self.boot_seconds = time.monotonic() - began
         return self
 
     def stop(self) -> None:
@@ -318,7 +316,7 @@ class _Server:
                 shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_path, lines)
+        return tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         try:
@@ -479,10 +477,6 @@ class RabbitServer(_Server):
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
-    @property
-    def epmd_pid(self) -> int | None:
-        return self._epmd.pid if self._epmd else None
-
     def env(self) -> dict[str, str]:
         d = self.dir
         (d / "home").mkdir(exist_ok=True)
@@ -540,7 +534,7 @@ class RabbitServer(_Server):
             if not self._epmd.running():
                 raise ServerError(
                     f"epmd exited while starting on port {self.epmd_port}:\n"
-                    + _tail(self.epmd_log_path)
+                    + tail(self.epmd_log_path)
                 )
             try:
                 _connect(self.epmd_port, 1).close()
@@ -550,7 +544,7 @@ class RabbitServer(_Server):
                     self._stop_epmd()
                     raise ServerError(
                         f"epmd did not listen on 127.0.0.1:{self.epmd_port}: {exc!r}\n"
-                        + _tail(self.epmd_log_path)
+                        + tail(self.epmd_log_path)
                     ) from exc
             time.sleep(0.05)
 
@@ -612,3 +606,28 @@ class RabbitServer(_Server):
         # Keep epmd across the restart; the node comes back with its mnesia data.
         super().stop()
         return self.start()
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def serve(factory: Callable[[], S], what: str) -> Iterator[S]:
+    """A generator for fixtures: start a server, yield it, close it. FAIL (never skip) if
+    it cannot start, with the reason."""
+    import pytest  # here: the benchmarks use this module without pytest
+
+    server: S | None = None
+    error = ""
+    try:
+        server = factory()
+        server.start()
+    except Exception as exc:
+        error = f"cannot start {what}: {exc}"
+        if server is not None:
+            server.close()
+    if error or server is None:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -41,10 +41,6 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         self._next_sweep = 0.0
 
-    def append(self, message: Any, delivery_tag: str) -> None:
-        super().append(message, delivery_tag)
-        self.channel.ensure_renewer()
-
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         now = time.monotonic()
         if now < self._next_sweep:
@@ -85,10 +81,16 @@ class Channel(kombu_redis.Channel):
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
 
+    # The renewer starts with the first consume or get, not per message: a consumer that
+    # holds nothing still moves parked messages back when due, and a long `basic_get` scan
+    # (`taskq dead`) keeps its messages from being restored under it.
     def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
-        # A consumer that holds nothing still moves parked messages back when due.
         self.ensure_renewer()
         return super().basic_consume(*args, **kwargs)
+
+    def basic_get(self, *args: Any, **kwargs: Any) -> Any:
+        self.ensure_renewer()
+        return super().basic_get(*args, **kwargs)
 
     # -- leases
     def ensure_renewer(self) -> None:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..amqp import RawMessage
+from ..amqp import RawMessage, headers_of
 from ..deadletter import DELIVERIES, DeadLetters
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ class Redelivery:
         self.app = app
         self.hostname = hostname
         self.dead = DeadLetters(app)
-        self.max_deliveries: int | None = app.conf.task_max_deliveries
 
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
@@ -66,10 +65,8 @@ class Redelivery:
     def park(self, raw: Any, queue: Queue, due: float, deliveries: int) -> None:
         """Hand a far-future ETA message to the broker to keep until ``due`` (epoch s)."""
         channel = raw.channel
-        headers = dict(raw.headers or {})
-        headers.pop("redelivered", None)
-        if deliveries:
-            headers[DELIVERIES] = deliveries
+        # The parked copy is kombu's stored form, body still compressed: keep that header.
+        headers = headers_of(raw, keep_compression=True, **{DELIVERIES: deliveries or None})
         self._move(raw, lambda: channel.park(raw, queue.name, due, headers), "park it")
 
     def bury(self, raw: Any, queue: Queue | None, reason: str, deliveries: int) -> None:
@@ -77,7 +74,7 @@ class Redelivery:
         dead = self.dead
 
         def send() -> None:
-            dead.bury(raw, reason, name, deliveries)
+            dead.bury(raw, reason, name, deliveries, self.hostname)
 
         if self._move(raw, send, f"move it to the dead-letter queue {dead.name!r}"):
             logger.error(

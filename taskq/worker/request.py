@@ -84,8 +84,9 @@ class Request:
         self.acknowledged = False
         self.stale = False  # set when the connection that delivered it is gone
         self.interrupted = False  # set when a cold stop kills its process: not its fault
+        self.redelivered = was_redelivered(raw)
         # Earlier deliveries of this message that ended without a result.
-        self.deliveries = deliveries_of(raw.headers) + (1 if was_redelivered(raw) else 0)
+        self.deliveries = deliveries_of(raw.headers) + (1 if self.redelivered else 0)
 
     @property
     def id(self) -> str:
@@ -132,7 +133,7 @@ class Request:
                 f"delivered {self.deliveries} times without finishing (task_max_deliveries={limit})"
             )
             return False
-        if was_redelivered(self.raw):
+        if self.redelivered:
             # A worker died holding it. The broker does not count how often, so write the
             # count into a fresh copy before running it: a task that kills its whole worker
             # must not loop forever.
@@ -141,15 +142,13 @@ class Request:
                 self,
                 self.deliveries + 1,
             )
-            self._settled(lambda: self.redelivery.give_back(self.raw, self.queue, self.deliveries))
+            self.give_back()
             return False
         return True
 
     # -- settling the message, all idempotent
     def ack(self) -> None:
-        if not self.acknowledged and not self.stale:
-            self.raw.ack()
-        self.acknowledged = True
+        self._settled(self.raw.ack)
 
     def give_back(self) -> None:
         """Return the message unchanged in count: it was not run, or we stopped it."""

@@ -1,4 +1,4 @@
-"""What every fault scenario needs: a broker set-up, real workers, and process-tree tools.
+"""What every fault scenario needs: a broker set-up, real workers, and broker-side views.
 
 A ``Setup`` is one scenario on one broker: its queue, its extra settings, its ledger. The
 worker processes and the test's own client are built from the same values (fault_tasks.py
@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +18,11 @@ from typing import Any
 import pytest
 
 from taskq import Taskq
+from taskq.amqp import make_queue
 from tests.faults.fault_tasks import make_app
 from tests.faults.ledger import Ledger
 from tests.integration.helpers import WorkerProcess, wait_for
+from tests.servers import alive, proc_table
 
 APP = "tests.faults.fault_tasks"
 BROKERS = ["redis", "amqp"]
@@ -86,7 +85,7 @@ class Setup:
     def close(self) -> None:
         for proc in self.workers:
             with contextlib.suppress(Exception):
-                kill_tree(proc)
+                proc.kill()
 
 
 def make_setup(
@@ -103,9 +102,8 @@ def make_setup(
     Results go to the session Redis (db 1) for both brokers: a broker killed by the test
     then never takes the results with it.
     """
-    redis_url: str = request.getfixturevalue("redis_url")
     if broker is None:
-        broker = redis_url if kind == "redis" else request.getfixturevalue("amqp_url")
+        broker = request.getfixturevalue("redis_url" if kind == "redis" else "amqp_url")
     suffix = uuid.uuid4().hex[:6]
     settings.setdefault("task_default_queue", f"{name}-{kind}-{suffix}")
     if kind == "redis" and visibility_timeout is not None:
@@ -114,7 +112,8 @@ def make_setup(
         settings["broker_transport_options"] = options
     ledger_dir = tmp_path / "ledger"
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    return Setup(kind, broker, redis_url.rsplit("/", 1)[0] + "/1", ledger_dir, settings)
+    backend = request.getfixturevalue("redis_backend_url")
+    return Setup(kind, broker, backend, ledger_dir, settings)
 
 
 @contextlib.contextmanager
@@ -130,70 +129,30 @@ def scenario(setup: Setup) -> Iterator[Taskq]:
             setup.close()
 
 
-# -- processes, read from /proc (no psutil on purpose: one less dependency)
-
-
-def children(pid: int) -> list[int]:
-    """Live (non-zombie) direct children of ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+# -- processes
 
 
 def wait_gone(pids: Iterable[int], timeout: float = 20.0) -> None:
-    pids = list(pids)
-    wait_for(lambda: not any(alive(p) for p in pids), timeout, f"processes {pids} to exit")
-
-
-def kill_tree(worker: WorkerProcess) -> list[int]:
-    """SIGKILL a worker and its pool children at once, as a crashed machine would.
-
-    taskq puts each pool child in a process group of its own, so ``killpg`` of the worker's
-    group alone would leave running children behind to finish (and write) on their own;
-    a crash takes them too. Returns every pid killed, once all are gone.
-    """
-    if worker.proc is None or worker.proc.poll() is not None:
-        return []
-    tree = [worker.pid, *children(worker.pid)]
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)  # freeze first: nobody acks or writes from here on
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGKILL)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    worker.proc.wait(timeout=10)
-    wait_gone(tree)
-    return tree
+    gone = list(pids)
+    wait_for(
+        lambda: not any(alive(proc_table().get(p)) for p in gone),
+        timeout,
+        f"processes {gone} to exit",
+    )
 
 
 # -- broker-side views
 
 
-def queue_length(setup: Setup, app: Taskq, queue: str | None = None) -> int:
-    """Messages ready in ``queue`` (not counting what a worker holds unacked)."""
-    name = queue or setup.queue
+def queue_length(app: Taskq, queue: str | None = None) -> int:
+    """Messages ready in ``queue`` (default: the app's), not counting what a worker holds.
+
+    Declared, not checked passively: an empty Redis queue does not exist as a key, and a
+    dead-letter queue may not exist yet; the declaration is the one workers make.
+    """
     with app.connection() as conn:
-        if setup.kind == "redis":
-            client = conn.default_channel.client
-            return int(client.llen(name))
-        declared = conn.default_channel.queue_declare(queue=name, passive=True)
-        return int(declared.message_count)
+        bound = make_queue(queue or app.conf.task_default_queue)(conn.default_channel)
+        return int(bound.queue_declare().message_count)
 
 
 def locate(setup: Setup, app: Taskq, ids: Iterable[str]) -> dict[str, list[str]]:
@@ -225,13 +184,6 @@ def locate(setup: Setup, app: Taskq, ids: Iterable[str]) -> dict[str, list[str]]
     return {i: keys or ["nowhere"] for i, keys in found.items()}
 
 
-def dead_letters(app: Taskq) -> list[Any]:
-    """Everything in the scenario's dead-letter queue (taskq.deadletter, being added)."""
-    from taskq.deadletter import DeadLetters  # imported late: a missing module fails one test
-
-    return list(DeadLetters(app).list())
-
-
 def eventually(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
     """Wait up to ``timeout`` for ``predicate``; False if it never held.
 
@@ -242,8 +194,3 @@ def eventually(predicate: Callable[[], object], timeout: float, interval: float 
     except AssertionError:
         return False
     return True
-
-
-def poll(seconds: float) -> None:
-    """Pause while a fault plays out; never used to assert anything about speed."""
-    time.sleep(seconds)

@@ -104,14 +104,11 @@ class Ledger:
         record(self.folder, "kill", None, what=what)
         return time.monotonic()
 
-    def kills(self) -> list[float]:
-        return [e["t"] for e in self.events() if e["event"] == "kill"]
-
-    def executions(self) -> list[Execution]:
+    def executions(self, events: list[dict[str, Any]] | None = None) -> list[Execution]:
         """Pair each start with the end (or self-inflicted death) of the same id and pid."""
         open_runs: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         closed: list[Execution] = []
-        for e in self.events():
+        for e in self.events() if events is None else events:
             if e["event"] == "start":
                 open_runs[(e["id"], e["pid"])].append(e)
             elif e["event"] in ("end", "die"):
@@ -138,12 +135,13 @@ class Ledger:
 
     def check(self, expected: list[str] | set[str]) -> Report:
         wanted = set(expected)
-        runs = self.executions()
+        events = self.events()  # read once: every figure below comes from the same snapshot
+        runs = self.executions(events)
         by_id: dict[str, list[Execution]] = defaultdict(list)
         for run in runs:
             by_id[run.id].append(run)
         done = {i: sum(r.completed for r in rs) for i, rs in by_id.items()}
-        kills = self.kills()
+        kills = [e["t"] for e in events if e["event"] == "kill"]
         concurrent = sorted(i for i, rs in by_id.items() if _overlap(rs, kills))
         return Report(
             expected=len(wanted),

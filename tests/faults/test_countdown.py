@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
+from taskq.transports.redis import Channel as RedisChannel
 from tests.faults.fault_tasks import WORK
-from tests.faults.harness import eventually, make_setup, poll, scenario
+from tests.faults.harness import eventually, make_setup, scenario
 from tests.faults.report import Results
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 VT = 2.0  # Redis visibility timeout
 COUNTDOWN = 3 * VT
-SWEEP = 5.0  # seconds between the restore sweeps of taskq's Redis transport (its default)
+SWEEP = RedisChannel.unacked_sweep_interval  # between restore sweeps, taskq's default
 
 
 @pytest.mark.timeout(180)
@@ -46,7 +47,7 @@ def test_f6_countdown_of_three_visibility_timeouts_runs_once(
         eventually(lambda: set(ids) <= set(ledger.completions()), COUNTDOWN + 60)
         # A copy redelivered while the original ran would run a little later: give it a
         # visibility timeout and a restore sweep (taskq's Redis sweeps every 5 s) to show up.
-        poll(VT + SWEEP + 1)
+        time.sleep(VT + SWEEP + 1)
         report = ledger.check(ids)
         runs = [r for r in ledger.executions() if r.id in set(ids)]
         early = [r.id for r in runs if r.wall_start < not_before]

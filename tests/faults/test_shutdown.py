@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.faults.fault_tasks import WORK
-from tests.faults.harness import (
-    PREFETCH,
-    children,
-    eventually,
-    make_setup,
-    queue_length,
-    scenario,
-    wait_gone,
-)
+from tests.faults.harness import PREFETCH, eventually, make_setup, queue_length, scenario, wait_gone
 from tests.faults.report import Results
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import children, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -44,18 +36,23 @@ def test_f4_warm_shutdown_returns_reserved_eta_tasks(
         wait_for(lambda: started <= {e["id"] for e in ledger.events()}, 30, "both to start")
         # Every ETA message is off the queue (the worker holds all 50), well before they
         # are due; the verdict comes below, with the figures.
-        reserved = eventually(lambda: queue_length(setup, app) == 0, countdown / 2)
-        waiting = queue_length(setup, app)
+        reserved = eventually(lambda: queue_length(app) == 0, countdown / 2)
+        waiting = queue_length(app)
         term = time.monotonic()
         worker.signal(signal.SIGTERM)
         code = worker.wait(60)
-        ends = [e["t"] for e in ledger.events() if e["event"] == "end" and e["id"] in started]
-        ran_on_old = [e for e in ledger.events() if e["id"] in set(later_ids)]
+        later_set = set(later_ids)
+        events = ledger.events()
+        ends = [e["t"] for e in events if e["event"] == "end" and e["id"] in started]
+        ran_on_old = [e for e in events if e["id"] in later_set]
         first_states = [r.state for r in running]
+        # Back on the broker, not merely unacked: on Redis an unreturned message would only
+        # reappear after the visibility timeout, in time for the second worker all the same.
+        returned = queue_length(app)
         second = setup.worker()
-        eventually(lambda: set(later_ids) <= set(ledger.completions()), countdown + 60)
+        eventually(lambda: later_set <= set(ledger.completions()), countdown + 60)
         report = ledger.check(later_ids)
-        runs = [r for r in ledger.executions() if r.id in set(later_ids)]
+        runs = [r for r in ledger.executions() if r.id in later_set]
         early = [r.id for r in runs if r.wall_start < not_before]
         second.signal(signal.SIGTERM)
         second_code = second.wait(60)
@@ -68,6 +65,7 @@ def test_f4_warm_shutdown_returns_reserved_eta_tasks(
             extra={
                 "exit": code,
                 "not_reserved": waiting,
+                "returned": returned,
                 "running_done": first_states.count("SUCCESS"),
                 "early": len(early),
             },
@@ -75,6 +73,7 @@ def test_f4_warm_shutdown_returns_reserved_eta_tasks(
         detail = f"{report.summary()}\n{worker.log()[-3000:]}"
         assert reserved, f"{waiting} ETA tasks still in the queue: not reserved\n{detail}"
         assert code == 0, detail
+        assert returned == eta_tasks, detail
         assert len(ends) == 2 and min(ends) > term, detail  # they ran on after SIGTERM ...
         assert first_states == ["SUCCESS", "SUCCESS"], detail  # ... and finished
         assert not ran_on_old, detail
@@ -104,7 +103,10 @@ def test_f5_cold_shutdown_loses_nothing(
         code = worker.wait(60)
         wait_gone(pool)  # the cold stop kills the children; make sure, then note it
         ledger.kill("cold shutdown")
-        cut = [i for i in long if i not in ledger.completions()]
+        completed = ledger.completions()
+        cut = [i for i in long if i not in completed]
+        unfinished = set(ids) - set(completed)
+        back = queue_length(app)  # returned to the queue, not left for a timeout to find
         second = setup.worker()
         eventually(lambda: set(ids) <= set(ledger.completions()), 90)
         report = ledger.check(ids)
@@ -115,11 +117,12 @@ def test_f5_cold_shutdown_loses_nothing(
             concurrent=len(report.concurrent),
             in_flight_bound=PREFETCH,
             runs=report.executions,
-            extra={"exit": code, "cut": len(cut)},
+            extra={"exit": code, "cut": len(cut), "unfinished": len(unfinished), "back": back},
         )
         detail = f"{report.summary()}\n{worker.log()[-3000:]}"
         assert "cold shutdown" in worker.log(), detail
         assert cut == long, detail  # the long tasks were stopped, not waited for
+        assert back >= len(unfinished), detail
         assert not report.lost and not report.concurrent, detail
         assert report.duplicates <= PREFETCH, detail
         assert second.proc is not None and second.proc.poll() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tests.servers import alive, proc_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +29,48 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m taskq ARGS`` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "taskq", *args],
+        cwd=ROOT,
+        input=input,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def descendants(root: int) -> dict[int, int]:
+    """pid -> start time of ``root`` and every live process below it (from /proc)."""
+    table = proc_table()
+    below: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        below.setdefault(info.ppid, []).append(pid)
+    found: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found and alive(table.get(pid)):
+            found[pid] = table[pid].start
+            todo.extend(below.get(pid, ()))
+    return found
+
+
+def still_alive(procs: dict[int, int]) -> list[int]:
+    """Those of ``procs`` (pid -> start time) still running; a reused pid does not count."""
+    table = proc_table()
+    return [p for p, start in procs.items() if alive(table.get(p)) and table[p].start == start]
+
+
+def children(pid: int) -> list[int]:
+    """Live direct children of ``pid``."""
+    return [c for c, info in proc_table().items() if info.ppid == pid and alive(info)]
 
 
 class WorkerProcess:
@@ -108,9 +153,23 @@ class WorkerProcess:
             raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log()}") from None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        """SIGKILL the worker and every process below it at once, as a crash would.
+
+        taskq's pool children lead process groups of their own, so killing the worker (or
+        its group) alone would leave them running to finish and ack on their own. The
+        worker is frozen first, so it forks no replacement while its tree is listed.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
+        tree = descendants(self.pid)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        self.proc.wait(timeout=10)
+        wait_for(lambda: not still_alive(tree), 20, f"processes {sorted(tree)} to exit")
 
     def __enter__(self) -> WorkerProcess:
         return self.start()

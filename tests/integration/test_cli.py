@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 import taskq
-from tests.integration.helpers import ROOT, WorkerProcess
-from tests.integration.worker_tasks import make_app
+from tests.integration.helpers import WorkerProcess, run_cli
+from tests.integration.worker_tasks import itest_env, make_app
 
 pytestmark = pytest.mark.integration
 APP = "tests.integration.worker_tasks"
 
 
-def run(
-    *args: str, env: dict[str, str] | None = None, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taskq", *args],
-        cwd=ROOT,
-        input=input,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture(scope="module")
-def env(redis_url: str) -> dict[str, str]:
-    return {"ITEST_BROKER": redis_url, "ITEST_BACKEND": redis_url.rsplit("/", 1)[0] + "/2"}
+def env(redis_url: str, redis_backend_url: str) -> dict[str, str]:
+    return itest_env(redis_url, redis_backend_url)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +27,18 @@ def worker(env: dict[str, str]) -> Iterator[WorkerProcess]:
 
 
 def test_version() -> None:
-    done = run("--version")
+    done = run_cli("--version")
     assert done.returncode == 0 and taskq.__version__ in done.stdout
 
 
 def test_call_then_result(worker: WorkerProcess, env: dict[str, str]) -> None:
-    sent = run("-A", APP, "call", "itest.add", "--args", "[2, 2]", env=env)
+    sent = run_cli("-A", APP, "call", "itest.add", "--args", "[2, 2]", env=env)
     assert sent.returncode == 0, sent.stderr
     task_id = sent.stdout.strip()
-    done = run("-A", APP, "result", task_id, "--wait", "--timeout", "20", env=env)
+    done = run_cli("-A", APP, "result", task_id, "--wait", "--timeout", "20", env=env)
     assert (done.returncode, done.stdout.strip()) == (0, "4")
-    failed = run("-A", APP, "call", "itest.fail", "--kwargs", '{"message": "bad"}', env=env)
-    shown = run(
+    failed = run_cli("-A", APP, "call", "itest.fail", "--kwargs", '{"message": "bad"}', env=env)
+    shown = run_cli(
         "-A",
         APP,
         "result",
@@ -68,15 +51,15 @@ def test_call_then_result(worker: WorkerProcess, env: dict[str, str]) -> None:
     )
     assert shown.returncode == 1
     assert "FAILURE: ValueError" in shown.stdout and "Traceback" in shown.stdout
-    assert run("-A", APP, "result", "unknown-id", env=env).stdout.strip() == "PENDING"
+    assert run_cli("-A", APP, "result", "unknown-id", env=env).stdout.strip() == "PENDING"
 
 
 def test_call_rejects_bad_json_and_wrong_shapes(env: dict[str, str]) -> None:
-    done = run("-A", APP, "call", "itest.add", "--args", "[2,", env=env)
+    done = run_cli("-A", APP, "call", "itest.add", "--args", "[2,", env=env)
     assert done.returncode == 2 and "not valid JSON" in done.stderr
-    done = run("-A", APP, "call", "itest.add", "--args", '{"x": 1}', env=env)
+    done = run_cli("-A", APP, "call", "itest.add", "--args", '{"x": 1}', env=env)
     assert done.returncode == 2 and "JSON list" in done.stderr
-    done = run("-A", APP, "call", "itest.add", "--args", "[1]", env=env)
+    done = run_cli("-A", APP, "call", "itest.add", "--args", "[1]", env=env)
     assert done.returncode != 0 and "missing a required argument" in done.stderr
 
 
@@ -84,43 +67,45 @@ def test_purge_asks_then_purges(env: dict[str, str]) -> None:
     queue = "purge-me"
     for _ in range(3):
         assert (
-            run(
+            run_cli(
                 "-A", APP, "call", "itest.add", "--args", "[1, 1]", "--queue", queue, env=env
             ).returncode
             == 0
         )
-    kept = run("-A", APP, "purge", "-Q", queue, env=env, input="n\n")
+    kept = run_cli("-A", APP, "purge", "-Q", queue, env=env, input="n\n")
     assert kept.returncode == 1 and "Aborted" in kept.stderr
-    done = run("-A", APP, "purge", "-f", "-Q", queue, env=env)
+    done = run_cli("-A", APP, "purge", "-f", "-Q", queue, env=env)
     assert done.returncode == 0 and "Purged 3 messages" in done.stdout
-    assert "Purged 0 messages" in run("-A", APP, "purge", "-f", "-Q", queue, env=env).stdout
+    assert "Purged 0 messages" in run_cli("-A", APP, "purge", "-f", "-Q", queue, env=env).stdout
 
 
 def test_unreachable_broker_is_a_clear_error() -> None:
-    env = {"ITEST_BROKER": "redis://:hunter2@127.0.0.1:1/0", "ITEST_BACKEND": ""}
-    done = run("-A", APP, "call", "itest.add", "--args", "[1, 1]", env=env)
+    env = itest_env("redis://:hunter2@127.0.0.1:1/0", None)
+    done = run_cli("-A", APP, "call", "itest.add", "--args", "[1, 1]", env=env)
     assert done.returncode == 1
     assert "Could not send task itest.add" in done.stderr and "hunter2" not in done.stderr
 
 
 def test_bad_app_module_is_a_usage_error() -> None:
-    done = run("-A", "no_such_module_here", "call", "x")
+    done = run_cli("-A", "no_such_module_here", "call", "x")
     assert done.returncode == 2 and "Cannot import app module 'no_such_module_here'" in done.stderr
-    done = run("call", "x")
+    done = run_cli("call", "x")
     assert done.returncode == 2 and "-A/--app" in done.stderr
 
 
-def test_banner_masks_the_password(amqp_url: str, redis_url: str) -> None:
-    env = {"ITEST_BROKER": amqp_url, "ITEST_BACKEND": redis_url}
+def test_banner_masks_the_password(amqp_url: str, redis_backend_url: str) -> None:
+    env = itest_env(amqp_url, redis_backend_url)
     with WorkerProcess(APP, "-P", "solo", env=env) as process:
         log = process.log()
     assert "guest:**@" in log and "guest:guest" not in log
     assert "itest.add" in log and "concurrency: 1 (solo)" in log
 
 
-def test_worker_options_threads_prefetch_and_no_heartbeat(amqp_url: str, redis_url: str) -> None:
-    env = {"ITEST_BROKER": amqp_url, "ITEST_BACKEND": redis_url.rsplit("/", 1)[0] + "/2"}
-    app = make_app(env["ITEST_BROKER"], env["ITEST_BACKEND"], None)
+def test_worker_options_threads_prefetch_and_no_heartbeat(
+    amqp_url: str, redis_backend_url: str
+) -> None:
+    env = itest_env(amqp_url, redis_backend_url)
+    app = make_app(amqp_url, redis_backend_url, None)
     options = ("-P", "threads", "-c", "3", "--prefetch-multiplier", "2", "--without-heartbeat",
                "-Q", "cli-threads", "-n", "t1@%h")  # fmt: skip
     with WorkerProcess(APP, *options, env=env) as process:

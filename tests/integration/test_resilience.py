@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import WorkerProcess, wait_for
-from tests.integration.worker_tasks import make_app
-from tests.servers import RedisServer
+from tests.integration.worker_tasks import itest_env, make_app
+from tests.servers import RedisServer, serve
 
 pytestmark = pytest.mark.integration
 APP = "tests.integration.worker_tasks"
@@ -20,24 +20,15 @@ APP = "tests.integration.worker_tasks"
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     # Its own server: restarting the shared one would disturb other tests' workers.
-    server = RedisServer()
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        pytest.fail(f"cannot start redis-server: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(RedisServer, "redis-server")
 
 
 def test_worker_reconnects_after_the_broker_restarts(private_redis: RedisServer) -> None:
     url = private_redis.url
-    backend = url.rsplit("/", 1)[0] + "/1"
+    backend = url.rsplit("/", 1)[0] + "/1"  # on the server that restarts: results survive
     app = make_app(url, backend, None)
     add = app.tasks["itest.add"]
-    env = {"ITEST_BROKER": url, "ITEST_BACKEND": backend}
+    env = itest_env(url, backend)
     with WorkerProcess(APP, "-P", "prefork", "-c", "2", env=env) as worker:
         assert add.delay(1, 1).get(timeout=20) == 2
         private_redis.restart()
@@ -50,13 +41,14 @@ def test_worker_reconnects_after_the_broker_restarts(private_redis: RedisServer)
 
 @pytest.mark.parametrize("how", ["sigquit", "second-sigterm"])
 def test_cold_shutdown_returns_running_late_ack_tasks(
-    how: str, redis_url: str, tmp_path: Path
+    how: str, redis_url: str, redis_backend_url: str, tmp_path: Path
 ) -> None:
-    backend = redis_url.rsplit("/", 1)[0] + "/1"
-    app = make_app(redis_url, backend, None)
+    # With one delivery allowed, a cold stop that counted the task it interrupted would
+    # dead-letter it instead of letting the next worker run it.
+    app = make_app(redis_url, redis_backend_url, None, task_max_deliveries=1)
     record = app.tasks["itest.record"]
     queue = f"cold-{how}"
-    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
+    env = itest_env(redis_url, redis_backend_url, task_max_deliveries=1)
     runs = tmp_path / "runs"
     runs.mkdir()
     worker = WorkerProcess(APP, "-P", "prefork", "-c", "1", "-Q", queue, env=env).start()
@@ -82,23 +74,32 @@ def test_cold_shutdown_returns_running_late_ack_tasks(
     app.close()
 
 
-def test_max_tasks_per_child_recycles_children(redis_url: str) -> None:
-    backend = redis_url.rsplit("/", 1)[0] + "/1"
-    app = make_app(redis_url, backend, None)
-    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
-    with WorkerProcess(
-        APP, "-P", "prefork", "-c", "1", "-Q", "recycle", "--max-tasks-per-child", "1", env=env
-    ):
-        results = [app.tasks["itest.add"].apply_async((i, 1), queue="recycle") for i in range(6)]
-        assert [r.get(timeout=30) for r in results] == [i + 1 for i in range(6)]
+@pytest.mark.parametrize(
+    "option", [("--max-tasks-per-child", "1"), ("--max-memory-per-child", "1")]
+)
+def test_children_are_recycled_between_tasks(
+    option: tuple[str, str], redis_url: str, redis_backend_url: str, tmp_path: Path
+) -> None:
+    # One task per child, by count or because every child is over 1 KiB of memory: each
+    # task runs in a process of its own, and none is lost or run twice on the way.
+    app = make_app(redis_url, redis_backend_url, None)
+    env = itest_env(redis_url, redis_backend_url)
+    queue = f"recycle-{option[0]}"
+    record = app.tasks["itest.record"]
+    with WorkerProcess(APP, "-P", "prefork", "-c", "1", "-Q", queue, *option, env=env):
+        results = [record.apply_async((str(tmp_path), f"r{i}"), queue=queue) for i in range(6)]
+        assert [r.get(timeout=30) for r in results] == [f"r{i}" for i in range(6)]
+    pids = [path.name.split(".")[2] for path in tmp_path.glob("r*.done.*")]
+    assert len(pids) == 6 and len(set(pids)) == 6, pids
     app.close()
 
 
-def test_sigterm_to_the_whole_process_group_is_a_clean_warm_shutdown(redis_url: str) -> None:
+def test_sigterm_to_the_whole_process_group_is_a_clean_warm_shutdown(
+    redis_url: str, redis_backend_url: str
+) -> None:
     # What `kill -TERM -<pgid>` or a supervisor does: every process of the group gets it.
-    backend = redis_url.rsplit("/", 1)[0] + "/1"
-    app = make_app(redis_url, backend, None)
-    env = {"ITEST_BROKER": redis_url, "ITEST_BACKEND": backend}
+    app = make_app(redis_url, redis_backend_url, None)
+    env = itest_env(redis_url, redis_backend_url)
     for attempt in range(6):
         worker = WorkerProcess(APP, "-P", "prefork", "-c", "2", "-Q", "pgroup", env=env).start()
         try:

@@ -16,8 +16,8 @@ from kombu import Producer
 
 from taskq import NotRegistered, Taskq, TimeLimitExceeded, WorkerLostError, states
 from taskq.exceptions import MalformedMessage
-from tests.integration.helpers import WorkerProcess, wait_for
-from tests.integration.worker_tasks import make_app
+from tests.integration.helpers import WorkerProcess, children, wait_for
+from tests.integration.worker_tasks import itest_env, make_app
 
 pytestmark = pytest.mark.integration
 BROKERS = ["redis", "amqp", "embedded"]
@@ -32,12 +32,7 @@ class Setup:
     visibility_timeout: float = 3600.0
 
     def env(self) -> dict[str, str]:
-        return {
-            "ITEST_BROKER": self.broker or "",
-            "ITEST_BACKEND": self.backend or "",
-            "ITEST_DATA": self.data_dir or "",
-            "ITEST_VT": str(self.visibility_timeout),
-        }
+        return itest_env(self.broker, self.backend, self.data_dir, self.visibility_timeout)
 
     def client(self) -> Taskq:
         return make_app(self.broker, self.backend, self.data_dir, self.visibility_timeout)
@@ -51,9 +46,8 @@ class Setup:
 def make_setup(kind: str, request: pytest.FixtureRequest, tmp: Path, vt: float = 3600.0) -> Setup:
     if kind == "embedded":
         return Setup(kind, None, None, str(tmp), vt)
-    redis_url = request.getfixturevalue("redis_url")
-    backend = redis_url.rsplit("/", 1)[0] + "/1"
-    broker = redis_url if kind == "redis" else request.getfixturevalue("amqp_url")
+    backend = request.getfixturevalue("redis_backend_url")
+    broker = request.getfixturevalue("redis_url" if kind == "redis" else "amqp_url")
     return Setup(kind, broker, backend, None, vt)
 
 
@@ -87,9 +81,10 @@ def test_round_trip_routing_retry_and_failure(running: tuple[Setup, Taskq, Worke
 
 
 def test_time_limits_and_pool_recovery(running: tuple[Setup, Taskq, WorkerProcess]) -> None:
-    _, app, _ = running
+    _, app, worker = running
     with pytest.raises(TimeLimitExceeded):
         app.tasks["itest.hard_limited"].delay(30).get(timeout=20)
+    wait_for(lambda: len(children(worker.pid)) == 2, 20, "the killed child to be replaced")
     assert app.tasks["itest.soft_limited"].delay(30).get(timeout=20) == "caught soft limit"
     # The killed child was replaced: both slots still run tasks.
     assert (
@@ -155,8 +150,8 @@ def test_bad_input_is_failed_and_skipped(running: tuple[Setup, Taskq, WorkerProc
         assert "could not decode" in worker.log()
 
 
-def test_redis_results_wait_with_pubsub(request: pytest.FixtureRequest, redis_url: str) -> None:
-    backend = redis_url.rsplit("/", 1)[0] + "/1"
+def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) -> None:
+    backend = redis_backend_url
     app = make_app(redis_url, backend, None)
     result = app.AsyncResult(f"pubsub-{uuid.uuid4()}")
     client = redis.Redis.from_url(backend)
@@ -213,35 +208,13 @@ def test_sigkilled_worker_loses_nothing(
     record = app.tasks["itest.record"]
     queue = f"kill-{kind}"
     worker = setup.worker("-c", "2", "-Q", queue).start()
-    results = [record.apply_async((str(runs), f"t{i}", 1.0), queue=queue) for i in range(4)]
+    results = [record.apply_async((str(runs), f"t{i}", 3.0), queue=queue) for i in range(4)]
     wait_for(lambda: len(list(runs.glob("*.started.*"))) >= 2, 20, "two tasks to start")
-    worker.kill()  # SIGKILL: no shutdown, no ack
-    _kill_orphans(worker)
+    worker.kill()  # SIGKILL to the worker and its pool at once: no shutdown, no ack
+    assert not list(runs.glob("*.done.*"))  # the crash cut the running ones short
     second = setup.worker("-c", "2", "-Q", queue).start()
     try:
         assert sorted(r.get(timeout=60) for r in results) == [f"t{i}" for i in range(4)]
     finally:
         second.stop()
     app.close()
-
-
-def _kill_orphans(worker: WorkerProcess) -> None:
-    # The pool's children notice their parent is gone and exit on their own; wait for it so
-    # the next worker does not share the machine with them.
-    import os
-
-    def children_gone() -> bool:
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    status = (entry / "status").read_text()
-                except OSError:
-                    continue
-                if f"PPid:\t{worker.pid}\n" in status:
-                    return False
-        return True
-
-    try:
-        wait_for(children_gone, 20, "the killed worker's children to exit")
-    except AssertionError:
-        os.system(f"pkill -9 -P {worker.pid}")

@@ -36,6 +36,23 @@ def make_app(
     return app
 
 
+def itest_env(
+    broker: str | None,
+    backend: str | None,
+    data_dir: str | None = None,
+    visibility_timeout: float = 3600.0,
+    **settings: Any,
+) -> dict[str, str]:
+    """The ITEST_* variables that make a worker build the same app as ``make_app``."""
+    return {
+        "ITEST_BROKER": broker or "",
+        "ITEST_BACKEND": backend or "",
+        "ITEST_DATA": data_dir or "",
+        "ITEST_VT": str(visibility_timeout),
+        "ITEST_SETTINGS": json.dumps(settings),
+    }
+
+
 def register(app: Taskq) -> None:
     @app.task(name="itest.add")
     def add(x: int, y: int) -> int:

@@ -6,10 +6,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kombu import Connection, Producer
 
-from taskq import DeadLettered, MessageTooLarge, Reject, Taskq, states
+from taskq import (
+    ConfigurationError,
+    DeadLettered,
+    MessageTooLarge,
+    NotRegistered,
+    Reject,
+    Taskq,
+    states,
+)
 from taskq.deadletter import DEAD, DELIVERIES, DeadLetters
+from tests.integration.helpers import wait_for
+from tests.unit.memory import publish_raw, queue_size
 
 Start = Callable[..., Any]
 
@@ -24,7 +33,7 @@ def test_a_task_that_keeps_asking_for_requeue_is_buried_after_max_deliveries(
         runs.append(self.request.headers.get(DELIVERIES, 0))
         raise Reject("not now", requeue=True)
 
-    run_worker()
+    worker = run_worker()
     result = stubborn.delay()
     with pytest.raises(DeadLettered, match="delivered 3 times"):
         result.get(timeout=10)
@@ -32,6 +41,60 @@ def test_a_task_that_keeps_asking_for_requeue_is_buried_after_max_deliveries(
     (letter,) = DeadLetters(app).list()
     assert (letter.id, letter.task, letter.deliveries) == (result.id, stubborn.name, 3)
     assert "rejected with requeue: not now" in letter.reason
+    assert letter.worker == worker.worker.hostname  # the node that buried it
+    # Requeued, it starts again with a fresh count: three more tries, then buried again.
+    app.backend.forget(result.id)
+    assert DeadLetters(app).requeue([result.id]) == 1
+    with pytest.raises(DeadLettered, match="delivered 3 times"):
+        app.AsyncResult(result.id).get(timeout=10)
+    assert runs == [0, 1, 2, 0, 1, 2]
+
+
+def test_failures_count_as_deliveries_when_they_are_not_acked(
+    app: Taskq, run_worker: Start
+) -> None:
+    # task_acks_on_failure_or_timeout off: a failed task goes back instead of being acked,
+    # which would loop forever without the delivery limit.
+    app.conf.task_acks_on_failure_or_timeout = False
+    app.conf.task_max_deliveries = 2
+    runs: list[int] = []
+
+    @app.task(bind=True)
+    def broken(self: Any) -> None:
+        runs.append(self.request.headers.get(DELIVERIES, 0))
+        raise ValueError("always")
+
+    run_worker()
+    result = broken.delay()
+    # Each failure is stored as it happens; the last word is the dead letter's.
+    wait_for(lambda: DeadLetters(app).list(), 10, "the failing task to be dead-lettered")
+    with pytest.raises(DeadLettered, match="the task failed; delivered 2 times"):
+        app.AsyncResult(result.id).get(timeout=10)
+    assert runs == [0, 1]
+
+
+def test_no_delivery_limit_when_the_setting_is_none(app: Taskq, run_worker: Start) -> None:
+    app.conf.task_max_deliveries = None
+    runs: list[int] = []
+
+    @app.task(bind=True)
+    def stubborn(self: Any) -> int:
+        runs.append(self.request.headers.get(DELIVERIES, 0))
+        if len(runs) < 8:
+            raise Reject("again", requeue=True)
+        return len(runs)
+
+    run_worker()
+    assert stubborn.delay().get(timeout=10) == 8
+    assert runs == list(range(8))
+    assert DeadLetters(app).list() == []
+
+
+def test_a_task_max_deliveries_below_one_is_refused(app: Taskq) -> None:
+    with pytest.raises(ConfigurationError, match="max_deliveries"):
+
+        @app.task(max_deliveries=0)
+        def never() -> None: ...
 
 
 def test_wrong_arguments_fail_and_are_buried_but_a_type_error_inside_is_a_failure(
@@ -65,7 +128,7 @@ def test_unknown_task_is_kept_and_requeued_once_a_worker_knows_it(
 ) -> None:
     result = app.send_task("later.defined", args=(2,))
     worker = run_worker()
-    with pytest.raises(Exception, match=r"later\.defined"):
+    with pytest.raises(NotRegistered, match=r"later\.defined"):
         result.get(timeout=10)
     worker.stop()
     (letter,) = DeadLetters(app).list()
@@ -86,7 +149,7 @@ def test_requeue_all_purge_and_unknown_ids(app: Taskq, run_worker: Start) -> Non
     ids = [app.send_task("nobody.knows").id for _ in range(3)]
     worker = run_worker()
     for task_id in ids:
-        with pytest.raises(Exception, match=r"nobody\.knows"):
+        with pytest.raises(NotRegistered, match=r"nobody\.knows"):
             app.AsyncResult(task_id).get(timeout=10)
     worker.stop()
     letters = DeadLetters(app)
@@ -96,15 +159,13 @@ def test_requeue_all_purge_and_unknown_ids(app: Taskq, run_worker: Start) -> Non
     assert letters.requeue(["no-such-id"]) == 0
     assert letters.requeue() == 3
     assert letters.list() == []
-    with Connection("memory://") as conn:
-        queue = app.default_queue()(conn.default_channel)
-        assert queue.queue_declare(passive=True).message_count == 3
+    assert queue_size(app) == 3
     for task_id in ids:
         app.backend.forget(task_id)
     run_worker()
     # Back in their queue, unknown again: buried again, then purged.
     for task_id in ids:
-        with pytest.raises(Exception, match=r"nobody\.knows"):
+        with pytest.raises(NotRegistered, match=r"nobody\.knows"):
             app.AsyncResult(task_id).get(timeout=10)
     assert letters.purge() == 3
     assert letters.list() == []
@@ -120,14 +181,9 @@ def test_message_size_limit_on_both_sides(app: Taskq, run_worker: Start) -> None
     with pytest.raises(MessageTooLarge, match="over task_max_message_size"):
         echo.delay("x" * 2000)
     run_worker()
-    with Connection("memory://") as conn:
-        Producer(conn.default_channel).publish(
-            [["y" * 2000], {}, {}],
-            routing_key=app.conf.task_default_queue,
-            headers={"task": echo.name, "id": "too-big", "lang": "py"},
-            serializer="json",
-            declare=[app.default_queue()],
-        )
+    publish_raw(
+        app, [["y" * 2000], {}, {}], {"task": echo.name, "id": "too-big"}, serializer="json"
+    )
     assert echo.delay("small").get(timeout=10) == 5
     result = app.AsyncResult("too-big")
     assert result.get(timeout=10, propagate=False) is not None
@@ -165,18 +221,12 @@ def test_a_body_that_does_not_decompress_is_buried_not_lost(app: Taskq, run_work
         return text
 
     run_worker()
-    with Connection("memory://") as conn:
-        Producer(conn.default_channel).publish(
-            b"not gzip at all",
-            routing_key=app.conf.task_default_queue,
-            headers={"task": echo.name, "id": "bad-gzip", "compression": "application/x-gzip"},
-            content_type="application/json",
-            content_encoding="utf-8",
-            declare=[app.default_queue()],
-        )
+    publish_raw(
+        app, b"not gzip at all", {"task": echo.name, "id": "bad-gzip", "compression": "gzip"}
+    )
     assert echo.delay("next").get(timeout=10) == "next"  # the worker kept consuming
     assert app.AsyncResult("bad-gzip").get(timeout=10, propagate=False) is not None
     (letter,) = DeadLetters(app).list()
     assert letter.id == "bad-gzip" and "could not be decompressed" in letter.reason
     assert letter.body == b"not gzip at all"
-    assert letter.headers[DEAD]["compression"] == "application/x-gzip"
+    assert letter.headers[DEAD]["compression"] == "gzip"
