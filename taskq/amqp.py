@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kombu import Connection, Exchange, Queue
+from kombu.connection import ConnectionPool
 from kombu.exceptions import KombuError, OperationalError
 from kombu.pools import ProducerPool
 from kombu.serialization import dumps
@@ -214,6 +215,11 @@ def headers_of(message: Any, keep_compression: bool, **changes: Any) -> dict[str
     return headers
 
 
+class _ForkSafeConnectionPool(ConnectionPool):  # type: ignore[misc]  # kombu is untyped
+    # A class attribute because kombu's ConnectionPool drops a close_after_fork argument.
+    close_after_fork = False
+
+
 @dataclass(frozen=True)
 class PublishDefaults:
     serializer: str = "json"
@@ -258,7 +264,7 @@ class Amqp:
                 # Not closed after a fork: in a pool child that would shut down the
                 # sockets it shares with the parent and cut the parent's connections
                 # mid-publish. Children drop these clients and open their own.
-                connections = first.Pool(limit=self._pool_limit, close_after_fork=False)
+                connections = _ForkSafeConnectionPool(first, limit=self._pool_limit)
                 self._producers = ProducerPool(
                     connections, limit=self._pool_limit, close_after_fork=False
                 )

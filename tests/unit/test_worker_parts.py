@@ -61,3 +61,15 @@ def test_amqp_connections_use_publisher_confirms_and_heartbeats() -> None:
     assert amqp.transport_options["confirm_publish"] is True and amqp.heartbeat == 30.0
     redis = broker_connection("redis://127.0.0.1:1/0", {}, heartbeat=30.0)
     assert "confirm_publish" not in redis.transport_options and not redis.heartbeat
+
+
+def test_publisher_pools_are_not_closed_in_forked_children() -> None:
+    # kombu closes pooled connections after a fork by default; in a pool child those are
+    # the parent's sockets, and closing them cut the worker's publishing connection.
+    from taskq import Taskq
+
+    app = Taskq("t", broker="amqp://guest:guest@127.0.0.1:1//")
+    producers = app.amqp.producers
+    assert producers.close_after_fork is False
+    assert producers.connections.close_after_fork is False
+    app.close()
