@@ -211,9 +211,9 @@ class Consumer:
             except self._connection_errors():
                 raise
             except Exception as exc:
-                # A transport could not even unpack an envelope; it is already off the
-                # queue, so all we can do is say so and carry on.
-                logger.error("Discarded a message the transport could not decode: %r", exc)
+                # A transport could not even unpack an envelope (taskq's Redis transport
+                # sets such entries aside itself): say so and carry on consuming.
+                logger.error("The transport failed to deliver a message: %r", exc)
             if conn.heartbeat:
                 conn.heartbeat_check()
 

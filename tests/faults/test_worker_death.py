@@ -38,10 +38,6 @@ def _seed() -> int:
 
 
 # On Redis this scenario still loses a task now and then, a known open bug of issue 3:
-# kombu takes a message with BRPOP and records it as unacked in a second round trip, so a
-# worker killed between the two loses it (seen in a MONITOR trace). It runs on Redis again
-# once taskq's Redis transport takes and records a message in one atomic step.
-@pytest.mark.parametrize("kind", ["amqp"])
 @pytest.mark.timeout(300)
 def test_f1_worker_sigkilled_five_times(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, results: Results

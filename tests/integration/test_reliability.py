@@ -85,6 +85,13 @@ def test_dead_cli_lists_shows_requeues_and_purges(
             for result in results:
                 with pytest.raises(NotRegistered, match=r"itest\.not_yet"):
                     app.AsyncResult(result.id).get(timeout=30)
+            # The second time round the results are FAILURE already: wait for the letters.
+            wanted = sorted(result.id for result in results)
+            wait_for(
+                lambda: sorted(r.id for r in DeadLetters(app).list()) == wanted,
+                30,
+                "the unknown tasks' dead letters",
+            )
 
     def queued() -> int:
         with app.connection() as conn:
