@@ -11,8 +11,8 @@ held longer, while its first worker still has it. This subclass adds:
 * a time-based sweep (kombu counts polls, which a busy consumer makes thousands of).
 * parking: ``park`` moves a far-future ETA message to a sorted set scored by its due
   time; the renewer thread of every consumer moves due ones back to their queue.
-* an atomic take (``redis_take``): messages are popped and recorded as unacked by one
-  Lua script, a batch at a time, with the pending acks applied in the same call.
+* an atomic take and batched acks (``redis_take``, the base of this channel).
+* a wake-up pipe, so the worker's other threads can end its wait for the broker.
 
 Everything else, wire format included, is kombu's, so Celery clients and workers share
 the same keys.
@@ -20,30 +20,29 @@ the same keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-import redis
-from kombu.exceptions import VersionMismatch
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
+from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
 
-from .redis_take import TAKE_SCRIPT, UNREADABLE_KEY, Item, Source, parse_taken, take_args
+from .redis_take import TakingChannel, TakingQoS
 
 logger = logging.getLogger("taskq.transport")
 
 PARKED_KEY = "taskq.parked"
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 MOVE_BATCH = 100
-MIN_SERVER = (6, 2)  # BLMOVE, RPOP with a count
-SEVERAL_QUEUES_PEEK = 0.1  # an idle wait on one queue's list while others may fill
 
 
-class QoS(kombu_redis.QoS):
+class QoS(TakingQoS):
     channel: Channel
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -57,32 +56,6 @@ class QoS(kombu_redis.QoS):
         self._next_sweep = now + self.channel.unacked_sweep_interval
         super().restore_visible(start, num, interval=1)
 
-    # Messages taken by the script are already recorded in Redis: keep kombu's in-memory
-    # bookkeeping only. Anything else (fanout deliveries) is recorded the kombu way.
-    def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag in self.channel.recorded:
-            self.channel.recorded.discard(delivery_tag)
-            virtual.QoS.append(self, message, delivery_tag)
-        else:
-            super().append(message, delivery_tag)
-
-    # Acks wait for the next take (or the flush before the next poll) to reach Redis in
-    # the same round trip; an ack lost with the connection only means a redelivery.
-    def ack(self, delivery_tag: str) -> None:
-        self.channel.pending_acks.append(delivery_tag)
-        virtual.QoS.ack(self, delivery_tag)
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue:
-            super().reject(delivery_tag, requeue=True)
-        else:
-            self.ack(delivery_tag)
-
-    def can_consume(self) -> bool:
-        # The reply to a take holds messages already recorded as ours: always read it,
-        # even if the prefetch count went down meanwhile, or no one renews their leases.
-        return self.channel.taking or bool(super().can_consume())
-
     def held_tags(self) -> list[str]:
         try:
             # One C-level copy: safe to take from the renewer thread under the GIL.
@@ -91,7 +64,7 @@ class QoS(kombu_redis.QoS):
             return []
 
 
-class Channel(kombu_redis.Channel):
+class Channel(TakingChannel):
     QoS = QoS
     visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
     unacked_sweep_interval = 5.0
@@ -100,16 +73,10 @@ class Channel(kombu_redis.Channel):
     # A sweep takes milliseconds.
     unacked_mutex_expire = 10
     lease_renew_interval: float | None = None  # default: a quarter of the visibility timeout
-    fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
-    peek_timeout: float | None = None  # idle wait per call; default below
-    _cached_client: Any = None  # class default: kombu's __init__ already makes clients
-    _plain: Any = None
     from_transport_options = (
-        *kombu_redis.Channel.from_transport_options,
+        *TakingChannel.from_transport_options,
         "unacked_sweep_interval",
         "lease_renew_interval",
-        "fetch_batch",
-        "peek_timeout",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -120,231 +87,17 @@ class Channel(kombu_redis.Channel):
         if not 0 < renew < self.visibility_timeout:
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
-        if int(self.fetch_batch) < 1:
-            raise ValueError("need fetch_batch >= 1")
-        self.recorded: set[str] = set()
-        self.pending_acks: list[str] = []
-        self.taking = False  # a take's reply is outstanding on the consuming connection
-        self._in_flight_acks: list[str] = []
-        self._sources: list[Source] = []
-        self._busy = False  # the last take found messages: take again rather than wait
-        self._peek_key: str | None = None
-        self._no_ack_queues: set[str] = set()
-        self._server_checked = False
 
     # The renewer starts with the first consume or get, not per message: a consumer that
     # holds nothing still moves parked messages back when due, and a long `basic_get` scan
     # (`taskq dead`) keeps its messages from being restored under it.
-    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
-        self._check_server()
+    def basic_consume(self, *args: Any, **kwargs: Any) -> Any:
         self.ensure_renewer()
-        no_ack = kwargs.get("no_ack", args[0] if args else False)
-        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
-        return super().basic_consume(queue, *args, **kwargs)
+        return super().basic_consume(*args, **kwargs)
 
-    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
-        self._check_server()
+    def basic_get(self, *args: Any, **kwargs: Any) -> Any:
         self.ensure_renewer()
-        self.flush_acks()
-        sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
-        args = take_args(sources, 1, (), self.global_keyprefix, self._keys(), time.time())
-        items = self._readable(self._evalsha(self._plain_client(), args), sources)
-        if not items:
-            return None
-        item, payload = items[0]
-        message = self.Message(payload, channel=self)
-        if not no_ack:
-            self.recorded.add(item.tag)
-            self.qos.append(message, item.tag)
-        return message
-
-    def _check_server(self) -> None:
-        if self._server_checked:
-            return
-        version = str(self._sync_client().info("server").get("redis_version", "0"))
-        found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
-        if found < MIN_SERVER:
-            raise VersionMismatch(
-                f"taskq's Redis transport needs Redis 6.2 or newer (it takes messages with "
-                f"BLMOVE and RPOP with a count); this server is {version}. Upgrade Redis."
-            )
-        self._server_checked = True
-
-    # -- taking messages (see redis_take)
-    def _keys(self) -> tuple[str, str]:
-        return self.unacked_index_key, self.unacked_key
-
-    def _sources_for(self, queues: list[str], no_ack_queues: set[str]) -> list[Source]:
-        # Priority-major, like kombu's BRPOP: all queues' highest step before the next.
-        return [
-            Source(self._q_for_pri(queue, pri), queue, queue not in no_ack_queues)
-            for pri in self.priority_steps
-            for queue in queues
-        ]
-
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        queues = self._queue_cycle.consume(len(self.active_queues))
-        if not queues:
-            return
-        self._sources = self._sources_for(queues, self._no_ack_queues)
-        connection = self.client.connection
-        prefix = self.global_keyprefix
-        if self._busy:
-            acks, self.pending_acks = self.pending_acks, []
-            self._in_flight_acks = acks
-            want = self._credit()
-            args: list[Any] = [
-                "EVALSHA",
-                *take_args(self._sources, want, acks, prefix, self._keys(), time.time()),
-            ]
-            self.taking = True
-        else:
-            self.flush_acks()  # before a wait of up to a second
-            key = prefix + self._peek_source(queues).key
-            wait = self.peek_timeout
-            if wait is None:
-                wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
-            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", timeout or wait]
-        self._in_poll = connection
-        self._brpop_sent_at = time.monotonic()
-        connection.send_command(*args)
-
-    def _credit(self) -> int:
-        credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
-        batch = int(self.fetch_batch)
-        return max(1, min(batch, batch if credit is None else credit))
-
-    def _peek_source(self, queues: list[str]) -> Source:
-        # Wait where the last message came from: a queue whose tasks all carry a
-        # priority only ever fills a priority list, never the plain one.
-        for source in self._sources:
-            if source.key == self._peek_key:
-                return source
-        return self._sources_for(queues[:1], set())[0]
-
-    def _brpop_read(self, **options: Any) -> bool:
-        taking, self.taking = self.taking, False
-        acks, self._in_flight_acks = self._in_flight_acks, []
-        try:
-            try:
-                reply = self.client.parse_response(
-                    self.client.connection, "EVALSHA" if taking else "BLMOVE", **options
-                )
-            except self.connection_errors:
-                self.client.connection.disconnect()
-                self.pending_acks[:0] = acks  # ZREM/HDEL again is harmless
-                raise
-            except redis.exceptions.NoScriptError:
-                self.pending_acks[:0] = acks  # the script never ran
-                self._load_script(self._plain_client())
-                raise kombu_redis.Empty() from None
-        finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
-        if not taking:
-            if reply is None or self._closing:
-                # Timed out: the message may be on a list not waited on; look at all once.
-                self._busy = reply is None
-                raise kombu_redis.Empty()
-            reply = self._evalsha(self._plain_client(), self._take_args_now())
-        items = self._readable(reply, self._sources)
-        self._busy = bool(items)
-        if not items:
-            raise kombu_redis.Empty()
-        self._deliver_all(items)
-        return True
-
-    def _take_args_now(self) -> list[Any]:
-        acks, self.pending_acks = self.pending_acks, []
-        args = take_args(
-            self._sources, self._credit(), acks, self.global_keyprefix, self._keys(), time.time()
-        )
-        self._in_flight_acks = acks
-        return args
-
-    def _evalsha(self, client: Any, args: list[Any]) -> Any:
-        try:
-            try:
-                reply = client.execute_command("EVALSHA", *args)
-            except redis.exceptions.NoScriptError:
-                self._load_script(client)
-                reply = client.execute_command("EVALSHA", *args)
-        except BaseException:
-            self.pending_acks[:0] = self._in_flight_acks
-            raise
-        finally:
-            self._in_flight_acks = []
-        return reply
-
-    def _load_script(self, client: Any) -> None:
-        client.script_load(TAKE_SCRIPT)
-
-    def _readable(self, reply: Any, sources: list[Source]) -> list[tuple[Item, Any]]:
-        taken = parse_taken(reply, sources)
-        if taken.unreadable:
-            logger.error(
-                "Set aside %d entries of %s that are not kombu messages, in the Redis list "
-                "%r (inspect with LRANGE; nothing was run).",
-                taken.unreadable,
-                sources[0].queue,
-                self.global_keyprefix + UNREADABLE_KEY,
-            )
-        readable = []
-        for item in taken.items:
-            try:
-                readable.append((item, loads(item.raw)))
-            except Exception as exc:
-                self._set_aside(item, exc)
-        return readable
-
-    def _deliver_all(self, items: list[tuple[Item, Any]]) -> None:
-        for item, _ in items:
-            if item.source.record:
-                self.recorded.add(item.tag)
-        try:
-            for item, payload in items:
-                try:
-                    self.connection._deliver(payload, item.source.queue)
-                except self.connection_errors:
-                    raise
-                except Exception as exc:
-                    if item.tag in self.qos._delivered or not item.source.record:
-                        raise
-                    self._set_aside(item, exc)
-        finally:
-            # Whatever was not handed over stays recorded in Redis: the sweep restores it.
-            for item, _ in items:
-                self.recorded.discard(item.tag)
-        last = items[-1][0].source
-        self._peek_key = last.key
-        self._queue_cycle.rotate(last.queue)
-
-    def _set_aside(self, item: Item, exc: Exception) -> None:
-        # kombu cannot make a message of it (bad body encoding...): keep it, unrun.
-        self.recorded.discard(item.tag)
-        logger.error(
-            "Set aside message %s from %s: kombu cannot read it (%r); it is in the Redis list %r.",
-            item.tag,
-            item.source.queue,
-            exc,
-            self.global_keyprefix + UNREADABLE_KEY,
-        )
-        with self._sync_client().pipeline() as pipe:
-            pipe.lpush(UNREADABLE_KEY, item.raw)
-            pipe.zrem(self.unacked_index_key, item.tag).hdel(self.unacked_key, item.tag)
-            pipe.execute()
-
-    def flush_acks(self) -> None:
-        tags, self.pending_acks = self.pending_acks, []
-        if not tags:
-            return
-        try:
-            with self._sync_client().pipeline() as pipe:
-                pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
-                pipe.execute()
-        except BaseException:
-            self.pending_acks[:0] = tags
-            raise
+        return super().basic_get(*args, **kwargs)
 
     # -- leases
     def ensure_renewer(self) -> None:
@@ -425,44 +178,65 @@ class Channel(kombu_redis.Channel):
         self._sync_client().transaction(move, PARKED_KEY)
         return moved
 
-    def _plain_client(self) -> Any:
-        # Scripts get explicitly prefixed names: kombu's prefixing client would prefix
-        # the wrong EVALSHA argument.
-        client = self._plain
-        if client is None or client.connection_pool is not self.pool:
-            client = self._plain = redis.Redis(connection_pool=self.pool)
-        return client
-
-    def _sync_client(self) -> Any:
-        # Never ``self.client``: kombu pins that one to the connection it reads BRPOP
-        # replies from, so a command from another thread (or mid-poll) would take them.
-        return self._create_client(asynchronous=False)
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        # kombu builds a new redis-py client for every publish, ack and unacked write
-        # (about a fifth of a publish's CPU time). A client on a connection pool is
-        # thread-safe, so keep one per pool; a new pool (after a fork or a disconnect)
-        # gets a new client.
-        if asynchronous:
-            return super()._create_client(asynchronous=True)
-        pool = self.pool
-        cached = self._cached_client
-        if cached is None or cached.connection_pool is not pool:
-            cached = self._cached_client = super()._create_client(asynchronous=False)
-        return cached
-
     def close(self) -> None:
         self._stop_renewer.set()
-        if not self.closed:
-            try:
-                self.flush_acks()  # else the sweep would run acked tasks again
-            except Exception as exc:
-                logger.warning("Could not send %d acks: %r", len(self.pending_acks), exc)
         super().close()
 
 
 class Poller(kombu_redis.MultiChannelPoller):
+    """kombu's poller, plus acks sent before each poll and an optional wake-up pipe.
+
+    The worker's consumer thread waits in ``drain_events`` while the pool's threads
+    report finished tasks; the pipe lets them wake it at once instead of after a timeout.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakeable = False
+        self._wake_fds: tuple[int, int] | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_in: Any = None  # the poll object the read end is registered with
+
+    def enable_wakeup(self) -> Callable[[], None]:
+        self.wakeable = True
+        self._open_pipe()
+        return self.wake
+
+    def _open_pipe(self) -> None:
+        # Again after close(): kombu may reuse the transport for a new connection.
+        if self._wake_fds is not None:
+            return
+        with self._wake_lock:
+            if self._wake_fds is None:
+                read, write = os.pipe()
+                os.set_blocking(read, False)
+                os.set_blocking(write, False)
+                self._wake_fds = (read, write)
+                self._wake_in = None
+
+    def wake(self) -> None:
+        # Under the lock: once closed, the fd number may belong to another file.
+        with self._wake_lock:
+            if self._wake_fds is not None:
+                # A full pipe already holds a pending wake-up.
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_fds[1], b"!")
+
+    def woken(self) -> bool:
+        fds = self._wake_fds
+        if fds is None:
+            return False
+        try:
+            return bool(os.read(fds[0], 4096))
+        except BlockingIOError:
+            return False
+
     def on_poll_start(self) -> None:
+        if self.wakeable:
+            self._open_pipe()
+            if self._wake_fds is not None and self._wake_in is not self.poller:
+                self.poller.register(self._wake_fds[0], READ)
+                self._wake_in = self.poller
         super().on_poll_start()
         # A channel that took messages just now carried its acks along; the others
         # (waiting, out of credit, or not consuming) send theirs before the poll.
@@ -470,10 +244,39 @@ class Poller(kombu_redis.MultiChannelPoller):
             if not channel.taking:
                 channel.flush_acks()
 
+    def close(self) -> None:
+        super().close()
+        with self._wake_lock:
+            fds, self._wake_fds = self._wake_fds, None
+            for fd in fds or ():
+                if self._wake_in is not None and fd == fds[0]:  # type: ignore[index]
+                    with contextlib.suppress(KeyError, ValueError, OSError):
+                        self._wake_in.unregister(fd)
+                os.close(fd)
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    cycle: Poller
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.cycle = Poller()
+
+    def enable_wakeup(self) -> Callable[[], None]:
+        """A thread-safe function that makes a waiting ``drain_events`` return at once."""
+        return self.cycle.enable_wakeup()
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        if not self.cycle.wakeable:
+            super().drain_events(connection, timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                self.cycle.get(self._deliver, timeout=left)
+                return
+            except kombu_redis.Empty:
+                if self.cycle.woken() or (deadline is not None and time.monotonic() >= deadline):
+                    raise TimeoutError() from None

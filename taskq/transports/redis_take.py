@@ -1,134 +1,332 @@
-"""The Redis take: pop messages and record them as unacked in one atomic step.
+"""kombu's Redis channel with an atomic take: messages never exist only in memory.
 
 kombu pops a message with BRPOP and records it as unacked in a second round trip; a
 worker that dies between the two loses the message, because it is then only in that
-worker's memory. Here a Lua script does both inside Redis: a message is always either
-in its queue or in the unacked hash, never in flight alone. The same script applies the
-acks collected since the last call and takes up to a batch of messages, so a busy worker
-makes one round trip per batch instead of three per message.
+worker's memory. Here one Lua script (``redis_script``) does both inside Redis: a message
+is always either in its queue or in the unacked hash. The same call applies the acks
+collected since the last one and takes up to a batch of messages, bounded by the prefetch
+credit, so a busy worker makes one round trip per batch instead of three per message.
 
-A script cannot block, so an idle worker waits with a non-destructive ``BLMOVE key key
-RIGHT RIGHT`` (it pops the oldest message and pushes it back where it was) and takes
-once woken. The unacked record has kombu's layout, ``[payload, exchange, routing_key]``,
-so kombu's sweep restores what a dead worker held.
+A script cannot block, so an idle consumer waits with ``BLMOVE key key RIGHT RIGHT``: it
+returns when the list has a message and leaves that message where it was. Then it takes.
+The unacked record has kombu's layout, so kombu's sweep restores what a dead worker held.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+import time
 from typing import Any
 
-UNREADABLE_KEY = "taskq.unreadable"
+import redis
+from kombu.exceptions import VersionMismatch
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import loads
 
-# ARGV: now, want, index key, hash key, unreadable key, n acks, acks..., n keys,
-# (key, record flag)... -> {unreadable count, (key number, delivery tag, item)...}
-TAKE_SCRIPT = """
-local now, want = ARGV[1], tonumber(ARGV[2])
-local index, hash, unreadable = ARGV[3], ARGV[4], ARGV[5]
-local i = 7
-local nacks = tonumber(ARGV[6])
-while nacks > 0 do
-  local n = math.min(nacks, 1000)  -- unpack() takes a few thousand values at most
-  local tags = {}
-  for j = 1, n do tags[j] = ARGV[i + j - 1] end
-  redis.call('ZREM', index, unpack(tags))
-  redis.call('HDEL', hash, unpack(tags))
-  i, nacks = i + n, nacks - n
-end
-local nkeys = tonumber(ARGV[i])
-i = i + 1
-local out, taken, bad = {0}, 0, 0
-local function field(t, name)
-  if type(t) ~= 'table' then return nil end
-  local v = t[name]
-  if type(v) == 'string' then return v end
-  return nil
-end
-for k = 1, nkeys do
-  local key, record = ARGV[i], ARGV[i + 1] == '1'
-  i = i + 2
-  if taken < want then
-    local items = redis.call('RPOP', key, want - taken)
-    if items then
-      for _, item in ipairs(items) do
-        local ok, msg = pcall(cjson.decode, item)
-        local props = ok and type(msg) == 'table' and msg['properties'] or nil
-        local tag = field(props, 'delivery_tag')
-        local info = type(props) == 'table' and props['delivery_info'] or nil
-        local ex, rk = field(info, 'exchange'), field(info, 'routing_key')
-        if tag == nil or ex == nil or rk == nil then
-          -- Not a kombu envelope: keep it aside rather than lose it.
-          redis.call('LPUSH', unreadable, item)
-          bad = bad + 1
-        else
-          if record then
-            redis.call('ZADD', index, now, tag)
-            redis.call('HSET', hash, tag,
-              '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-          end
-          out[#out + 1] = k
-          out[#out + 1] = tag
-          out[#out + 1] = item
-          taken = taken + 1
-        end
-      end
-    end
-  end
-end
-out[1] = bad
-return out
-"""
+from .redis_script import TAKE_SCRIPT, UNREADABLE_KEY, Item, Source, parse_taken, take_args
 
-TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+logger = logging.getLogger("taskq.transport")
+
+MIN_SERVER = (6, 2)  # BLMOVE, RPOP with a count
+SEVERAL_QUEUES_PEEK = 0.1  # an idle wait on one queue's list while others may fill
 
 
-@dataclass(frozen=True)
-class Source:
-    """One Redis list to take from: a queue at one priority step."""
+class TakingQoS(kombu_redis.QoS):
+    channel: TakingChannel
 
-    key: str  # unprefixed
-    queue: str
-    record: bool  # False for no-ack consumers: nothing to restore later
+    # Messages taken by the script are already recorded in Redis: keep kombu's in-memory
+    # bookkeeping only. Anything else (fanout deliveries) is recorded the kombu way.
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.channel.recorded:
+            self.channel.recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
 
+    # Acks wait for the next take (or the flush before the next poll) to reach Redis in
+    # the same round trip; an ack lost with the connection only means a redelivery.
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.pending_acks.append(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
 
-@dataclass(frozen=True)
-class Item:
-    source: Source
-    tag: str
-    raw: bytes
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            super().reject(delivery_tag, requeue=True)
+        else:
+            self.ack(delivery_tag)
 
-
-@dataclass(frozen=True)
-class Taken:
-    unreadable: int
-    items: tuple[Item, ...]
-
-
-def take_args(
-    sources: Sequence[Source],
-    want: int,
-    acks: Sequence[str],
-    prefix: str,
-    keys: tuple[str, str],
-    now: float,
-) -> list[object]:
-    """EVALSHA arguments (after the command name) for one take."""
-    index, unacked = keys
-    args: list[object] = [TAKE_SHA, 0, repr(now), want, prefix + index, prefix + unacked]
-    args.append(prefix + UNREADABLE_KEY)
-    args.append(len(acks))
-    args.extend(acks)
-    args.append(len(sources))
-    for source in sources:
-        args.extend((prefix + source.key, 1 if source.record else 0))
-    return args
+    def can_consume(self) -> bool:
+        # The reply to a take holds messages already recorded as ours: always read it,
+        # even if the prefetch count went down meanwhile, or no one renews their leases.
+        return self.channel.taking or bool(super().can_consume())
 
 
-def parse_taken(reply: Sequence[Any], sources: Sequence[Source]) -> Taken:
-    items = tuple(
-        Item(sources[int(reply[at]) - 1], reply[at + 1].decode(), reply[at + 2])
-        for at in range(1, len(reply), 3)
+class TakingChannel(kombu_redis.Channel):
+    QoS = TakingQoS
+    fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
+    peek_timeout: float | None = None  # idle wait per call; default below
+    _cached_client: Any = None  # class default: kombu's __init__ already makes clients
+    _plain: Any = None
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "fetch_batch",
+        "peek_timeout",
     )
-    return Taken(int(reply[0]), items)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if int(self.fetch_batch) < 1:
+            raise ValueError("need fetch_batch >= 1")
+        self.recorded: set[str] = set()
+        self.pending_acks: list[str] = []
+        self.taking = False  # a take's reply is outstanding on the consuming connection
+        self._in_flight_acks: list[str] = []
+        self._sources: list[Source] = []
+        self._busy = False  # the last take found messages: take again rather than wait
+        self._peek_key: str | None = None
+        self._no_ack_queues: set[str] = set()
+        self._server_checked = False
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        self._check_server()
+        no_ack = kwargs.get("no_ack", args[0] if args else False)
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        self._check_server()
+        self.flush_acks()
+        sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
+        args = take_args(sources, 1, (), self.global_keyprefix, self._keys(), time.time())
+        items = self._readable(self._evalsha(self._plain_client(), args), sources)
+        if not items:
+            return None
+        item, payload = items[0]
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self.recorded.add(item.tag)
+            self.qos.append(message, item.tag)
+        return message
+
+    def _check_server(self) -> None:
+        if self._server_checked:
+            return
+        version = str(self._sync_client().info("server").get("redis_version", "0"))
+        found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+        if found < MIN_SERVER:
+            raise VersionMismatch(
+                f"taskq's Redis transport needs Redis 6.2 or newer (it takes messages with "
+                f"BLMOVE and RPOP with a count); this server is {version}. Upgrade Redis."
+            )
+        self._server_checked = True
+
+    # -- taking messages (see redis_take)
+    def _keys(self) -> tuple[str, str]:
+        return self.unacked_index_key, self.unacked_key
+
+    def _sources_for(self, queues: list[str], no_ack_queues: set[str]) -> list[Source]:
+        # Priority-major, like kombu's BRPOP: all queues' highest step before the next.
+        return [
+            Source(self._q_for_pri(queue, pri), queue, queue not in no_ack_queues)
+            for pri in self.priority_steps
+            for queue in queues
+        ]
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._sources = self._sources_for(queues, self._no_ack_queues)
+        connection = self.client.connection
+        prefix = self.global_keyprefix
+        if self._busy:
+            acks, self.pending_acks = self.pending_acks, []
+            self._in_flight_acks = acks
+            want = self._credit()
+            args: list[Any] = [
+                "EVALSHA",
+                *take_args(self._sources, want, acks, prefix, self._keys(), time.time()),
+            ]
+            self.taking = True
+        else:
+            self.flush_acks()  # before a wait of up to a second
+            key = prefix + self._peek_source(queues).key
+            wait = self.peek_timeout
+            if wait is None:
+                wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
+            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", timeout or wait]
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        connection.send_command(*args)
+
+    def _credit(self) -> int:
+        credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
+        batch = int(self.fetch_batch)
+        return max(1, min(batch, batch if credit is None else credit))
+
+    def _peek_source(self, queues: list[str]) -> Source:
+        # Wait where the last message came from: a queue whose tasks all carry a
+        # priority only ever fills a priority list, never the plain one.
+        for source in self._sources:
+            if source.key == self._peek_key:
+                return source
+        return self._sources_for(queues[:1], set())[0]
+
+    def _brpop_read(self, **options: Any) -> bool:
+        taking, self.taking = self.taking, False
+        acks, self._in_flight_acks = self._in_flight_acks, []
+        try:
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, "EVALSHA" if taking else "BLMOVE", **options
+                )
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                self.pending_acks[:0] = acks  # ZREM/HDEL again is harmless
+                raise
+            except redis.exceptions.NoScriptError:
+                self.pending_acks[:0] = acks  # the script never ran
+                self._load_script(self._plain_client())
+                raise kombu_redis.Empty() from None
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        if not taking:
+            if reply is None or self._closing:
+                # Timed out: the message may be on a list not waited on; look at all once.
+                self._busy = reply is None
+                raise kombu_redis.Empty()
+            reply = self._evalsha(self._plain_client(), self._take_args_now())
+        items = self._readable(reply, self._sources)
+        self._busy = bool(items)
+        if not items:
+            raise kombu_redis.Empty()
+        self._deliver_all(items)
+        return True
+
+    def _take_args_now(self) -> list[Any]:
+        acks, self.pending_acks = self.pending_acks, []
+        args = take_args(
+            self._sources, self._credit(), acks, self.global_keyprefix, self._keys(), time.time()
+        )
+        self._in_flight_acks = acks
+        return args
+
+    def _evalsha(self, client: Any, args: list[Any]) -> Any:
+        try:
+            try:
+                reply = client.execute_command("EVALSHA", *args)
+            except redis.exceptions.NoScriptError:
+                self._load_script(client)
+                reply = client.execute_command("EVALSHA", *args)
+        except BaseException:
+            self.pending_acks[:0] = self._in_flight_acks
+            raise
+        finally:
+            self._in_flight_acks = []
+        return reply
+
+    def _load_script(self, client: Any) -> None:
+        client.script_load(TAKE_SCRIPT)
+
+    def _readable(self, reply: Any, sources: list[Source]) -> list[tuple[Item, Any]]:
+        taken = parse_taken(reply, sources)
+        if taken.unreadable:
+            logger.error(
+                "Set aside %d entries of %s that are not kombu messages, in the Redis list "
+                "%r (inspect with LRANGE; nothing was run).",
+                taken.unreadable,
+                sources[0].queue,
+                self.global_keyprefix + UNREADABLE_KEY,
+            )
+        readable = []
+        for item in taken.items:
+            try:
+                readable.append((item, loads(item.raw)))
+            except Exception as exc:
+                self._set_aside(item, exc)
+        return readable
+
+    def _deliver_all(self, items: list[tuple[Item, Any]]) -> None:
+        for item, _ in items:
+            if item.source.record:
+                self.recorded.add(item.tag)
+        try:
+            for item, payload in items:
+                try:
+                    self.connection._deliver(payload, item.source.queue)
+                except self.connection_errors:
+                    raise
+                except Exception as exc:
+                    if item.tag in self.qos._delivered or not item.source.record:
+                        raise
+                    self._set_aside(item, exc)
+        finally:
+            # Whatever was not handed over stays recorded in Redis: the sweep restores it.
+            for item, _ in items:
+                self.recorded.discard(item.tag)
+        last = items[-1][0].source
+        self._peek_key = last.key
+        self._queue_cycle.rotate(last.queue)
+
+    def _set_aside(self, item: Item, exc: Exception) -> None:
+        # kombu cannot make a message of it (bad body encoding...): keep it, unrun.
+        self.recorded.discard(item.tag)
+        logger.error(
+            "Set aside message %s from %s: kombu cannot read it (%r); it is in the Redis list %r.",
+            item.tag,
+            item.source.queue,
+            exc,
+            self.global_keyprefix + UNREADABLE_KEY,
+        )
+        with self._sync_client().pipeline() as pipe:
+            pipe.lpush(UNREADABLE_KEY, item.raw)
+            pipe.zrem(self.unacked_index_key, item.tag).hdel(self.unacked_key, item.tag)
+            pipe.execute()
+
+    def flush_acks(self) -> None:
+        tags, self.pending_acks = self.pending_acks, []
+        if not tags:
+            return
+        try:
+            with self._sync_client().pipeline() as pipe:
+                pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
+                pipe.execute()
+        except BaseException:
+            self.pending_acks[:0] = tags
+            raise
+
+    def _plain_client(self) -> Any:
+        # Scripts get explicitly prefixed names: kombu's prefixing client would prefix
+        # the wrong EVALSHA argument.
+        client = self._plain
+        if client is None or client.connection_pool is not self.pool:
+            client = self._plain = redis.Redis(connection_pool=self.pool)
+        return client
+
+    def _sync_client(self) -> Any:
+        # Never ``self.client``: kombu pins that one to the connection it reads BRPOP
+        # replies from, so a command from another thread (or mid-poll) would take them.
+        return self._create_client(asynchronous=False)
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        # kombu builds a new redis-py client for every publish, ack and unacked write
+        # (about a fifth of a publish's CPU time). A client on a connection pool is
+        # thread-safe, so keep one per pool; a new pool (after a fork or a disconnect)
+        # gets a new client.
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        cached = self._cached_client
+        if cached is None or cached.connection_pool is not pool:
+            cached = self._cached_client = super()._create_client(asynchronous=False)
+        return cached
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.flush_acks()  # else the sweep would run acked tasks again
+            except Exception as exc:
+                logger.warning("Could not send %d acks: %r", len(self.pending_acks), exc)
+        super().close()

@@ -73,10 +73,15 @@ class Consumer:
         self.qos: QoS | None = None
         self._kombu_consumers: list[Any] = []
         self.redelivery = Redelivery(app, options.hostname)
+        self._wake: Callable[[], None] | None = None  # set when the transport can be woken
+        self._waiting = False  # in drain_events, to be woken by call_soon
 
     # -- called from other threads
     def call_soon(self, fn: Callable[[], None]) -> None:
         self.inbox.put(fn)
+        wake = self._wake
+        if wake is not None and self._waiting:  # a busy consumer finds it without help
+            wake()
 
     # -- called by the strategy, on this thread
     def reserve(self, request: Request) -> None:
@@ -166,6 +171,10 @@ class Consumer:
                 raise OSError("stopped while connecting") from exc
             raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
         channel = conn.default_channel
+        # A transport that can be woken (taskq's Redis) lets a finished task end the wait
+        # for the broker at once; the others are polled briefly while tasks run.
+        enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
+        self._wake = enable_wakeup() if enable_wakeup is not None else None
         # Nothing is held at connect time: reconnecting forgets what the old connection held.
         # Global (per-channel) QoS: RabbitMQ applies a non-global basic.qos only to
         # consumers started after it, so raising the count while ETA tasks are held would
@@ -202,8 +211,15 @@ class Consumer:
         conn = self.connection
         while not (self.warm_stop or self.cold_stop):
             self._tick()
-            busy = self.active or not self.inbox.empty()
-            timeout = BUSY_POLL if busy else self._next_timer_delay()
+            # Announce the wait before looking at the inbox: a thread that queues work
+            # after the look sees the flag and wakes us, one that queued before is seen.
+            self._waiting = True
+            if not self.inbox.empty():
+                timeout = 0.0
+            elif self.active and self._wake is None:
+                timeout = BUSY_POLL
+            else:
+                timeout = self._next_timer_delay()
             try:
                 conn.drain_events(timeout=timeout)
             except TimeoutError:
@@ -214,6 +230,8 @@ class Consumer:
                 # A transport could not even unpack an envelope (taskq's Redis transport
                 # sets such entries aside itself): say so and carry on consuming.
                 logger.error("The transport failed to deliver a message: %r", exc)
+            finally:
+                self._waiting = False
             if conn.heartbeat:
                 conn.heartbeat_check()
 

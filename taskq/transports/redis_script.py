@@ -1,0 +1,128 @@
+"""The Lua script behind the Redis take, and the arguments and reply it works with.
+
+One call applies the acks collected since the previous call, then pops up to ``want``
+messages across the given lists (in order: priority-major, like kombu's BRPOP) and records
+each in kombu's unacked hash and index, ``[payload, exchange, routing_key]``, so kombu's
+sweep can restore it. An entry that is not a kombu envelope is moved to
+``taskq.unreadable`` instead of being lost. See ``redis_take`` for how it is driven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+UNREADABLE_KEY = "taskq.unreadable"
+
+# ARGV: now, want, index key, hash key, unreadable key, n acks, acks..., n keys,
+# (key, record flag)... -> {unreadable count, (key number, delivery tag, item)...}
+TAKE_SCRIPT = """
+local now, want = ARGV[1], tonumber(ARGV[2])
+local index, hash, unreadable = ARGV[3], ARGV[4], ARGV[5]
+local i = 7
+local nacks = tonumber(ARGV[6])
+while nacks > 0 do
+  local n = math.min(nacks, 1000)  -- unpack() takes a few thousand values at most
+  local tags = {}
+  for j = 1, n do tags[j] = ARGV[i + j - 1] end
+  redis.call('ZREM', index, unpack(tags))
+  redis.call('HDEL', hash, unpack(tags))
+  i, nacks = i + n, nacks - n
+end
+local nkeys = tonumber(ARGV[i])
+i = i + 1
+local out, taken, bad = {0}, 0, 0
+local function field(t, name)
+  if type(t) ~= 'table' then return nil end
+  local v = t[name]
+  if type(v) == 'string' then return v end
+  return nil
+end
+for k = 1, nkeys do
+  local key, record = ARGV[i], ARGV[i + 1] == '1'
+  i = i + 2
+  if taken < want then
+    local items = redis.call('RPOP', key, want - taken)
+    if items then
+      for _, item in ipairs(items) do
+        local ok, msg = pcall(cjson.decode, item)
+        local props = ok and type(msg) == 'table' and msg['properties'] or nil
+        local tag = field(props, 'delivery_tag')
+        local info = type(props) == 'table' and props['delivery_info'] or nil
+        local ex, rk = field(info, 'exchange'), field(info, 'routing_key')
+        if tag == nil or ex == nil or rk == nil then
+          -- Not a kombu envelope: keep it aside rather than lose it.
+          redis.call('LPUSH', unreadable, item)
+          bad = bad + 1
+        else
+          if record then
+            redis.call('ZADD', index, now, tag)
+            redis.call('HSET', hash, tag,
+              '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+          end
+          out[#out + 1] = k
+          out[#out + 1] = tag
+          out[#out + 1] = item
+          taken = taken + 1
+        end
+      end
+    end
+  end
+end
+out[1] = bad
+return out
+"""
+
+TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """One Redis list to take from: a queue at one priority step."""
+
+    key: str  # unprefixed
+    queue: str
+    record: bool  # False for no-ack consumers: nothing to restore later
+
+
+@dataclass(frozen=True)
+class Item:
+    source: Source
+    tag: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Taken:
+    unreadable: int
+    items: tuple[Item, ...]
+
+
+def take_args(
+    sources: Sequence[Source],
+    want: int,
+    acks: Sequence[str],
+    prefix: str,
+    keys: tuple[str, str],
+    now: float,
+) -> list[object]:
+    """EVALSHA arguments (after the command name) for one take."""
+    index, unacked = keys
+    args: list[object] = [TAKE_SHA, 0, repr(now), want, prefix + index, prefix + unacked]
+    args.append(prefix + UNREADABLE_KEY)
+    args.append(len(acks))
+    args.extend(acks)
+    args.append(len(sources))
+    for source in sources:
+        args.extend((prefix + source.key, 1 if source.record else 0))
+    return args
+
+
+def parse_taken(reply: Sequence[Any], sources: Sequence[Source]) -> Taken:
+    items = tuple(
+        Item(sources[int(reply[at]) - 1], reply[at + 1].decode(), reply[at + 2])
+        for at in range(1, len(reply), 3)
+    )
+    return Taken(int(reply[0]), items)
