@@ -22,6 +22,7 @@ from kombu.serialization import dumps
 
 from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
+from .transports.amqp import Transport as AmqpTransport
 from .transports.redis import Transport as RedisTransport
 from .transports.sqlite import Transport as SqliteTransport
 
@@ -30,6 +31,8 @@ CUSTOM_TRANSPORTS: dict[str, type[Any]] = {
     "sqlite": SqliteTransport,
     "redis": RedisTransport,
     "rediss": RedisTransport,
+    "amqp": AmqpTransport,
+    "pyamqp": AmqpTransport,
 }
 # Dead connections are noticed: a read that hangs times out, keepalives probe idle sockets.
 REDIS_OPTIONS = {

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
 
 from .redis_take import TakingChannel, TakingQoS
+from .wakeup import Waker
 
 logger = logging.getLogger("taskq.transport")
 
@@ -184,59 +184,19 @@ class Channel(TakingChannel):
 
 
 class Poller(kombu_redis.MultiChannelPoller):
-    """kombu's poller, plus acks sent before each poll and an optional wake-up pipe.
-
-    The worker's consumer thread waits in ``drain_events`` while the pool's threads
-    report finished tasks; the pipe lets them wake it at once instead of after a timeout.
-    """
+    """kombu's poller, plus acks sent before each poll and an optional wake-up pipe."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.wakeable = False
-        self._wake_fds: tuple[int, int] | None = None
-        self._wake_lock = threading.Lock()
-        self._wake_in: Any = None  # the poll object the read end is registered with
-
-    def enable_wakeup(self) -> Callable[[], None]:
-        self.wakeable = True
-        self._open_pipe()
-        return self.wake
-
-    def _open_pipe(self) -> None:
-        # Again after close(): kombu may reuse the transport for a new connection.
-        if self._wake_fds is not None:
-            return
-        with self._wake_lock:
-            if self._wake_fds is None:
-                read, write = os.pipe()
-                os.set_blocking(read, False)
-                os.set_blocking(write, False)
-                self._wake_fds = (read, write)
-                self._wake_in = None
-
-    def wake(self) -> None:
-        # Under the lock: once closed, the fd number may belong to another file.
-        with self._wake_lock:
-            if self._wake_fds is not None:
-                # A full pipe already holds a pending wake-up.
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_fds[1], b"!")
-
-    def woken(self) -> bool:
-        fds = self._wake_fds
-        if fds is None:
-            return False
-        try:
-            return bool(os.read(fds[0], 4096))
-        except BlockingIOError:
-            return False
+        self.waker: Waker | None = None
+        self._registered: tuple[Any, int] | None = None  # (poll object, fd) watched
 
     def on_poll_start(self) -> None:
-        if self.wakeable:
-            self._open_pipe()
-            if self._wake_fds is not None and self._wake_in is not self.poller:
-                self.poller.register(self._wake_fds[0], READ)
-                self._wake_in = self.poller
+        if self.waker is not None:
+            watched = (self.poller, self.waker.fd)
+            if self._registered != watched:
+                self.poller.register(watched[1], READ)
+                self._registered = watched
         super().on_poll_start()
         # A channel that took messages just now carried its acks along; the others
         # (waiting, out of credit, or not consuming) send theirs before the poll.
@@ -246,13 +206,13 @@ class Poller(kombu_redis.MultiChannelPoller):
 
     def close(self) -> None:
         super().close()
-        with self._wake_lock:
-            fds, self._wake_fds = self._wake_fds, None
-            for fd in fds or ():
-                if self._wake_in is not None and fd == fds[0]:  # type: ignore[index]
-                    with contextlib.suppress(KeyError, ValueError, OSError):
-                        self._wake_in.unregister(fd)
-                os.close(fd)
+        if self._registered is not None:
+            poller, fd = self._registered
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                poller.unregister(fd)
+            self._registered = None
+        if self.waker is not None:
+            self.waker.close()  # reopened on the next poll if kombu reuses the transport
 
 
 class Transport(kombu_redis.Transport):
@@ -265,10 +225,13 @@ class Transport(kombu_redis.Transport):
 
     def enable_wakeup(self) -> Callable[[], None]:
         """A thread-safe function that makes a waiting ``drain_events`` return at once."""
-        return self.cycle.enable_wakeup()
+        if self.cycle.waker is None:
+            self.cycle.waker = Waker()
+        return self.cycle.waker.wake
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        if not self.cycle.wakeable:
+        waker = self.cycle.waker
+        if waker is None:
             super().drain_events(connection, timeout)
             return
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -278,5 +241,5 @@ class Transport(kombu_redis.Transport):
                 self.cycle.get(self._deliver, timeout=left)
                 return
             except kombu_redis.Empty:
-                if self.cycle.woken() or (deadline is not None and time.monotonic() >= deadline):
+                if waker.woken() or (deadline is not None and time.monotonic() >= deadline):
                     raise TimeoutError() from None

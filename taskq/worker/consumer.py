@@ -4,9 +4,10 @@ Threading contract. kombu connections, channels and messages are not thread-safe
 exactly one thread, the one that calls ``Consumer.run``, touches them: it drains the
 connection, acks and rejects, changes QoS and declares queues. Every other thread (the
 pool's result handlers, pool threads, signal handlers) may only call ``call_soon`` (or set
-the stop flags), which queues a function for the consumer thread. The loop runs those
-functions between broker reads; while tasks are in flight it polls the broker with a short
-timeout so that their completions are acted on promptly.
+the stop flags), which queues a function for the consumer thread and, where the transport
+can be woken (Redis, RabbitMQ), ends its wait for the broker. The loop runs those functions
+between broker reads; on other transports it polls with a short timeout while tasks are in
+flight, so that their completions are acted on promptly.
 """
 
 from __future__ import annotations

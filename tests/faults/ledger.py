@@ -93,7 +93,9 @@ class Ledger:
     def events(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for path in self.folder.glob("*.log"):
-            for line in path.read_text().splitlines():
+            # Only whole lines: a reader can see another process's write half done.
+            text = path.read_text()
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 if line.strip():
                     out.append(json.loads(line))
         out.sort(key=lambda e: e["t"])

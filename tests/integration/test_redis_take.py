@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,31 +173,3 @@ def test_closing_a_channel_sends_the_acks_it_still_holds(url: str) -> None:
             message.ack()
         assert client.hlen("unacked") == 4  # the acks wait for a round trip
     assert client.hlen("unacked") == 0 and client.llen(QUEUE) == 0
-
-
-@pytest.mark.timeout(60)
-def test_wake_ends_a_wait_for_the_broker_that_has_no_end(url: str) -> None:
-    # drain_events(timeout=None) waits for a message for ever; a wake from another thread
-    # (the worker's pool reporting a finished task) must end it with a TimeoutError.
-    got: list[Any] = []
-    with broker_connection(url) as conn:
-        channel = conn.default_channel
-        queue = Queue(QUEUE, Exchange(QUEUE, "direct"), QUEUE)
-        with Consumer(channel, [queue], callbacks=[lambda body, message: got.append(body)]):
-            wake = conn.transport.enable_wakeup()
-            waker = threading.Timer(0.5, wake)
-            waker.start()
-            with pytest.raises(TimeoutError):
-                conn.drain_events(timeout=None)
-            waker.join()
-            assert got == []
-            wake()  # pending wake-ups do not keep a message from being delivered
-            publish(url, 1)
-
-            def delivered() -> bool:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.2)
-                return bool(got)
-
-            wait_for(delivered, 10, "the message published after a wake-up")
-    assert got == [{"n": 0}]

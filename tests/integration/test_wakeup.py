@@ -1,0 +1,53 @@
+"""The transports' wake-up: another thread ends the worker's wait for the broker at once."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from kombu import Consumer, Exchange, Producer, Queue
+
+from taskq.amqp import broker_connection
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.mark.timeout(60)
+def test_wake_ends_a_wait_for_the_broker_that_has_no_end(url: str) -> None:
+    # drain_events(timeout=None) waits for a message for ever; a wake from another thread
+    # (the worker's pool reporting a finished task) must end it with a TimeoutError.
+    name = f"wake-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, auto_delete=True)
+    got: list[Any] = []
+    with broker_connection(url) as conn:
+        channel = conn.default_channel
+        with Consumer(channel, [queue], callbacks=[lambda body, message: got.append(body)]):
+            wake = conn.transport.enable_wakeup()
+            waker = threading.Timer(0.5, wake)
+            waker.start()
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=None)
+            waker.join()
+            assert got == []
+            wake()  # a pending wake-up does not keep a message from being delivered
+            with broker_connection(url) as sender:
+                Producer(sender.default_channel).publish(
+                    {"n": 1}, exchange=queue.exchange, routing_key=name, declare=[queue]
+                )
+
+            def delivered() -> bool:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.2)
+                return bool(got)
+
+            wait_for(delivered, 10, "the message published after a wake-up")
+    assert got == [{"n": 1}]
