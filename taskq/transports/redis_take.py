@@ -96,9 +96,8 @@ class TakingChannel(kombu_redis.Channel):
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         self._check_server()
-        self.flush_acks()
         sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
-        args = take_args(sources, 1, (), self.global_keyprefix, self._keys(), time.time())
+        args = self._take_args(sources, 1)
         items = self._readable(self._evalsha(self._plain_client(), args), sources)
         if not items:
             return None
@@ -121,10 +120,7 @@ class TakingChannel(kombu_redis.Channel):
             )
         self._server_checked = True
 
-    # -- taking messages (see redis_take)
-    def _keys(self) -> tuple[str, str]:
-        return self.unacked_index_key, self.unacked_key
-
+    # -- taking messages
     def _sources_for(self, queues: list[str], no_ack_queues: set[str]) -> list[Source]:
         # Priority-major, like kombu's BRPOP: all queues' highest step before the next.
         return [
@@ -139,19 +135,12 @@ class TakingChannel(kombu_redis.Channel):
             return
         self._sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
-        prefix = self.global_keyprefix
         if self._busy:
-            acks, self.pending_acks = self.pending_acks, []
-            self._in_flight_acks = acks
-            want = self._credit()
-            args: list[Any] = [
-                "EVALSHA",
-                *take_args(self._sources, want, acks, prefix, self._keys(), time.time()),
-            ]
+            args = ["EVALSHA", *self._take_args(self._sources, self._credit())]
             self.taking = True
         else:
-            self.flush_acks()  # before a wait of up to a second
-            key = prefix + self._peek_source(queues).key
+            # Pending acks go out from Poller.on_poll_start, on another connection.
+            key = self.global_keyprefix + self._peek_source().key
             wait = self.peek_timeout
             if wait is None:
                 wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
@@ -165,13 +154,14 @@ class TakingChannel(kombu_redis.Channel):
         batch = int(self.fetch_batch)
         return max(1, min(batch, batch if credit is None else credit))
 
-    def _peek_source(self, queues: list[str]) -> Source:
+    def _peek_source(self) -> Source:
         # Wait where the last message came from: a queue whose tasks all carry a
-        # priority only ever fills a priority list, never the plain one.
+        # priority only ever fills a priority list, never the plain one. Otherwise the
+        # first queue's highest-priority list (in kombu's steps, the plain one).
         for source in self._sources:
             if source.key == self._peek_key:
                 return source
-        return self._sources_for(queues[:1], set())[0]
+        return self._sources[0]
 
     def _brpop_read(self, **options: Any) -> bool:
         taking, self.taking = self.taking, False
@@ -193,11 +183,14 @@ class TakingChannel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
         if not taking:
-            if reply is None or self._closing:
-                # Timed out: the message may be on a list not waited on; look at all once.
-                self._busy = reply is None
+            if reply is None:
+                # Timed out: a message may be on a list not waited on; look at all once.
+                self._busy = True
                 raise kombu_redis.Empty()
-            reply = self._evalsha(self._plain_client(), self._take_args_now())
+            if self._closing:
+                raise kombu_redis.Empty()
+            args = self._take_args(self._sources, self._credit())
+            reply = self._evalsha(self._plain_client(), args)
         items = self._readable(reply, self._sources)
         self._busy = bool(items)
         if not items:
@@ -205,13 +198,12 @@ class TakingChannel(kombu_redis.Channel):
         self._deliver_all(items)
         return True
 
-    def _take_args_now(self) -> list[Any]:
+    def _take_args(self, sources: list[Source], want: int) -> list[Any]:
+        """EVALSHA arguments for a take that also carries every pending ack."""
         acks, self.pending_acks = self.pending_acks, []
-        args = take_args(
-            self._sources, self._credit(), acks, self.global_keyprefix, self._keys(), time.time()
-        )
         self._in_flight_acks = acks
-        return args
+        keys = (self.unacked_index_key, self.unacked_key)
+        return take_args(sources, want, acks, self.global_keyprefix, keys, time.time())
 
     def _evalsha(self, client: Any, args: list[Any]) -> Any:
         try:
@@ -281,8 +273,7 @@ class TakingChannel(kombu_redis.Channel):
             self.global_keyprefix + UNREADABLE_KEY,
         )
         with self._sync_client().pipeline() as pipe:
-            pipe.lpush(UNREADABLE_KEY, item.raw)
-            pipe.zrem(self.unacked_index_key, item.tag).hdel(self.unacked_key, item.tag)
+            self.qos._remove_from_indices(item.tag, pipe).lpush(UNREADABLE_KEY, item.raw)
             pipe.execute()
 
     def flush_acks(self) -> None:

@@ -172,8 +172,8 @@ class Consumer:
                 raise OSError("stopped while connecting") from exc
             raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
         channel = conn.default_channel
-        # A transport that can be woken (taskq's Redis) lets a finished task end the wait
-        # for the broker at once; the others are polled briefly while tasks run.
+        # A transport that can be woken (taskq's Redis and RabbitMQ) lets a finished task
+        # end the wait for the broker at once; the others are polled briefly while tasks run.
         enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
         self._wake = enable_wakeup() if enable_wakeup is not None else None
         # Nothing is held at connect time: reconnecting forgets what the old connection held.

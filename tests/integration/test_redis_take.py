@@ -43,8 +43,11 @@ def publish(url: str, count: int, queue: str = QUEUE, **options: Any) -> None:
             )
 
 
-def consume(url: str, limit: int, prefetch: int, ack: bool = True, **options: Any) -> list[Any]:
-    """Drain up to ``limit`` messages; returns them (acked if ``ack``)."""
+def consume(
+    url: str, limit: int, prefetch: int, ack: bool = True, no_ack: bool = False, **options: Any
+) -> list[Any]:
+    """Drain up to ``limit`` messages; returns them (acked if ``ack``); ``options``: the
+    transport's."""
     got: list[Any] = []
     with broker_connection(url, options) as conn:
         channel = conn.default_channel
@@ -60,6 +63,7 @@ def consume(url: str, limit: int, prefetch: int, ack: bool = True, **options: An
             [Queue(QUEUE, Exchange(QUEUE, "direct"), QUEUE)],
             callbacks=[on_message],
             accept=["json"],
+            no_ack=no_ack,
         ):
             for _ in range(limit * 4 + 20):
                 if len(got) >= limit:
@@ -162,6 +166,15 @@ def test_priority_messages_and_a_flushed_script_cache_are_taken(url: str) -> Non
     client.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
     got = consume(url, 3, prefetch=10, peek_timeout=0.2)
     assert sorted(m.payload["n"] for m in got) == [0, 1, 2]
+
+
+def test_no_ack_consumers_take_without_recording(url: str) -> None:
+    publish(url, 3)
+    client = redis.Redis.from_url(url)
+    got = consume(url, 3, prefetch=10, ack=False, no_ack=True)
+    assert sorted(m.payload["n"] for m in got) == [0, 1, 2]
+    # Nothing for a sweep to put back: a no-ack consumer takes the loss on itself.
+    assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
 
 
 def test_closing_a_channel_sends_the_acks_it_still_holds(url: str) -> None:

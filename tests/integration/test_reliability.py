@@ -212,3 +212,8 @@ def test_redis_transport_defaults_and_options(redis_url: str) -> None:
     bad = {"visibility_timeout": 2, "lease_renew_interval": 3}
     with broker_connection(redis_url, bad) as conn, pytest.raises(ValueError, match="renew"):
         conn.default_channel  # noqa: B018 - the channel is made on first access
+    with (
+        broker_connection(redis_url, {"fetch_batch": 0}) as conn,
+        pytest.raises(ValueError, match="fetch_batch"),
+    ):
+        conn.default_channel  # noqa: B018
