@@ -280,6 +280,9 @@ SETTINGS: dict[str, Setting] = {
     "worker_max_memory_per_child": Setting(
         None, _optional(_positive_int), "Replace a child above this RSS in KiB."
     ),
+    "worker_batch_size": Setting(
+        16, _positive_int, "Most tasks handed to a prefork process at once (1: one by one)."
+    ),
     "worker_pool": Setting("prefork", _one_of("prefork", "threads", "solo"), "Execution pool."),
     "worker_lost_wait": Setting(
         1.0, _seconds, "Seconds to wait for the result of a task whose process died."

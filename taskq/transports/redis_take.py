@@ -22,8 +22,8 @@ import redis
 from kombu.exceptions import VersionMismatch
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import loads
 
+from ..message import json_loads
 from .redis_script import TAKE_SCRIPT, UNREADABLE_KEY, Item, Source, parse_taken, take_args
 
 logger = logging.getLogger("taskq.transport")
@@ -235,7 +235,7 @@ class TakingChannel(kombu_redis.Channel):
         readable = []
         for item in taken.items:
             try:
-                readable.append((item, loads(item.raw)))
+                readable.append((item, json_loads(item.raw)))
             except Exception as exc:
                 self._set_aside(item, exc)
         return readable

@@ -32,7 +32,8 @@ from ..amqp import mask_url
 from ..deadletter import deliveries_of
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, decode_body, parse, recover_identity
-from .pool import JobCallbacks, Pool
+from .batch import batch_size, gather, settle
+from .pool import BatchCallbacks, Fate, Pool
 from .redelivery import Redelivery
 from .request import Request
 from .strategy import build_strategies
@@ -65,6 +66,7 @@ class Consumer:
         self.inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.ready: deque[Request] = deque()
         self.active: dict[int, Request] = {}
+        self.batches_in_flight = 0
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.held: dict[int, Request] = {}
         self._seq = itertools.count()
@@ -263,35 +265,39 @@ class Consumer:
         return max(0.0, min(IDLE_POLL, self.timers[0][0] - time.monotonic()))
 
     def _dispatch(self) -> None:
-        # One queued job per pool slot beyond the running one keeps children busy while
-        # this thread is between polls, without handing the pool the whole prefetch.
-        capacity = self.pool.limit * 2
-        while self.ready and len(self.active) < capacity:
-            request = self.ready.popleft()
-            if request.expired():
-                request.revoke("expired")
-                continue
-            self._execute(request)
+        # Up to two batches per pool process (one running, one waiting) keep the children
+        # busy while this thread is between polls, without handing the pool everything.
+        pool = self.pool
+        while self.ready and self.batches_in_flight < pool.capacity:
+            free = pool.capacity - self.batches_in_flight
+            batch = gather(self.ready, batch_size(len(self.ready), free, pool.batch_size))
+            if batch:
+                self._execute(batch)
 
-    def _execute(self, request: Request) -> None:
-        key = next(self._seq)
-        self.active[key] = request
-        hard, soft = request.time_limits()
+    def _execute(self, batch: list[Request]) -> None:
+        keys = [next(self._seq) for _ in batch]
+        self.active.update(zip(keys, batch, strict=True))
+        self.batches_in_flight += 1
+        limits = batch[0].time_limits() if len(batch) == 1 else (None, None)
 
         def accepted() -> None:
-            self.call_soon(request.on_accepted)
+            self.call_soon(lambda: _each(batch, Request.on_accepted))
 
-        def finished(outcome: Any) -> None:
-            self.call_soon(lambda: self._finish(key, lambda: request.on_outcome(outcome)))
+        def done(fates: list[Fate], error: BaseException | None) -> None:
+            self.call_soon(lambda: self._finish(keys, fates, error))
 
-        def failed(exc: BaseException) -> None:
-            self.call_soon(lambda: self._finish(key, lambda: request.on_error(exc)))
+        early = not all(request.policy.acks_late for request in batch)
+        callbacks = BatchCallbacks(done, accepted if early else None)
+        self.pool.apply([request.job() for request in batch], callbacks, limits)
 
-        self.pool.apply(request.job(), JobCallbacks(accepted, finished, failed), (hard, soft))
-
-    def _finish(self, key: int, settle: Callable[[], None]) -> None:
-        if self.active.pop(key, None) is not None:
-            settle()
+    def _finish(self, keys: list[int], fates: list[Fate], error: BaseException | None) -> None:
+        self.batches_in_flight -= 1
+        again = []
+        for key, fate in zip(keys, fates, strict=True):
+            request = self.active.pop(key, None)
+            if request is not None and settle(request, fate, error):
+                again.append(request)
+        self.ready.extendleft(reversed(again))
 
     # -- receiving
     def _on_message(self, raw: Any, queue: Queue) -> None:
@@ -405,3 +411,8 @@ class Consumer:
                 logger.debug("close failed: %r", exc)
         self.connection = None
         self._kombu_consumers = []
+
+
+def _each(requests: list[Request], action: Callable[[Request], None]) -> None:
+    for request in requests:
+        action(request)

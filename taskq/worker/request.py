@@ -121,6 +121,11 @@ class Request:
         )
         return hard, soft
 
+    def may_share_batch(self) -> bool:
+        # A batch has one time limit and starts as a whole: a task with limits of its
+        # own, or acked when it starts, runs alone.
+        return self.policy.acks_late and self.time_limits() == (None, None)
+
     def expired(self, now: datetime | None = None) -> bool:
         expires = self.message.expires
         return expires is not None and expires <= (now or datetime.now(UTC))

@@ -76,6 +76,7 @@ class Worker:
             max_tasks_per_child=o.max_tasks_per_child or c.worker_max_tasks_per_child,
             max_memory_per_child=o.max_memory_per_child or c.worker_max_memory_per_child,
             lost_wait=c.worker_lost_wait,
+            batch_size=c.worker_batch_size,
         )
         multiplier = o.prefetch_multiplier or c.worker_prefetch_multiplier
         self.queues = self._queues(o.queues or c.task_queues or ())

@@ -219,3 +219,34 @@ def test_sigkilled_worker_loses_nothing(
     finally:
         second.stop()
     app.close()
+
+
+def test_a_batch_whose_process_dies_charges_only_the_task_that_killed_it(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Redis only: its take delivers all eight queued tasks at once, so the layout of the
+    # batches is known: [r0, die, r1, r2] and [r3, r4, r5, r6] (one process, two
+    # batches in flight). The die task kills the process while r1 and r2 wait behind it.
+    setup = make_setup("redis", request, tmp_path)
+    app = setup.client()
+    record, die = app.tasks["itest.record"], app.tasks["itest.die_once"]
+    names = [f"r{i}" for i in range(7)]
+    results = [record.delay(str(tmp_path), names[0])]
+    results.append(die.delay(str(tmp_path / "marker")))
+    results += [record.delay(str(tmp_path), name) for name in names[1:]]
+    worker = setup.worker("-c", "1", "--prefetch-multiplier", "16").start()
+    try:
+        assert [r.get(timeout=30) for r in results] == [names[0], "survived", *names[1:]]
+    finally:
+        code = worker.stop()
+    log = worker.log()
+    assert code == 0, log
+    for name in names:  # every other task ran exactly once: none was charged or lost
+        assert len(list(tmp_path.glob(f"{name}.started.*"))) == 1, name
+        assert len(list(tmp_path.glob(f"{name}.done.*"))) == 1, name
+    assert f"[{results[1].id}]: its process exited" in log
+    assert "returned for delivery 2" in log
+    for waited in results[2:4]:
+        assert f"[{waited.id}] had not started when its process exited: runs again" in log
+    assert log.count("had not started when its process exited") == 2
+    app.close()

@@ -1,0 +1,88 @@
+"""Batch: reserved requests handed to the pool together, and how each one is settled.
+
+The consumer hands tasks to the pool in batches so that billiard's cost per hand-off is
+paid once for many short tasks. A batch never changes what happens to one task: each
+member is acked, retried or dead-lettered on its own outcome, and when the process running
+a batch dies, the marks it left say which member it was running (that one alone is
+charged with the death), which ones finished, and which never started (those run again
+here, at no cost to their delivery count).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from ..exceptions import WorkerLostError
+from .pool import FINISHED, QUEUED, RUNNING, Crash, Fate, Lost
+from .request import Request
+from .tracer import Outcome
+
+logger = logging.getLogger("taskq.worker")
+
+
+def batch_size(waiting: int, free: int, most: int) -> int:
+    """Spread what waits over the free hand-offs: full batches only when there is a backlog.
+
+    A lone task goes alone, so latency does not wait for a batch to fill, and a short
+    backlog is spread over all pool processes rather than queued behind one of them.
+    """
+    return max(1, min(most, -(-waiting // max(1, free))))
+
+
+def gather(ready: deque[Request], size: int) -> list[Request]:
+    """Take up to ``size`` requests from the front of ``ready`` that may run together.
+
+    Expired requests are revoked on the way. A request that must run alone (a time
+    limit, or an ack before it starts) ends the batch, or is the whole of it.
+    """
+    batch: list[Request] = []
+    while ready and len(batch) < size:
+        request = ready[0]
+        if request.expired():
+            ready.popleft()
+            request.revoke("expired")
+            continue
+        alone = not request.may_share_batch()
+        if alone and batch:
+            break
+        batch.append(ready.popleft())
+        if alone:
+            break
+    return batch
+
+
+def settle(request: Request, fate: Fate, error: BaseException | None) -> bool:
+    """Act on one member's fate; True when it never started and should run again here."""
+    if isinstance(fate, Outcome):
+        request.on_outcome(fate)
+    elif isinstance(fate, Crash):
+        request.on_error(fate.error)
+    elif error is None:  # a pool reports Lost fates only with the error that lost them
+        request.on_error(RuntimeError(f"no report for {request!r}"))
+    else:
+        return _settle_lost(request, fate, error)
+    return False
+
+
+def _settle_lost(request: Request, fate: Lost, error: BaseException) -> bool:
+    if fate.mark == QUEUED:
+        if request.stale:
+            return False  # its connection is gone: the broker delivers it again
+        if isinstance(error, WorkerLostError) and not request.interrupted:
+            logger.info("Task %r had not started when its process exited: runs again", request)
+            return True
+        request.on_error(error)
+    elif fate.mark == RUNNING:
+        request.on_error(error)  # the one running when the process died
+    elif fate.state is not None:
+        request.on_outcome(
+            Outcome(fate.state, detail="finished; its process exited before reporting more")
+        )
+    elif fate.mark == FINISHED and request.policy.acks_late:
+        # Rejected or buried: the reason was lost with the process. Run it again rather
+        # than guess; its delivery count bounds how often.
+        request.count_failed_delivery("it finished, but its process exited before saying how")
+    else:
+        request.ack()
+    return False
