@@ -274,6 +274,12 @@ SETTINGS: dict[str, Setting] = {
         None, _optional(_positive_int), "Pool size (default: number of CPUs)."
     ),
     "worker_prefetch_multiplier": Setting(4, _positive_int, "Messages reserved per pool slot."),
+    "worker_prefetch_seconds": Setting(
+        0.1,
+        _seconds,
+        "For short tasks, reserve up to this much estimated work per process beyond the "
+        "multiplier (0: the multiplier alone).",
+    ),
     "worker_max_tasks_per_child": Setting(
         None, _optional(_positive_int), "Replace a pool child after this many tasks."
     ),

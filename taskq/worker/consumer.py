@@ -27,16 +27,16 @@ from kombu import Consumer as KombuConsumer
 from kombu import Queue
 from kombu.common import QoS
 
-from .. import states
 from ..amqp import mask_url
-from ..deadletter import deliveries_of
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
-from ..message import JSON, decode_body, parse, recover_identity
-from .batch import batch_size, gather, settle
+from ..message import JSON, recover_identity
+from .batch import Runtimes, batch_size, gather, settle
 from .pool import BatchCallbacks, Fate, Pool
+from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
-from .strategy import build_strategies
+from .strategy import build_strategies, read_message
+from .tracer import Outcome
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -54,6 +54,7 @@ class ConsumerOptions:
     hostname: str
     accept: frozenset[str] = frozenset({JSON})
     max_message_size: int | None = None
+    prefetch_seconds: float = 0.0  # see prefetch.py
 
 
 class Consumer:
@@ -67,6 +68,11 @@ class Consumer:
         self.ready: deque[Request] = deque()
         self.active: dict[int, Request] = {}
         self.batches_in_flight = 0
+        self.runtimes = Runtimes()
+        self.prefetch = AdaptivePrefetch(
+            PrefetchRule(options.prefetch_count, pool.limit,
+                         pool.capacity * pool.batch_size, options.prefetch_seconds)
+        )  # fmt: skip
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.held: dict[int, Request] = {}
         self._seq = itertools.count()
@@ -185,7 +191,7 @@ class Consumer:
         # global is the worker's limit. Redis and the embedded broker ignore the flag.
         self.qos = QoS(
             lambda prefetch_count: channel.basic_qos(0, prefetch_count, True),
-            self.options.prefetch_count,
+            self.options.prefetch_count + self.prefetch.extra,
         )
         self.qos.update()
         # One kombu consumer per queue, so each message knows the queue it came from:
@@ -270,7 +276,8 @@ class Consumer:
         pool = self.pool
         while self.ready and self.batches_in_flight < pool.capacity:
             free = pool.capacity - self.batches_in_flight
-            batch = gather(self.ready, batch_size(len(self.ready), free, pool.batch_size))
+            size = batch_size(len(self.ready), free, pool.batch_size)
+            batch = gather(self.ready, size, self.runtimes)
             if batch:
                 self._execute(batch)
 
@@ -278,44 +285,40 @@ class Consumer:
         keys = [next(self._seq) for _ in batch]
         self.active.update(zip(keys, batch, strict=True))
         self.batches_in_flight += 1
-        limits = batch[0].time_limits() if len(batch) == 1 else (None, None)
-
-        def accepted() -> None:
-            self.call_soon(lambda: _each(batch, Request.on_accepted))
+        first = batch[0]  # a task with limits or an early ack is always alone
+        limits = first.time_limits() if len(batch) == 1 else (None, None)
 
         def done(fates: list[Fate], error: BaseException | None) -> None:
             self.call_soon(lambda: self._finish(keys, fates, error))
 
-        early = not all(request.policy.acks_late for request in batch)
-        callbacks = BatchCallbacks(done, accepted if early else None)
-        self.pool.apply([request.job() for request in batch], callbacks, limits)
+        early = None if first.policy.acks_late else (lambda: self.call_soon(first.on_accepted))
+        self.pool.apply([r.job() for r in batch], BatchCallbacks(done, early), limits)
 
     def _finish(self, keys: list[int], fates: list[Fate], error: BaseException | None) -> None:
         self.batches_in_flight -= 1
         again = []
+        deeper = self.prefetch.extra
         for key, fate in zip(keys, fates, strict=True):
             request = self.active.pop(key, None)
+            if isinstance(fate, Outcome) and request is not None:
+                self.runtimes.observe(request.name, fate.runtime)
+                self.prefetch.observe(fate.runtime)
             if request is not None and settle(request, fate, error):
                 again.append(request)
         self.ready.extendleft(reversed(again))
+        if self.qos is not None:
+            self.prefetch.apply(self.qos, deeper)
 
     # -- receiving
     def _on_message(self, raw: Any, queue: Queue) -> None:
-        headers = raw.headers or {}
-        limit = self.options.max_message_size
+        o = self.options
         try:
-            if limit is not None and len(raw.body or b"") > limit:
-                raise MalformedMessage(
-                    f"the body is {len(raw.body)} bytes, over task_max_message_size ({limit})"
-                )
-            if raw.errors:
-                raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
-            body = decode_body(
-                raw.body, raw.content_type, raw.content_encoding, self.options.accept
-            )
-            message = parse(headers, body)
+            message = read_message(raw, o.accept, o.max_message_size)
         except MalformedMessage as exc:
-            self._bury_bad(raw, queue, exc, exc.task_id or recover_identity(headers)[0])
+            headers = raw.headers or {}
+            self.redelivery.bury_unrunnable(
+                raw, queue, exc, exc.task_id or recover_identity(headers)[0]
+            )
             return
         handler = self.strategies.get(message.task)
         if handler is None:
@@ -325,22 +328,12 @@ class Consumer:
                 message.task,
                 message.id,
             )
-            self._bury_bad(raw, queue, NotRegistered(message.task), message.id)
+            self.redelivery.bury_unrunnable(raw, queue, NotRegistered(message.task), message.id)
             return
         handler(message, raw, queue)
 
     def _on_decode_error(self, raw: Any, exc: BaseException, queue: Queue) -> None:
         self._on_message(raw, queue)  # raw.errors is set: it is buried as malformed
-
-    def _bury_bad(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
-        """A message no worker can run as it is: keep it as a dead letter, fail its result."""
-        reason = exc.reason if isinstance(exc, MalformedMessage) else f"{type(exc).__name__}: {exc}"
-        self.redelivery.bury(raw, queue, reason, deliveries_of(raw.headers))
-        if task_id:
-            try:
-                self.app.backend.store_result(task_id, exc, states.FAILURE)
-            except Exception as error:
-                logger.error("Could not store FAILURE for %s: %r", task_id, error)
 
     # -- losing the connection, stopping
     def _forget_reserved(self) -> None:
@@ -411,8 +404,3 @@ class Consumer:
                 logger.debug("close failed: %r", exc)
         self.connection = None
         self._kombu_consumers = []
-
-
-def _each(requests: list[Request], action: Callable[[Request], None]) -> None:
-    for request in requests:
-        action(request)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kombu import Queue
 from kombu.utils.limits import TokenBucket
 
-from ..exceptions import ConfigurationError
-from ..message import TaskMessage
+from ..exceptions import ConfigurationError, MalformedMessage
+from ..message import TaskMessage, decode_body, parse
 from .redelivery import Redelivery
 from .request import AckPolicy, Request
 
@@ -55,6 +55,18 @@ def parse_rate(rate: str | float | None) -> float | None:
     per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
     value = float(match.group(1)) / per
     return value or None
+
+
+def read_message(raw: Any, accept: frozenset[str], limit: int | None) -> TaskMessage:
+    """The task message in a kombu message; ``MalformedMessage`` says what is wrong."""
+    body = raw.body or b""
+    if limit is not None and len(body) > limit:
+        raise MalformedMessage(
+            f"the body is {len(body)} bytes, over task_max_message_size ({limit})"
+        )
+    if raw.errors:
+        raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
+    return parse(raw.headers, decode_body(raw.body, raw.content_type, raw.content_encoding, accept))
 
 
 def build_strategies(app: Taskq, consumer: Reserver, hostname: str) -> dict[str, Handler]:

@@ -86,6 +86,7 @@ class Worker:
             hostname=self.hostname,
             accept=frozenset(JSON if a == "json" else a for a in c.accept_content),
             max_message_size=c.task_max_message_size,
+            prefetch_seconds=c.worker_prefetch_seconds,
         )
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None

@@ -27,8 +27,12 @@ from tests.servers import alive, proc_table
 APP = "tests.faults.fault_tasks"
 BROKERS = ["redis", "amqp"]
 CONCURRENCY = 2
-PREFETCH_MULTIPLIER = 4  # taskq's default, spelled out: the in-flight bounds depend on it
-PREFETCH = CONCURRENCY * PREFETCH_MULTIPLIER
+PREFETCH_MULTIPLIER = 4  # taskq's default, spelled out
+BATCH_SIZE = 16  # worker_batch_size's default
+# The most messages a worker holds unacked, which bounds what a killed worker leaves to
+# run again: for short tasks the window deepens beyond the multiplier, up to two full
+# batches per process (worker_prefetch_seconds, left at its default here).
+PREFETCH = CONCURRENCY * 2 * BATCH_SIZE
 
 
 @dataclass

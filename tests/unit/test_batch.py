@@ -13,7 +13,7 @@ from kombu import Connection
 from taskq import Taskq, WorkerLostError, states
 from taskq.deadletter import DELIVERIES
 from taskq.message import decode_body, parse
-from taskq.worker.batch import batch_size, gather, settle
+from taskq.worker.batch import BATCH_SECONDS, Runtimes, batch_size, gather, settle
 from taskq.worker.pool import FINISHED, QUEUED, RUNNING, Crash, Lost, lost_fates, run_batch
 from taskq.worker.redelivery import Redelivery
 from taskq.worker.request import AckPolicy, Request
@@ -76,26 +76,45 @@ def test_batches_fill_only_from_a_backlog() -> None:
     assert batch_size(5, 4, 1) == 1
 
 
-def test_gather_revokes_expired_and_keeps_lone_tasks_alone(tasks: Taskq, conn: Connection) -> None:
+def test_gather_revokes_expired_and_batches_only_short_known_tasks(
+    tasks: Taskq, conn: Connection
+) -> None:
     past = datetime.now(UTC) - timedelta(seconds=1)
+    runtimes = Runtimes()
     ready = deque(
         [
             reserve(tasks, conn, "t.add", 1, 1),
-            reserve(tasks, conn, "t.add", 2, 2, expires=past),
-            reserve(tasks, conn, "t.add", 3, 3),
+            reserve(tasks, conn, "t.add", 2, 2),
+            reserve(tasks, conn, "t.add", 3, 3, expires=past),
+            reserve(tasks, conn, "t.add", 4, 4),
             reserve(tasks, conn, "t.limited"),
             reserve(tasks, conn, "t.early"),
-            reserve(tasks, conn, "t.add", 4, 4),
+            reserve(tasks, conn, "t.fail"),
+            reserve(tasks, conn, "t.add", 5, 5),
         ]
     )
-    first, expired, third, limited, early, last = ready
-    assert gather(ready, 16) == [first, third]  # a task with a time limit ends the batch
+    first, second, expired, fourth, limited, early, fail, last = ready
+    assert gather(ready, 16, runtimes) == [first]  # never seen: runs alone, to learn
+    runtimes.observe("t.add", 0.0002)
+    runtimes.observe("t.limited", 0.0002)
+    runtimes.observe("t.early", 0.0002)
+    runtimes.observe("t.fail", 2 * BATCH_SECONDS)
+    assert gather(ready, 16, runtimes) == [second, fourth]  # a time limit ends the batch
     assert expired.acknowledged
     assert tasks.AsyncResult(expired.id).state == states.REVOKED
-    assert gather(ready, 16) == [limited]
-    assert gather(ready, 16) == [early]
-    assert gather(ready, 16) == [last]
+    assert gather(ready, 16, runtimes) == [limited]
+    assert gather(ready, 16, runtimes) == [early]
+    assert gather(ready, 16, runtimes) == [fail]  # too long to share
+    assert gather(ready, 16, runtimes) == [last]
     assert not ready
+
+
+def test_a_batch_holds_a_bounded_amount_of_work(tasks: Taskq, conn: Connection) -> None:
+    runtimes = Runtimes()
+    runtimes.observe("t.add", BATCH_SECONDS * 0.3)
+    ready = deque(reserve(tasks, conn, "t.add", i, i) for i in range(10))
+    assert len(gather(ready, 16, runtimes)) == 3  # a fourth would exceed BATCH_SECONDS
+    assert len(gather(ready, 2, runtimes)) == 2
 
 
 def test_run_batch_marks_each_member(tasks: Taskq, conn: Connection) -> None:
