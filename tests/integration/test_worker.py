@@ -225,34 +225,46 @@ def test_a_batch_whose_process_dies_charges_only_the_task_that_killed_it(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     # Redis: its take delivers everything queued at once. Short tasks share batches once
-    # the worker has seen them run, so a die_once that survives and a few records go
+    # the worker has seen them run, so die_once runs that survive and a few records go
     # first; the die_once that kills its process then shares a batch with the records
-    # after it (one process, two batches in flight), which had not started.
+    # after it (one process, two batches in flight), which had not started. How many
+    # share its batch depends on measured run times, so a round where it happened to end
+    # its batch is run again (each round checks that nothing was lost or run twice).
     setup = make_setup("redis", request, tmp_path)
     app = setup.client()
+    reruns = 0
+    for round_ in range(4):
+        reruns = _batch_death_round(setup, app, tmp_path / f"round{round_}")
+        if reruns:
+            break
+    assert reruns, "the dying task never had batch-mates waiting behind it"
+    app.close()
+
+
+def _batch_death_round(setup: Setup, app: Taskq, folder: Path) -> int:
+    folder.mkdir()
     record, die = app.tasks["itest.record"], app.tasks["itest.die_once"]
-    (tmp_path / "warm").write_text("")
+    (folder / "warm").write_text("")
     # A task's first run in a fresh process is slow: a few runs teach the real average.
-    warm = [die.delay(str(tmp_path / "warm")) for _ in range(6)]
-    warm += [record.delay(str(tmp_path), f"w{i}") for i in range(4)]
+    warm = [die.delay(str(folder / "warm")) for _ in range(8)]
+    warm += [record.delay(str(folder), f"w{i}") for i in range(4)]
     names = [f"r{i}" for i in range(7)]
-    results = [record.delay(str(tmp_path), names[0])]
-    results.append(die.delay(str(tmp_path / "marker")))
-    results += [record.delay(str(tmp_path), name) for name in names[1:]]
+    results = [record.delay(str(folder), names[0])]
+    results.append(die.delay(str(folder / "marker")))
+    results += [record.delay(str(folder), name) for name in names[1:]]
     worker = setup.worker("-c", "1", "--prefetch-multiplier", "16").start()
     try:
-        assert [r.get(timeout=30) for r in warm] == ["survived"] * 6 + ["w0", "w1", "w2", "w3"]
+        assert [r.get(timeout=30) for r in warm] == ["survived"] * 8 + ["w0", "w1", "w2", "w3"]
         assert [r.get(timeout=30) for r in results] == [names[0], "survived", *names[1:]]
     finally:
         code = worker.stop()
     log = worker.log()
     assert code == 0, log
     for name in names:  # every other task ran exactly once: none was charged or lost
-        assert len(list(tmp_path.glob(f"{name}.started.*"))) == 1, name
-        assert len(list(tmp_path.glob(f"{name}.done.*"))) == 1, name
+        assert len(list(folder.glob(f"{name}.started.*"))) == 1, name
+        assert len(list(folder.glob(f"{name}.done.*"))) == 1, name
     assert f"[{results[1].id}]: its process exited" in log
     assert "returned for delivery 2" in log
     rerun = [r for r in results[2:] if f"[{r.id}] had not started when its process" in log]
-    assert rerun, log  # the die task had batch-mates waiting behind it
-    assert log.count("had not started when its process exited") == len(rerun)
-    app.close()
+    assert log.count("had not started when its process exited") == len(rerun), log
+    return len(rerun)
