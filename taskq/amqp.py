@@ -234,6 +234,15 @@ class PublishDefaults:
     max_message_size: int | None = None
 
 
+def _undeclared(producer: Any, queues: list[Queue]) -> list[Queue]:
+    # kombu remembers what a connection declared, but checks only after copying and
+    # binding the queue: a tenth of a publish's time. The same check, without the copy.
+    if not queues:
+        return queues
+    done = producer.connection.declared_entities
+    return [q for q in queues if not (q.can_cache_declaration and hash(q) in done)]
+
+
 class Amqp:
     """The app's publisher: one connection pool and one producer pool, made on first use."""
 
@@ -345,6 +354,7 @@ class Amqp:
         """One pooled producer's publish; connection failures become ``BrokerUnavailable``."""
         try:
             with self.producers.acquire(block=True, timeout=10) as producer:
+                publish["declare"] = _undeclared(producer, publish["declare"])
                 producer.publish(body, **publish)
         except self._errors as exc:
             raise BrokerUnavailable(
