@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +49,10 @@ class RedisBackend(Backend):
             raise ConfigurationError(
                 f"Invalid result_backend_transport_options for Redis: {exc}"
             ) from None
+        # One subscriber connection per thread, kept between waits: redis-py's PubSub
+        # closes its socket when done, and a new connection per get() cost more than
+        # the wait itself.
+        self._local = threading.local()
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -73,26 +80,48 @@ class RedisBackend(Backend):
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
+        meta = self.get_task_meta(task_id)
+        if meta["status"] in states.READY_STATES:
+            return meta  # the common case once results are in: one round trip
         key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self._subscriber()
         try:
-            # Subscribe first, then read: a result stored in between is caught by the read,
-            # any later one arrives as a message.
+            # Subscribe first, then read again: a result stored in between is caught by
+            # the read, any later one arrives as a message.
             pubsub.subscribe(key)
-            meta = self.get_task_meta(task_id)
-            while meta["status"] not in states.READY_STATES:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise exceptions.TimeoutError("The operation timed out.")
-                message = pubsub.get_message(timeout=min(left, 1.0) if left is not None else 1.0)
-                if message and message.get("type") == "message":
-                    meta = loads(message["data"])
+            try:
+                meta = self.get_task_meta(task_id)
+                while meta["status"] not in states.READY_STATES:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise exceptions.TimeoutError("The operation timed out.")
+                    message = pubsub.get_message(timeout=1.0 if left is None else min(left, 1.0))
+                    if _is_message_on(message, key):
+                        meta = loads(message["data"])
+            finally:
+                pubsub.unsubscribe(key)
         except redis.RedisError as exc:
+            self._drop_subscriber()
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
-        finally:
-            pubsub.close()
+        except BaseException:
+            self._drop_subscriber()  # interrupted mid-read: its replies cannot be trusted
+            raise
         return meta
+
+    def _subscriber(self) -> Any:
+        local = self._local
+        pubsub = getattr(local, "pubsub", None)
+        if pubsub is None or local.pid != os.getpid():
+            pubsub = local.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            local.pid = os.getpid()
+        return pubsub
+
+    def _drop_subscriber(self) -> None:
+        pubsub, self._local.pubsub = getattr(self._local, "pubsub", None), None
+        if pubsub is not None and self._local.pid == os.getpid():
+            with contextlib.suppress(Exception):  # dropped because it failed already
+                pubsub.close()
 
     def _where(self) -> str:
         from ..amqp import mask_url
@@ -100,4 +129,14 @@ class RedisBackend(Backend):
         return mask_url(self.url)
 
     def close(self) -> None:
+        self._drop_subscriber()
         self.client.close()
+
+
+def _is_message_on(message: Mapping[str, Any] | None, key: str) -> bool:
+    # After an unsubscribe, a message published just before it can still arrive: only
+    # this key's messages count.
+    if not message or message.get("type") != "message":
+        return False
+    channel = message.get("channel")
+    return channel == key or channel == key.encode()

@@ -165,6 +165,42 @@ def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) 
     assert not waiter.is_alive() and result.get(timeout=1) == 5
     raw = client.get(channel)
     assert raw is not None and client.ttl(channel) > 0  # Celery's key, with an expiry
+    assert client.pubsub_numsub(channel)[0][1] == 0  # unsubscribed once it had the result
+
+
+def test_redis_result_waits_share_one_subscriber_connection(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    # A wait used to open (and close) a connection of its own; now each thread keeps one.
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+
+    def connections_made() -> int:
+        return int(client.info("stats")["total_connections_received"])
+
+    def wait_for_one(value: int) -> None:
+        task_id = f"shared-{uuid.uuid4()}"
+        channel = f"celery-task-meta-{task_id}"
+
+        def store() -> None:
+            wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "the subscription")
+            app.backend.store_result(task_id, value, states.SUCCESS)
+
+        writer = threading.Thread(target=store, daemon=True)
+        writer.start()
+        assert app.AsyncResult(task_id).get(timeout=20) == value
+        writer.join(10)
+
+    wait_for_one(0)
+    wait_for_one(1)  # by now every connection this test needs is open
+    before = connections_made()
+    for value in range(2, 6):
+        wait_for_one(value)
+    # A result already stored is read without subscribing at all.
+    app.backend.store_result("stored-already", 7, states.SUCCESS)
+    assert app.AsyncResult("stored-already").get(timeout=5) == 7
+    assert connections_made() == before
+    app.close()
 
 
 @pytest.mark.parametrize("kind", BROKERS)
