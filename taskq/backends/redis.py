@@ -87,10 +87,12 @@ class RedisBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._subscriber()
         try:
-            # Subscribe first, then read again: a result stored in between is caught by
-            # the read, any later one arrives as a message.
+            # Subscribe, and once the server confirms it, read again: a result stored
+            # before is caught by the read, any later one arrives as a message. Reading
+            # before the confirmation could miss a result stored in between.
             pubsub.subscribe(key)
             try:
+                _confirmed(pubsub, key, deadline)
                 meta = self.get_task_meta(task_id)
                 while meta["status"] not in states.READY_STATES:
                     left = None if deadline is None else deadline - time.monotonic()
@@ -113,7 +115,7 @@ class RedisBackend(Backend):
         local = self._local
         pubsub = getattr(local, "pubsub", None)
         if pubsub is None or local.pid != os.getpid():
-            pubsub = local.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = local.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
             local.pid = os.getpid()
         return pubsub
 
@@ -133,10 +135,23 @@ class RedisBackend(Backend):
         self.client.close()
 
 
+def _confirmed(pubsub: Any, key: str, deadline: float | None) -> None:
+    # Earlier waits' unsubscribe confirmations and late messages may come first: skip them.
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise exceptions.TimeoutError("The operation timed out.")
+        message = pubsub.get_message(timeout=1.0 if left is None else min(left, 1.0))
+        if message and message.get("type") == "subscribe" and _on(message, key):
+            return
+
+
+def _on(message: Mapping[str, Any], key: str) -> bool:
+    channel = message.get("channel")
+    return channel == key or channel == key.encode()
+
+
 def _is_message_on(message: Mapping[str, Any] | None, key: str) -> bool:
     # After an unsubscribe, a message published just before it can still arrive: only
     # this key's messages count.
-    if not message or message.get("type") != "message":
-        return False
-    channel = message.get("channel")
-    return channel == key or channel == key.encode()
+    return message is not None and message.get("type") == "message" and _on(message, key)
