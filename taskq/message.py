@@ -134,7 +134,9 @@ def json_loads(text: bytes | bytearray | memoryview | str) -> Any:
     (``{"__type__": "datetime", ...}``), which triples the cost of a task message. Text
     that cannot hold such a key, not even spelled with escapes, skips the hook.
     """
-    if not isinstance(text, str):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    elif not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     if "__type__" in text or "\\u" in text:
         return kombu_json.loads(text)

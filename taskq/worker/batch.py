@@ -24,6 +24,9 @@ logger = logging.getLogger("taskq.worker")
 # microseconds, so batching pays for tasks of a millisecond or less; a longer task gains
 # nothing from company and would only make its batch-mates wait behind it.
 BATCH_SECONDS = 0.005
+# A big message costs the worker more to read and to pickle to the child than its task
+# may take to run: such a message goes alone, however short its task.
+BATCH_BYTES = 64 * 1024
 SMOOTHING = 0.3  # weight of the newest run in a task's average
 
 
@@ -53,9 +56,10 @@ def batch_size(waiting: int, free: int, most: int) -> int:
 def gather(ready: deque[Request], size: int, runtimes: Runtimes) -> list[Request]:
     """Take up to ``size`` requests from the front of ``ready`` that may run together.
 
-    Expired requests are revoked on the way. Members are tasks known to be short, up to
-    ``BATCH_SECONDS`` of estimated work. Any other request (never seen yet, long, with a
-    time limit or an ack before it starts) ends the batch, or is the whole of it.
+    Expired requests are revoked on the way. Members are small messages of tasks known
+    to be short, up to ``BATCH_SECONDS`` of estimated work. Any other request (never seen
+    yet, long, big, with a time limit or an ack before it starts) ends the batch, or is
+    the whole of it.
     """
     batch: list[Request] = []
     budget = BATCH_SECONDS
@@ -65,7 +69,8 @@ def gather(ready: deque[Request], size: int, runtimes: Runtimes) -> list[Request
             ready.popleft()
             request.revoke("expired")
             continue
-        cost = runtimes.get(request.name) if request.may_share_batch() else None
+        small = len(request.raw.body or b"") <= BATCH_BYTES
+        cost = runtimes.get(request.name) if small and request.may_share_batch() else None
         if cost is None or cost > BATCH_SECONDS:  # runs alone
             if not batch:
                 batch.append(ready.popleft())

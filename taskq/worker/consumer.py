@@ -302,7 +302,7 @@ class Consumer:
             request = self.active.pop(key, None)
             if isinstance(fate, Outcome) and request is not None:
                 self.runtimes.observe(request.name, fate.runtime)
-                self.prefetch.observe(fate.runtime)
+                self.prefetch.observe(fate.runtime, len(request.raw.body or b""))
             if request is not None and settle(request, fate, error):
                 again.append(request)
         self.ready.extendleft(reversed(again))

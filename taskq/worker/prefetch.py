@@ -19,6 +19,9 @@ from typing import Any
 logger = logging.getLogger("taskq.worker")
 
 SMOOTHING = 0.1  # weight of the newest run in the average
+# Reserved messages beyond the multiplier hold at most this many bytes on average: big
+# messages cost memory and decoding whatever their tasks take.
+EXTRA_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,17 @@ class AdaptivePrefetch:
     def __init__(self, rule: PrefetchRule):
         self.rule = rule
         self.average: float | None = None
+        self.size = 0.0  # average message body, bytes
         self.extra = 0
 
-    def observe(self, runtime: float) -> None:
-        """Count one run (its seconds); ``extra`` follows the new average."""
+    def observe(self, runtime: float, size: int = 0) -> None:
+        """Count one run (its seconds, its message's bytes); ``extra`` follows."""
         if runtime <= 0.0:
             return
         avg = self.average
+        first = avg is None
         self.average = runtime if avg is None else avg + SMOOTHING * (runtime - avg)
+        self.size = size if first else self.size + SMOOTHING * (size - self.size)
         self.extra = self._extra_for(self.average)
 
     def _extra_for(self, average: float) -> int:
@@ -50,6 +56,8 @@ class AdaptivePrefetch:
         if rule.seconds <= 0.0 or rule.ceiling <= rule.base:
             return 0
         wanted = rule.seconds / average * rule.processes
+        if self.size > 0:
+            wanted = min(wanted, rule.base + EXTRA_BYTES / self.size)
         if wanted <= rule.base:
             return 0
         # Whole powers of two: the window moves only when the average halves or doubles,

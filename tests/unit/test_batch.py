@@ -13,7 +13,7 @@ from kombu import Connection
 from taskq import Taskq, WorkerLostError, states
 from taskq.deadletter import DELIVERIES
 from taskq.message import decode_body, parse
-from taskq.worker.batch import BATCH_SECONDS, Runtimes, batch_size, gather, settle
+from taskq.worker.batch import BATCH_BYTES, BATCH_SECONDS, Runtimes, batch_size, gather, settle
 from taskq.worker.pool import FINISHED, QUEUED, RUNNING, Crash, Lost, lost_fates, run_batch
 from taskq.worker.redelivery import Redelivery
 from taskq.worker.request import AckPolicy, Request
@@ -115,6 +115,22 @@ def test_a_batch_holds_a_bounded_amount_of_work(tasks: Taskq, conn: Connection) 
     ready = deque(reserve(tasks, conn, "t.add", i, i) for i in range(10))
     assert len(gather(ready, 16, runtimes)) == 3  # a fourth would exceed BATCH_SECONDS
     assert len(gather(ready, 2, runtimes)) == 2
+
+
+def test_a_big_message_runs_alone_however_short_its_task(tasks: Taskq, conn: Connection) -> None:
+    runtimes = Runtimes()
+    runtimes.observe("t.add", 0.0001)
+    ready = deque(
+        [
+            reserve(tasks, conn, "t.add", 1, 1),
+            reserve(tasks, conn, "t.add", "x" * BATCH_BYTES, ""),
+            reserve(tasks, conn, "t.add", 2, 2),
+        ]
+    )
+    small, big, last = ready
+    assert gather(ready, 16, runtimes) == [small]
+    assert gather(ready, 16, runtimes) == [big]
+    assert gather(ready, 16, runtimes) == [last]
 
 
 def test_run_batch_marks_each_member(tasks: Taskq, conn: Connection) -> None:

@@ -35,6 +35,16 @@ def test_the_window_moves_only_on_doubling() -> None:
     assert seen == {32}
 
 
+def test_big_messages_limit_the_deeper_window() -> None:
+    prefetch = AdaptivePrefetch(RULE)
+    for _ in range(200):
+        prefetch.observe(0.0002, 1024 * 1024)  # short tasks, 1 MB messages
+    assert RULE.base + prefetch.extra == 16  # 8 MB of extra messages: 8 more, down to 16
+    for _ in range(200):
+        prefetch.observe(0.0002, 100)
+    assert RULE.base + prefetch.extra == 64
+
+
 def test_zero_seconds_or_no_batches_keep_the_multiplier() -> None:
     off = AdaptivePrefetch(PrefetchRule(base=8, processes=2, ceiling=64, seconds=0.0))
     assert run(off, 0.0001) == 8
