@@ -92,14 +92,12 @@ class RedisBackend(Backend):
             # before the confirmation could miss a result stored in between.
             pubsub.subscribe(key)
             try:
-                _confirmed(pubsub, key, deadline)
+                while not _is_on(_next_message(pubsub, deadline), "subscribe", key):
+                    pass  # earlier waits' unsubscribe confirmations, late messages
                 meta = self.get_task_meta(task_id)
                 while meta["status"] not in states.READY_STATES:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise exceptions.TimeoutError("The operation timed out.")
-                    message = pubsub.get_message(timeout=1.0 if left is None else min(left, 1.0))
-                    if _is_message_on(message, key):
+                    message = _next_message(pubsub, deadline)
+                    if message is not None and _is_on(message, "message", key):
                         meta = loads(message["data"])
             finally:
                 pubsub.unsubscribe(key)
@@ -135,23 +133,21 @@ class RedisBackend(Backend):
         self.client.close()
 
 
-def _confirmed(pubsub: Any, key: str, deadline: float | None) -> None:
-    # Earlier waits' unsubscribe confirmations and late messages may come first: skip them.
-    while True:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            raise exceptions.TimeoutError("The operation timed out.")
-        message = pubsub.get_message(timeout=1.0 if left is None else min(left, 1.0))
-        if message and message.get("type") == "subscribe" and _on(message, key):
-            return
+def _next_message(pubsub: Any, deadline: float | None) -> Mapping[str, Any] | None:
+    """The next pub/sub reply, None after a second without one; TimeoutError past deadline."""
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        raise exceptions.TimeoutError("The operation timed out.")
+    message: Mapping[str, Any] | None = pubsub.get_message(
+        timeout=1.0 if left is None else min(left, 1.0)
+    )
+    return message
 
 
-def _on(message: Mapping[str, Any], key: str) -> bool:
+def _is_on(message: Mapping[str, Any] | None, kind: str, key: str) -> bool:
+    # After an unsubscribe, a message published just before it can still arrive: only
+    # this key's replies count.
+    if message is None or message.get("type") != kind:
+        return False
     channel = message.get("channel")
     return channel == key or channel == key.encode()
-
-
-def _is_message_on(message: Mapping[str, Any] | None, key: str) -> bool:
-    # After an unsubscribe, a message published just before it can still arrive: only
-    # this key's messages count.
-    return message is not None and message.get("type") == "message" and _on(message, key)

@@ -15,6 +15,7 @@ from collections import deque
 
 from ..exceptions import WorkerLostError
 from .pool import FINISHED, QUEUED, RUNNING, Crash, Fate, Lost
+from .prefetch import moving_average
 from .request import Request
 from .tracer import Outcome
 
@@ -37,8 +38,7 @@ class Runtimes:
         self._average: dict[str, float] = {}
 
     def observe(self, name: str, seconds: float) -> None:
-        old = self._average.get(name)
-        self._average[name] = seconds if old is None else old + SMOOTHING * (seconds - old)
+        self._average[name] = moving_average(self._average.get(name), seconds, SMOOTHING)
 
     def get(self, name: str) -> float | None:
         return self._average.get(name)

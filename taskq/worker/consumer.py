@@ -300,10 +300,12 @@ class Consumer:
         deeper = self.prefetch.extra
         for key, fate in zip(keys, fates, strict=True):
             request = self.active.pop(key, None)
-            if isinstance(fate, Outcome) and request is not None:
+            if request is None:
+                continue  # given back already (cold stop)
+            if isinstance(fate, Outcome):
                 self.runtimes.observe(request.name, fate.runtime)
                 self.prefetch.observe(fate.runtime, len(request.raw.body or b""))
-            if request is not None and settle(request, fate, error):
+            if settle(request, fate, error):
                 again.append(request)
         self.ready.extendleft(reversed(again))
         if self.qos is not None:

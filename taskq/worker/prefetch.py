@@ -24,6 +24,11 @@ SMOOTHING = 0.1  # weight of the newest run in the average
 EXTRA_BYTES = 8 * 1024 * 1024
 
 
+def moving_average(old: float | None, new: float, weight: float) -> float:
+    """Exponentially weighted: ``new`` counts ``weight``, the history the rest."""
+    return new if old is None else old + weight * (new - old)
+
+
 @dataclass(frozen=True)
 class PrefetchRule:
     base: int  # concurrency x multiplier
@@ -45,10 +50,9 @@ class AdaptivePrefetch:
         """Count one run (its seconds, its message's bytes); ``extra`` follows."""
         if runtime <= 0.0:
             return
-        avg = self.average
-        first = avg is None
-        self.average = runtime if avg is None else avg + SMOOTHING * (runtime - avg)
-        self.size = size if first else self.size + SMOOTHING * (size - self.size)
+        first = self.average is None
+        self.average = moving_average(self.average, runtime, SMOOTHING)
+        self.size = moving_average(None if first else self.size, size, SMOOTHING)
         self.extra = self._extra_for(self.average)
 
     def _extra_for(self, average: float) -> int:

@@ -37,7 +37,6 @@ def _seed() -> int:
     return int(os.environ.get("TASKQ_FAULTS_SEED") or random.randrange(1 << 30))
 
 
-# On Redis this scenario still loses a task now and then, a known open bug of issue 3:
 @pytest.mark.timeout(300)
 def test_f1_worker_sigkilled_five_times(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, results: Results

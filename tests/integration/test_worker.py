@@ -268,16 +268,19 @@ def test_a_batch_whose_process_dies_charges_only_the_task_that_killed_it(
     # its batch is run again (each round checks that nothing was lost or run twice).
     setup = make_setup("redis", request, tmp_path)
     app = setup.client()
-    reruns = 0
+    reruns, logs = 0, []
     for round_ in range(4):
-        reruns = _batch_death_round(setup, app, tmp_path / f"round{round_}")
+        reruns, log = _batch_death_round(setup, app, tmp_path / f"round{round_}")
+        logs.append(log)
         if reruns:
             break
     assert reruns, "the dying task never had batch-mates waiting behind it"
+    # Short tasks deepened the window from -c 1 x 16 to two full batches of 16.
+    assert any("Prefetch window 16 -> 32" in log for log in logs), logs[-1]
     app.close()
 
 
-def _batch_death_round(setup: Setup, app: Taskq, folder: Path) -> int:
+def _batch_death_round(setup: Setup, app: Taskq, folder: Path) -> tuple[int, str]:
     folder.mkdir()
     record, die = app.tasks["itest.record"], app.tasks["itest.die_once"]
     (folder / "warm").write_text("")
@@ -303,4 +306,4 @@ def _batch_death_round(setup: Setup, app: Taskq, folder: Path) -> int:
     assert "returned for delivery 2" in log
     rerun = [r for r in results[2:] if f"[{r.id}] had not started when its process" in log]
     assert log.count("had not started when its process exited") == len(rerun), log
-    return len(rerun)
+    return len(rerun), log

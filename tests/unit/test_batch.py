@@ -14,7 +14,18 @@ from taskq import Taskq, WorkerLostError, states
 from taskq.deadletter import DELIVERIES
 from taskq.message import decode_body, parse
 from taskq.worker.batch import BATCH_BYTES, BATCH_SECONDS, Runtimes, batch_size, gather, settle
-from taskq.worker.pool import FINISHED, QUEUED, RUNNING, Crash, Lost, lost_fates, run_batch
+from taskq.worker.pool import (
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    Crash,
+    Lost,
+    PoolOptions,
+    PreforkPool,
+    SoloPool,
+    lost_fates,
+    run_batch,
+)
 from taskq.worker.redelivery import Redelivery
 from taskq.worker.request import AckPolicy, Request
 from taskq.worker.tracer import Outcome
@@ -176,3 +187,19 @@ def test_reported_fates_settle_as_before(tasks: Taskq, conn: Connection) -> None
     assert settle(crashed, Crash(ConnectionError("backend down")), None) is False
     assert ok.acknowledged and crashed.acknowledged
     assert waiting(tasks, conn) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "size"),
+    [
+        ({}, 16),
+        ({"max_tasks_per_child": 5}, 1),  # billiard would count a batch as one task
+        ({"max_memory_per_child": 100_000}, 1),  # and check memory only after a batch
+    ],
+)
+def test_per_child_limits_turn_batching_off(
+    tasks: Taskq, options: dict[str, int], size: int
+) -> None:
+    pool = PreforkPool(tasks, PoolOptions(concurrency=2, batch_size=16, **options))
+    assert pool.batch_size == size
+    assert SoloPool(tasks, PoolOptions(concurrency=1, batch_size=16)).batch_size == 1
