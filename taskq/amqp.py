@@ -22,6 +22,7 @@ from kombu.serialization import dumps
 
 from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
+from .publisher import Publisher, queue_known
 from .transports.amqp import Transport as AmqpTransport
 from .transports.redis import Transport as RedisTransport
 from .transports.sqlite import Transport as SqliteTransport
@@ -234,15 +235,6 @@ class PublishDefaults:
     max_message_size: int | None = None
 
 
-def _undeclared(producer: Any, queues: list[Queue]) -> list[Queue]:
-    # kombu remembers what a connection declared, but checks only after copying and
-    # binding the queue: a tenth of a publish's time. The same check, without the copy.
-    if not queues:
-        return queues
-    done = producer.connection.declared_entities
-    return [q for q in queues if not (q.can_cache_declaration and hash(q) in done)]
-
-
 class Amqp:
     """The app's publisher: one connection pool and one producer pool, made on first use."""
 
@@ -260,12 +252,23 @@ class Amqp:
         self._connection_factory = connection_factory
         self._pool_limit = pool_limit
         self._producers: ProducerPool | None = None
+        self._publisher: Publisher | None = None
         self._errors: tuple[type[BaseException], ...] = (OperationalError, OSError)
         self._lock = threading.Lock()
 
     def connection(self) -> Connection:
         """A new, unpooled connection (the worker's consuming connection)."""
         return self._connection_factory()
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    probe = self._connection_factory()  # not connected: only its error types
+                    self._errors = (OperationalError, OSError, *probe.connection_errors)
+                    self._publisher = Publisher(self._connection_factory, self._pool_limit)
+        return self._publisher
 
     @property
     def producers(self) -> ProducerPool:
@@ -296,7 +299,6 @@ class Amqp:
         delivery_mode: int | None = None,
     ) -> None:
         d = self.defaults
-        policy = {**d.retry_policy, **(retry_policy or {})}
         properties: dict[str, Any] = {"correlation_id": msg.id}
         if reply_to:
             properties["reply_to"] = reply_to
@@ -323,8 +325,8 @@ class Amqp:
             expiration=expiration,
             declare=[route.queue] if route.queue is not None else [],
             retry=d.retry if retry is None else retry,
-            retry_policy=policy,
-            **properties,
+            retry_policy={**d.retry_policy, **(retry_policy or {})},
+            properties=properties,
         )
 
     def send_raw(self, message: RawMessage, queue: Queue) -> None:
@@ -342,28 +344,64 @@ class Amqp:
             content_type=message.content_type or "application/octet-stream",
             content_encoding=message.content_encoding or "binary",
             headers=dict(message.headers),
+            compression=None,
             delivery_mode=2,
             priority=message.priority,
+            expiration=None,
             declare=[queue],
             retry=self.defaults.retry,
             retry_policy=dict(self.defaults.retry_policy),
-            **properties,
+            properties=properties,
         )
 
     def _send(self, body: bytes, what: str, **publish: Any) -> None:
-        """One pooled producer's publish; connection failures become ``BrokerUnavailable``."""
+        """Publish ``body``; connection failures become ``BrokerUnavailable``.
+
+        Tried once on a borrowed channel; if that fails, or the message is to be compressed,
+        kombu's ``Producer`` sends it with the retry policy.
+        """
         try:
+            if publish["compression"] is None and self._send_direct(body, publish):
+                return
             with self.producers.acquire(block=True, timeout=10) as producer:
-                publish["declare"] = _undeclared(producer, publish["declare"])
-                producer.publish(body, **publish)
+                done = producer.connection
+                publish["declare"] = [q for q in publish["declare"] if not queue_known(done, q)]
+                properties = publish.pop("properties")
+                producer.publish(body, **publish, **properties)
         except self._errors as exc:
             raise BrokerUnavailable(
                 f"Could not {what} at {mask_url(self.url)}: {exc}. "
                 "Check that the broker is running and broker_url is right."
             ) from exc
 
+    def _send_direct(self, body: bytes, publish: dict[str, Any]) -> bool:
+        properties = {**publish["properties"], "delivery_mode": publish["delivery_mode"]}
+        if publish["expiration"] is not None:
+            # As kombu's Producer writes it: whole milliseconds, as text.
+            properties["expiration"] = str(int(publish["expiration"] * 1000))
+        try:
+            self.publisher.publish(
+                body,
+                exchange=publish["exchange"],
+                routing_key=publish["routing_key"],
+                declare=publish["declare"],
+                priority=publish["priority"],
+                content_type=publish["content_type"],
+                content_encoding=publish["content_encoding"],
+                headers=publish["headers"],
+                properties=properties,
+            )
+        except self._errors:
+            if not publish["retry"]:
+                raise
+            return False  # the long way retries it
+        return True
+
     def close(self) -> None:
         with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None
             if self._producers is not None:
                 self._producers.force_close_all()
                 self._producers.connections.force_close_all()

@@ -53,10 +53,9 @@ class CallOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> CallOptions:
-        known = {f.name for f in fields(cls)}
         for name in options:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
+            if name not in OPTION_NAMES:
+                close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise TypeError(f"apply_async() got an unknown option {name!r}{hint}")
         call = cls(**options)
@@ -72,6 +71,9 @@ class CallOptions:
 
     def routing_options(self) -> dict[str, Any]:
         return {"queue": self.queue, "exchange": self.exchange, "routing_key": self.routing_key}
+
+
+OPTION_NAMES = frozenset(f.name for f in fields(CallOptions))
 
 
 def _utc(value: datetime) -> datetime:

@@ -7,6 +7,7 @@ and ../shared/celery-wire.md for the field-by-field contract.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -68,7 +69,12 @@ class TaskMessage:
 
 
 def origin_name() -> str:
-    return f"gen{os.getpid()}@{socket.gethostname()}"
+    return _origin(os.getpid())
+
+
+@functools.cache
+def _origin(pid: int) -> str:
+    return f"gen{pid}@{socket.gethostname()}"  # gethostname is a system call
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -87,6 +88,7 @@ class Channel(TakingChannel):
         if not 0 < renew < self.visibility_timeout:
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
+        self._publishing: tuple[int, Any] | None = None  # (pid, client)
 
     # The renewer starts with the first consume or get, not per message: a consumer that
     # holds nothing still moves parked messages back when due, and a long `basic_get` scan
@@ -178,8 +180,37 @@ class Channel(TakingChannel):
         self._sync_client().transaction(move, PARKED_KEY)
         return moved
 
+    # -- publishing
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
+            super()._put(queue, message, **kwargs)
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        self._publishing_client().lpush(key, dumps(message))
+
+    def _publishing_client(self) -> Any:
+        # A client that keeps one connection: a pooled client takes a connection from the
+        # pool and checks it for unread data (a poll) on every command, a fifth of an
+        # LPUSH's time. redis-py locks a single-connection client, so threads may share it.
+        pid = os.getpid()
+        if self._publishing is None or self._publishing[0] != pid:
+            # A forked child leaves its parent's connection alone and opens its own.
+            options: dict[str, Any] = {
+                "connection_pool": self.pool,
+                "single_connection_client": True,
+            }
+            provider = self.pool.connection_kwargs.get("credential_provider")
+            if provider is not None:
+                options["credential_provider"] = provider
+            self._publishing = (pid, self.Client(**options))
+        return self._publishing[1]
+
     def close(self) -> None:
         self._stop_renewer.set()
+        if self._publishing is not None and self._publishing[0] == os.getpid():
+            with contextlib.suppress(Exception):
+                self._publishing[1].close()  # back to the pool, which kombu disconnects
+        self._publishing = None
         super().close()
 
 

@@ -1,0 +1,67 @@
+"""The client's direct publish on a real Redis: dropped connections and forked children."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from taskq import Taskq
+
+pytestmark = pytest.mark.integration
+
+
+def _app(redis_url: str) -> tuple[Taskq, str]:
+    queue = f"pub-{uuid.uuid4().hex[:8]}"
+    app = Taskq("pub", broker=redis_url, task_default_queue=queue)
+
+    @app.task(name="pub.noop")
+    def noop(i: int) -> None:
+        return None
+
+    return app, queue
+
+
+def _connections_received(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_connections_received"])
+
+
+def test_a_publish_after_the_server_dropped_the_connection_goes_through_once(
+    redis_url: str,
+) -> None:
+    app, queue = _app(redis_url)
+    server = redis.Redis.from_url(redis_url)
+    noop = app.tasks["pub.noop"]
+    noop.delay(0)
+    # Drop every client connection but this one: the publisher's idle channel is now dead.
+    server.client_kill_filter(_type="normal", skipme=True)
+    for i in range(1, 4):
+        noop.delay(i)
+    assert server.llen(queue) == 4
+    app.close()
+
+
+def test_a_forked_child_publishes_on_its_own_connection(redis_url: str) -> None:
+    app, queue = _app(redis_url)
+    server = redis.Redis.from_url(redis_url)
+    noop = app.tasks["pub.noop"]
+    noop.delay(0)  # the parent now holds an idle channel, which the child inherits
+    before_fork = _connections_received(server)
+    pid = os.fork()
+    if pid == 0:  # the child: publish, then leave without running any cleanup
+        try:
+            noop.delay(1)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after_child = _connections_received(server)
+    assert after_child > before_fork  # the child did not write on its parent's socket
+    noop.delay(2)
+    # Nor did it close that socket: the parent publishes without reconnecting.
+    assert _connections_received(server) == after_child
+    assert server.llen(queue) == 3
+    app.close()
