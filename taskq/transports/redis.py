@@ -7,7 +7,7 @@ held longer, while its first worker still has it. This subclass adds:
 
 * leases: a thread renews the index time of every message this channel holds, so only
   the messages of a dead (or frozen) worker ever pass the timeout. They come back within
-  ``visibility_timeout`` + ``unacked_sweep_interval`` seconds.
+  ``visibility_timeout`` + ``unacked_sweep_interval`` + ``peek_timeout`` seconds.
 * a time-based sweep (kombu counts polls, which a busy consumer makes thousands of).
 * parking: ``park`` moves a far-future ETA message to a sorted set scored by its due
   time; the renewer thread of every consumer moves due ones back to their queue.

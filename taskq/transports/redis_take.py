@@ -8,7 +8,8 @@ collected since the last one and takes up to a batch of messages, bounded by the
 credit, so a busy worker makes one round trip per batch instead of three per message.
 
 A script cannot block, so an idle consumer waits with ``BLMOVE key key RIGHT RIGHT``: it
-returns when the list has a message and leaves that message where it was. Then it takes.
+returns when the list has a message and leaves that message where it was. The take is
+pipelined behind the wait, so Redis runs it the moment the wait returns.
 The unacked record has kombu's layout, so kombu's sweep restores what a dead worker held.
 """
 
@@ -59,7 +60,8 @@ class TakingQoS(kombu_redis.QoS):
     def can_consume(self) -> bool:
         # The reply to a take holds messages already recorded as ours: always read it,
         # even if the prefetch count went down meanwhile, or no one renews their leases.
-        return self.channel.taking or bool(super().can_consume())
+        channel = self.channel
+        return channel.taking or channel.waiting or bool(super().can_consume())
 
 
 class TakingChannel(kombu_redis.Channel):
@@ -81,9 +83,11 @@ class TakingChannel(kombu_redis.Channel):
         self.recorded: set[str] = set()
         self.pending_acks: list[str] = []
         self.taking = False  # a take's reply is outstanding on the consuming connection
+        self.waiting = False  # a wait is, with a take behind it
         self._in_flight_acks: list[str] = []
         self._sources: list[Source] = []
-        self._busy = False  # the last take found messages: take again rather than wait
+        self._busy = False  # the last take filled its ask: take again rather than wait
+        self._asked = 0  # how many messages the outstanding take asks for
         self._peek_key: str | None = None
         self._no_ack_queues: set[str] = set()
         self._server_checked = False
@@ -138,16 +142,24 @@ class TakingChannel(kombu_redis.Channel):
         if self._busy:
             args = ["EVALSHA", *self._take_args(self._sources, self._credit())]
             self.taking = True
+            commands = [args]
         else:
             # Pending acks go out from Poller.on_poll_start, on another connection.
             key = self.global_keyprefix + self._peek_source().key
             wait = self.peek_timeout
             if wait is None:
                 wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
-            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", timeout or wait]
+            wait = timeout or wait
+            # The take rides behind the wait: Redis runs it as soon as the wait returns,
+            # so a message that arrives costs no second round trip. It may run up to
+            # `wait` seconds after now; its unacked time is set that far ahead, which can
+            # only delay a restore after a crash, never start one while this worker runs.
+            take = self._take_args(self._sources, self._credit(), ahead=wait)
+            commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", *take]]
+            self.waiting = True
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
-        connection.send_command(*args)
+        connection.send_packed_command(connection.pack_commands(commands))
 
     def _credit(self) -> int:
         credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
@@ -164,13 +176,18 @@ class TakingChannel(kombu_redis.Channel):
         return self._sources[0]
 
     def _brpop_read(self, **options: Any) -> bool:
-        taking, self.taking = self.taking, False
+        taking, self.taking, self.waiting = self.taking, False, False
         acks, self._in_flight_acks = self._in_flight_acks, []
+        wait_error: Exception | None = None
         try:
             try:
-                reply = self.client.parse_response(
-                    self.client.connection, "EVALSHA" if taking else "BLMOVE", **options
-                )
+                connection = self.client.connection
+                if not taking:
+                    try:
+                        self.client.parse_response(connection, "BLMOVE", **options)
+                    except redis.exceptions.ResponseError as exc:
+                        wait_error = exc  # the take's reply still follows: read it
+                reply = self.client.parse_response(connection, "EVALSHA", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 self.pending_acks[:0] = acks  # ZREM/HDEL again is harmless
@@ -182,28 +199,26 @@ class TakingChannel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
-        if not taking:
-            if reply is None:
-                # Timed out: a message may be on a list not waited on; look at all once.
-                self._busy = True
-                raise kombu_redis.Empty()
-            if self._closing:
-                raise kombu_redis.Empty()
-            args = self._take_args(self._sources, self._credit())
-            reply = self._evalsha(self._plain_client(), args)
         items = self._readable(reply, self._sources)
-        self._busy = bool(items)
+        # A take that got less than it asked for emptied every list it looked at (also
+        # after a wait on just one of them): wait next, rather than spend a round trip on
+        # a take that finds nothing.
+        self._busy = len(items) >= self._asked
         if not items:
+            if wait_error is not None:
+                raise wait_error
             raise kombu_redis.Empty()
         self._deliver_all(items)
         return True
 
-    def _take_args(self, sources: list[Source], want: int) -> list[Any]:
+    def _take_args(self, sources: list[Source], want: int, ahead: float = 0.0) -> list[Any]:
         """EVALSHA arguments for a take that also carries every pending ack."""
         acks, self.pending_acks = self.pending_acks, []
         self._in_flight_acks = acks
+        self._asked = want
         keys = (self.unacked_index_key, self.unacked_key)
-        return take_args(sources, want, acks, self.global_keyprefix, keys, time.time())
+        now = time.time() + ahead
+        return take_args(sources, want, acks, self.global_keyprefix, keys, now)
 
     def _evalsha(self, client: Any, args: list[Any]) -> Any:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,3 +187,28 @@ def test_closing_a_channel_sends_the_acks_it_still_holds(url: str) -> None:
             message.ack()
         assert client.hlen("unacked") == 4  # the acks wait for a round trip
     assert client.hlen("unacked") == 0 and client.llen(QUEUE) == 0
+
+
+def test_an_idle_consumer_takes_behind_its_wait_and_never_records_a_past_time(
+    url: str,
+) -> None:
+    client = redis.Redis.from_url(url)
+    got: list[Any] = []
+    with broker_connection(url, {"peek_timeout": 2.0}) as conn:
+        channel = conn.default_channel
+        channel.basic_qos(0, 10, False)
+        queue = Queue(QUEUE, Exchange(QUEUE, "direct"), QUEUE)
+        with Consumer(channel, [queue], callbacks=[lambda _b, m: got.append(m)], accept=["json"]):
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.3)  # the wait (and the take behind it) is out
+            published = time.time()
+            publish(url, 1)
+            conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [0]
+        # The take ran when the message came, up to 2 s after it was sent: its unacked
+        # time leans ahead, so no sweep can restore the message while it is held.
+        score = client.zscore("unacked_index", got[0].delivery_tag)
+        assert score is not None and score >= published
+        got[0].ack()
+        channel.flush_acks()
+    assert client.hlen("unacked") == 0
