@@ -155,16 +155,20 @@ class Backend(ABC):
         context: ResultContext | None = None,
     ) -> None:
         key = self.key_for(task_id)
-        current = self._get(key)
-        if current is not None and _status(current) == states.SUCCESS:
-            return  # a task that succeeded stays succeeded, whatever arrives later
         meta = self.make_meta(task_id, result, state, traceback, context)
         try:
-            self._set(key, dumps(meta), state)
+            self._set_unless_succeeded(key, dumps(meta), state)
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(f"Could not store the result of task {task_id}: {exc}") from exc
+
+    def _set_unless_succeeded(self, key: str, value: str, state: str) -> None:
+        # A task that succeeded stays succeeded, whatever a duplicate run stores later.
+        current = self._get(key)
+        if current is not None and _status(current) == states.SUCCESS:
+            return
+        self._set(key, value, state)
 
     def make_meta(
         self,

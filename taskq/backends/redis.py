@@ -16,9 +16,27 @@ from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError
 from .base import KEY_PREFIX, Backend
 
+# Celery's rule that a stored success is never overwritten, and the write itself, in one
+# round trip and without a gap between the check and the write. An unreadable value (not
+# JSON) is overwritten, as the check in Python does.
+STORE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 class RedisBackend(Backend):
-    """Each state write is ``SETEX`` + ``PUBLISH`` on a channel named like the key."""
+    """Each state write is ``SET`` (with expiry) + ``PUBLISH`` on a channel named like the key."""
 
     def __init__(
         self,
@@ -49,6 +67,7 @@ class RedisBackend(Backend):
             raise ConfigurationError(
                 f"Invalid result_backend_transport_options for Redis: {exc}"
             ) from None
+        self._store = self.client.register_script(STORE_SCRIPT)
         # One subscriber connection per thread, kept between waits: redis-py's PubSub
         # closes its socket when done, and a new connection per get() cost more than
         # the wait itself.
@@ -70,6 +89,13 @@ class RedisBackend(Backend):
                     pipe.set(key, value)
                 pipe.publish(key, value)
                 pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+
+    def _set_unless_succeeded(self, key: str, value: str, state: str) -> None:
+        expires = str(max(1, int(self.expires))) if self.expires else ""
+        try:
+            self._store(keys=[key], args=[value, expires])
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 

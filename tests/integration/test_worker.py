@@ -3,6 +3,7 @@ default, driven by a real client."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import uuid
@@ -166,6 +167,32 @@ def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) 
     raw = client.get(channel)
     assert raw is not None and client.ttl(channel) > 0  # Celery's key, with an expiry
     assert client.pubsub_numsub(channel)[0][1] == 0  # unsubscribed once it had the result
+
+
+def test_redis_keeps_a_stored_success_and_announces_each_write(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    task_id = f"keep-{uuid.uuid4()}"
+    key = f"celery-task-meta-{task_id}"
+    client.set(key, b"\xff not json")  # unreadable: overwritten, as Celery would
+    listener = client.pubsub()
+    listener.subscribe(key)
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    app.backend.store_result(task_id, {"n": 1}, states.RETRY)
+    app.backend.store_result(task_id, {"n": 2}, states.SUCCESS)
+    # A duplicate run's later outcome never replaces the success.
+    app.backend.store_result(task_id, {"n": 3}, states.FAILURE)
+    meta = json.loads(client.get(key))
+    assert (meta["status"], meta["result"]) == ("SUCCESS", {"n": 2})
+    assert 0 < client.ttl(key) <= 86400
+    announced = []
+    while (message := listener.get_message(timeout=0.5)) is not None:
+        announced.append(json.loads(message["data"])["status"])
+    assert announced == ["RETRY", "SUCCESS"]  # the kept success is not announced again
+    listener.close()
+    app.close()
 
 
 def test_redis_result_waits_share_one_subscriber_connection(
