@@ -260,22 +260,25 @@ class Amqp:
         """A new, unpooled connection (the worker's consuming connection)."""
         return self._connection_factory()
 
+    def _connect(self) -> Connection:
+        """A new publishing connection; its transport's error types become ours to catch."""
+        connection = self._connection_factory()
+        self._errors = (OperationalError, OSError, *connection.connection_errors)
+        return connection
+
     @property
     def publisher(self) -> Publisher:
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    probe = self._connection_factory()  # not connected: only its error types
-                    self._errors = (OperationalError, OSError, *probe.connection_errors)
-                    self._publisher = Publisher(self._connection_factory, self._pool_limit)
+                    self._publisher = Publisher(self._connect, self._pool_limit)
         return self._publisher
 
     @property
     def producers(self) -> ProducerPool:
         with self._lock:
             if self._producers is None:
-                first = self._connection_factory()
-                self._errors = (OperationalError, OSError, *first.connection_errors)
+                first = self._connect()
                 # Not closed after a fork: in a pool child that would shut down the
                 # sockets it shares with the parent and cut the parent's connections
                 # mid-publish. Children drop these clients and open their own.

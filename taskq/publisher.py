@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kombu import Connection, Queue
@@ -44,9 +44,12 @@ class Publisher:
         content_type: str,
         content_encoding: str,
         headers: dict[str, Any],
-        properties: Mapping[str, Any],
+        properties: dict[str, Any],
     ) -> None:
-        """Send once; a broker error propagates and the channel it came from is closed."""
+        """Send once; a broker error propagates and the channel it came from is closed.
+
+        ``properties`` becomes the message's: kombu fills in its delivery details.
+        """
         held = self._borrow()
         connection, channel = held
         try:
@@ -54,7 +57,7 @@ class Publisher:
                 if not queue_known(connection, queue):
                     maybe_declare(queue, channel)
             message = channel.prepare_message(
-                body, priority, content_type, content_encoding, headers, dict(properties)
+                body, priority, content_type, content_encoding, headers, properties
             )
             channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
         except BaseException:

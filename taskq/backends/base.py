@@ -1,7 +1,9 @@
 """The result backend interface and the meta document Celery stores for each task.
 
 A backend only needs four primitives (``_get``, ``_set``, ``_delete``, ``_wait``); the
-meta format, the exception encoding and the never-overwrite-SUCCESS rule live here once.
+meta format, the exception encoding and the never-overwrite-SUCCESS rule live here once
+(``_set_unless_succeeded``; Redis replaces it with a script that checks and writes in one
+round trip).
 """
 
 from __future__ import annotations

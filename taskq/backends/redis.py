@@ -81,23 +81,15 @@ class RedisBackend(Backend):
         return value  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: str, state: str) -> None:
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                if self.expires:
-                    pipe.set(key, value, ex=max(1, int(self.expires)))
-                else:
-                    pipe.set(key, value)
-                pipe.publish(key, value)
-                pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
-
-    def _set_unless_succeeded(self, key: str, value: str, state: str) -> None:
+        # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
         try:
             self._store(keys=[key], args=[value, expires])
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+
+    # No read before the write: the script checks for a stored success atomically.
+    _set_unless_succeeded = _set
 
     def _delete(self, key: str) -> None:
         try:

@@ -11,7 +11,8 @@ from kombu import Connection, Producer
 from kombu.exceptions import OperationalError
 
 from taskq import BrokerUnavailable, Taskq
-from taskq.amqp import make_queue
+from taskq.amqp import Amqp, PublishDefaults, Router, make_queue
+from taskq.message import TaskMessage
 from taskq.publisher import Publisher
 
 
@@ -171,3 +172,27 @@ def test_the_quick_argument_check_agrees_with_binding() -> None:
     star.check_arguments((1, 2, 3, 4), {"scale": 2})
     with pytest.raises(TypeError, match="unexpected keyword"):
         star.check_arguments((), {"size": 2})
+
+
+def test_a_failed_direct_publish_goes_the_long_way_with_kombus_producer_and_retry() -> None:
+    # The first connection (the borrowed channel's) is refused; every later one, which
+    # kombu's producer pool and its retry get, reaches the broker.
+    made: list[Connection] = []
+
+    def connect() -> Connection:
+        url = "amqp://guest:guest@127.0.0.1:1//" if not made else "memory://"
+        made.append(Connection(url, connect_timeout=0.5, transport_options={"max_retries": 0}))
+        return made[-1]
+
+    queue = make_queue(f"q-{uuid.uuid4().hex[:8]}")
+    amqp = Amqp("memory://", connect, Router(None, queue), PublishDefaults())
+    message = TaskMessage(id="fallback-1", task="t.add", args=(1, 2), kwargs={})
+    amqp.publish(message, amqp.router.route("t.add", None, {}))
+    assert made[0].transport_cls != made[1].transport_cls  # the refused one, then memory
+    raw = _take(queue.name)
+    assert raw["headers"]["id"] == "fallback-1"
+    assert raw["properties"]["correlation_id"] == "fallback-1"
+    with Connection("memory://") as conn:
+        left = queue(conn.default_channel).queue_declare(passive=True).message_count
+    assert left == 0  # sent once
+    amqp.close()
