@@ -2,7 +2,7 @@
 
 A pool runs *batches*: one or more jobs handed over at once and run one after another in
 the same process. On prefork this is what makes short tasks cheap: billiard's cost per
-job (a result object, two pipe messages, two thread hand-offs in the worker) is paid once
+job (a result object, two pipe messages, the result-handler thread in the worker) is paid once
 per batch instead of once per task. ``apply`` never blocks. Its callback runs on whatever
 thread the pool uses (billiard's result-handler thread, a pool thread, or the caller for
 solo); the consumer only ever turns it into a message for its own thread.
@@ -30,6 +30,7 @@ from billiard.sharedctypes import RawArray
 
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from .handoff import HandOff, Ticket
 from .tracer import Job, Outcome, trace
 
 if TYPE_CHECKING:
@@ -273,6 +274,8 @@ class PreforkPool(Pool):
             enable_timeouts=True,
             threads=True,
         )
+        # Jobs go straight into the children's pipe, not through billiard's thread.
+        self._handoff = HandOff.install(self._pool)
 
     def apply(
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
@@ -283,22 +286,33 @@ class PreforkPool(Pool):
         for i in range(len(jobs)):
             marks[first + i] = QUEUED
 
+        ticket = Ticket()
+        taken = _ignore if self._handoff is None else self._handoff.taken
+
         def done(fates: list[Fate]) -> None:
+            taken(ticket)
             self._free_rows.put(row)
             callbacks.on_done(fates, None)
 
         def failed(error: Any) -> None:
+            taken(ticket)
             left = lost_fates(marks[first : first + len(jobs)])
             self._free_rows.put(row)
             callbacks.on_done(left, _translate(_unwrap(error)))
 
-        accepted = callbacks.on_accepted
+        def accepted(_pid: int, _time: float) -> None:
+            taken(ticket)  # a child read it: the pipe has that much room again
+            if callbacks.on_accepted is not None:
+                callbacks.on_accepted()
+
+        if self._handoff is not None:
+            self._handoff.expect(ticket)
         self._pool.apply_async(
             _run_in_child,
             (first, list(jobs)),
             callback=done,
             error_callback=failed,
-            accept_callback=None if accepted is None else (lambda _pid, _time: accepted()),
+            accept_callback=accepted,
             timeout=limits[0],
             soft_timeout=limits[1],
         )
@@ -310,6 +324,10 @@ class PreforkPool(Pool):
     def terminate(self) -> None:
         self._pool.terminate()
         self._pool.join()
+
+
+def _ignore(ticket: Ticket) -> None:
+    pass
 
 
 def _unwrap(error: Any) -> BaseException:
