@@ -11,17 +11,15 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
 from .backends import Backend, backend_from_url
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
 from .exceptions import ConfigurationError, NotRegistered
+from .result import AsyncResult
 from .task import Context, Task, TaskOptions
-
-if TYPE_CHECKING:
-    from .result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -221,8 +219,6 @@ class Taskq:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name; the task need not be registered in this app."""
-        from .result import AsyncResult
-
         task: Task[Any, Any] | None = options.pop("_task", None)
         if task is None:
             task = self.tasks.get(name)
@@ -253,8 +249,6 @@ class Taskq:
         return AsyncResult(msg.id, app=self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
-        from .result import AsyncResult
-
         return AsyncResult(task_id, app=self)
 
     @property

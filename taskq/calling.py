@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .message import TaskMessage
+from .message import TaskMessage, new_id
 from .signature import signature_dicts
 
 if TYPE_CHECKING:
@@ -53,6 +52,8 @@ class CallOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> CallOptions:
+        if not options:
+            return _NO_OPTIONS  # the common delay(): nothing to check, one shared value
         for name in options:
             if name not in OPTION_NAMES:
                 close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
@@ -74,6 +75,7 @@ class CallOptions:
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(CallOptions))
+_NO_OPTIONS = CallOptions()
 
 
 def _utc(value: datetime) -> datetime:
@@ -105,12 +107,15 @@ def build_message(
     task: Task[Any, Any] | None,
     parent: Context | None,
 ) -> TaskMessage:
-    now = datetime.now(UTC)
-    task_id = call.task_id or str(uuid.uuid4())
-    eta = _utc(call.eta) if call.eta else _absolute(call.countdown, now)
-    expires = _absolute(
-        call.expires if call.expires is not None else (task.options.expires if task else None), now
-    )
+    task_id = call.task_id or new_id()
+    expires_in = call.expires
+    if expires_in is None and task is not None:
+        expires_in = task.options.expires
+    eta = expires = None
+    if call.eta or call.countdown is not None or expires_in is not None:
+        now = datetime.now(UTC)  # one clock reading for both, so they agree
+        eta = _utc(call.eta) if call.eta else _absolute(call.countdown, now)
+        expires = _absolute(expires_in, now)
     ignore_result = call.ignore_result
     if ignore_result is None and task is not None:
         ignore_result = task.ignore_result

@@ -25,7 +25,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
 
+from ..message import new_id
 from .redis_take import TakingChannel, TakingQoS
 from .wakeup import Waker
 
@@ -88,7 +88,7 @@ class Channel(TakingChannel):
         if not 0 < renew < self.visibility_timeout:
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
-        self._publishing: tuple[int, Any] | None = None  # (pid, client)
+        self._publishing: tuple[int, Any, threading.Lock] | None = None  # (pid, client, lock)
 
     # The renewer starts with the first consume or get, not per message: a consumer that
     # holds nothing still moves parked messages back when due, and a long `basic_get` scan
@@ -141,7 +141,7 @@ class Channel(TakingChannel):
         payload = dict(message._raw)
         payload["headers"] = headers
         properties = dict(payload["properties"])
-        properties["delivery_tag"] = str(uuid.uuid4())
+        properties["delivery_tag"] = new_id()
         properties["delivery_info"] = {
             k: v for k, v in properties.get("delivery_info", {}).items() if k != "redelivered"
         }
@@ -186,12 +186,24 @@ class Channel(TakingChannel):
             super()._put(queue, message, **kwargs)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        self._publishing_client().lpush(key, dumps(message))
+        payload = dumps(message)
+        # Straight on the client's one connection: redis-py's command layer (its lock, retry
+        # wrapper and reply callbacks) was a sixth of a delay()'s time. The connection still
+        # connects, checks its health, and drops itself on an error, which the publisher
+        # then retries the long way; the lock keeps threads that share a channel apart.
+        client, lock = self._publisher()
+        with lock:
+            client.connection.send_command("LPUSH", key, payload)
+            client.connection.read_response()
 
-    def _publishing_client(self) -> Any:
+    def _next_delivery_tag(self) -> str:
+        return new_id()
+
+    def _publisher(self) -> tuple[Any, threading.Lock]:
         # A client that keeps one connection: a pooled client takes a connection from the
         # pool and checks it for unread data (a poll) on every command, a fifth of an
-        # LPUSH's time. redis-py locks a single-connection client, so threads may share it.
+        # LPUSH's time. Its lock is made with it, so a child forked mid-publish never
+        # inherits it held.
         pid = os.getpid()
         if self._publishing is None or self._publishing[0] != pid:
             # A forked child leaves its parent's connection alone and opens its own.
@@ -202,8 +214,8 @@ class Channel(TakingChannel):
             provider = self.pool.connection_kwargs.get("credential_provider")
             if provider is not None:
                 options["credential_provider"] = provider
-            self._publishing = (pid, self.Client(**options))
-        return self._publishing[1]
+            self._publishing = (pid, self.Client(**options), threading.Lock())
+        return self._publishing[1], self._publishing[2]
 
     def close(self) -> None:
         self._stop_renewer.set()

@@ -65,3 +65,19 @@ def test_a_forked_child_publishes_on_its_own_connection(redis_url: str) -> None:
     assert _connections_received(server) == after_child
     assert server.llen(queue) == 3
     app.close()
+
+
+def test_an_error_reply_fails_that_publish_alone(
+    redis_url: str,
+) -> None:
+    app, queue = _app(redis_url)
+    server = redis.Redis.from_url(redis_url)
+    noop = app.tasks["pub.noop"]
+    server.set(queue, "not a list")  # LPUSH onto it gets Redis's WRONGTYPE error
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        noop.delay(0)
+    server.delete(queue)
+    noop.delay(1)
+    noop.delay(2)
+    assert [server.lpop(queue) is not None for _ in range(3)] == [True, True, False]
+    app.close()

@@ -196,3 +196,16 @@ def test_parse_raises_only_malformed_message(headers: dict, body: object) -> Non
 def test_decode_raises_only_malformed_message(raw: bytes, content_type: str) -> None:
     with contextlib.suppress(MalformedMessage):
         decode_body(raw, content_type, "utf-8", ACCEPT)
+
+
+def test_new_ids_are_random_version_4_uuids_in_their_usual_text_form() -> None:
+    import uuid
+
+    from taskq.message import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
