@@ -73,9 +73,24 @@ class RedisBackend(Backend):
         # the wait itself.
         self._local = threading.local()
 
+    def _connection(self) -> Any:
+        """This thread's client, on a connection of its own from the shared pool.
+
+        A pooled client takes a connection from the pool and checks it for unread data on
+        every command; keeping one per thread skips both. A forked child makes its own.
+        """
+        local = self._local
+        client = getattr(local, "client", None)
+        if client is None or local.client_pid != os.getpid():
+            client = local.client = redis.Redis(
+                connection_pool=self.client.connection_pool, single_connection_client=True
+            )
+            local.client_pid = os.getpid()
+        return client
+
     def _get(self, key: str) -> bytes | None:
         try:
-            value: Any = self.client.get(key)
+            value: Any = self._connection().get(key)
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
         return value  # type: ignore[no-any-return]
@@ -84,7 +99,7 @@ class RedisBackend(Backend):
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
         try:
-            self._store(keys=[key], args=[value, expires])
+            self._store(keys=[key], args=[value, expires], client=self._connection())
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 
@@ -98,9 +113,13 @@ class RedisBackend(Backend):
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
-        meta = self.get_task_meta(task_id)
-        if meta["status"] in states.READY_STATES:
-            return meta  # the common case once results are in: one round trip
+        # A first read pays off when results are in by the time they are asked for (a
+        # batch sent, then collected), a round trip wasted when they are not (delay().get()
+        # one at a time): each thread starts a wait the way its last one turned out.
+        if not getattr(self._local, "subscribe_first", False):
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
         key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._subscriber()
@@ -113,6 +132,7 @@ class RedisBackend(Backend):
                 while not _is_on(_next_message(pubsub, deadline), "subscribe", key):
                     pass  # earlier waits' unsubscribe confirmations, late messages
                 meta = self.get_task_meta(task_id)
+                self._local.subscribe_first = meta["status"] not in states.READY_STATES
                 while meta["status"] not in states.READY_STATES:
                     message = _next_message(pubsub, deadline)
                     if message is not None and _is_on(message, "message", key):
@@ -148,6 +168,9 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._drop_subscriber()
+        client, self._local.client = getattr(self._local, "client", None), None
+        if client is not None and self._local.client_pid == os.getpid():
+            client.close()
         self.client.close()
 
 

@@ -4,6 +4,7 @@ default, driven by a real client."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import uuid
@@ -223,10 +224,72 @@ def test_redis_result_waits_share_one_subscriber_connection(
     before = connections_made()
     for value in range(2, 6):
         wait_for_one(value)
-    # A result already stored is read without subscribing at all.
+    # A result already stored is read on the same connections.
     app.backend.store_result("stored-already", 7, states.SUCCESS)
     assert app.AsyncResult("stored-already").get(timeout=5) == 7
     assert connections_made() == before
+    app.close()
+
+
+def test_a_forked_child_reads_results_on_its_own_connection(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    for task_id, value in (("fork-a", 1), ("fork-b", 2), ("fork-c", 3)):
+        app.backend.store_result(task_id, value, states.SUCCESS)
+    assert app.AsyncResult("fork-a").get(timeout=5) == 1  # this thread now has its client
+    server = redis.Redis.from_url(redis_backend_url)
+    before_fork = int(server.info("stats")["total_connections_received"])
+    pid = os.fork()
+    if pid == 0:  # the child: its reads must not share the parent's socket
+        try:
+            os._exit(0 if app.AsyncResult("fork-b").get(timeout=5) == 2 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert int(server.info("stats")["total_connections_received"]) > before_fork
+    assert app.AsyncResult("fork-c").get(timeout=5) == 3
+    app.close()
+
+
+def test_redis_result_waits_start_the_way_the_last_one_turned_out(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+
+    def subscribes() -> int:
+        return int(client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
+
+    def stored(value: int) -> str:
+        task_id = f"stored-{uuid.uuid4()}"
+        app.backend.store_result(task_id, value, states.SUCCESS)
+        return task_id
+
+    # Ready when asked for: read first, no subscription.
+    start = subscribes()
+    assert app.AsyncResult(stored(1)).get(timeout=5) == 1
+    assert subscribes() == start
+    # Not ready: it subscribes and waits; so the next wait subscribes before reading...
+    later = f"later-{uuid.uuid4()}"
+    channel = f"celery-task-meta-{later}"
+
+    def store_later() -> None:
+        wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "the subscription")
+        app.backend.store_result(later, 2, states.SUCCESS)
+
+    writer = threading.Thread(target=store_later, daemon=True)
+    writer.start()
+    assert app.AsyncResult(later).get(timeout=20) == 2
+    writer.join(10)
+    assert subscribes() == start + 1
+    # ...and still finds a result stored before it, by the read after subscribing...
+    assert app.AsyncResult(stored(3)).get(timeout=5) == 3
+    assert subscribes() == start + 2
+    # ...which found it ready, so the one after reads first again.
+    assert app.AsyncResult(stored(4)).get(timeout=5) == 4
+    assert subscribes() == start + 2
     app.close()
 
 
