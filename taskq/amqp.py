@@ -378,6 +378,8 @@ class Amqp:
             ) from exc
 
     def _send_direct(self, body: bytes, publish: dict[str, Any]) -> bool:
+        # A copy: kombu writes its delivery details into the properties it sends, and the
+        # long way after a failure needs them as the caller gave them.
         properties = {**publish["properties"], "delivery_mode": publish["delivery_mode"]}
         if publish["expiration"] is not None:
             # As kombu's Producer writes it: whole milliseconds, as text.

@@ -68,12 +68,12 @@ class RedisBackend(Backend):
                 f"Invalid result_backend_transport_options for Redis: {exc}"
             ) from None
         self._store = self.client.register_script(STORE_SCRIPT)
-        # One subscriber connection per thread, kept between waits: redis-py's PubSub
-        # closes its socket when done, and a new connection per get() cost more than
-        # the wait itself.
+        # Per thread: a client for reads and stores (_thread_client), and a subscriber
+        # connection kept between waits: redis-py's PubSub closes its socket when done,
+        # and a new connection per get() cost more than the wait itself.
         self._local = threading.local()
 
-    def _connection(self) -> Any:
+    def _thread_client(self) -> Any:
         """This thread's client, on a connection of its own from the shared pool.
 
         A pooled client takes a connection from the pool and checks it for unread data on
@@ -90,7 +90,7 @@ class RedisBackend(Backend):
 
     def _get(self, key: str) -> bytes | None:
         try:
-            value: Any = self._connection().get(key)
+            value: Any = self._thread_client().get(key)
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
         return value  # type: ignore[no-any-return]
@@ -99,7 +99,7 @@ class RedisBackend(Backend):
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
         try:
-            self._store(keys=[key], args=[value, expires], client=self._connection())
+            self._store(keys=[key], args=[value, expires], client=self._thread_client())
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 

@@ -28,16 +28,14 @@ from billiard.reduction import ForkingPickler
 # Without a way to ask the pipe (not Linux), assume the smallest capacity Linux gives one.
 _SMALLEST_PIPE = 4096
 _HEADER = 8  # billiard frames each message with a length; room for it, with some to spare
-_UNBOUNDED = 1 << 62
 
 
 @dataclass
 class Ticket:
     """One batch's claim on the pipe: which job it became and what it holds there."""
 
-    job: int | None = None
+    job: int | None = None  # None before the put, and again once released
     size: int = 0  # bytes in the pipe; 0 while billiard's thread has it
-    settled: bool = False
 
 
 class HandOff:
@@ -84,10 +82,10 @@ class HandOff:
             payload = ForkingPickler.dumps(item[0][0])
         except Exception:  # billiard's thread reports it as the job's error, as before
             payload = None
-        size = _UNBOUNDED if payload is None else len(payload) + _HEADER
+        size = 0 if payload is None else len(payload) + _HEADER
         with self._lock:
             ticket.job = job
-            if self._on_thread or self._in_pipe + size > self._room:
+            if payload is None or self._on_thread or self._in_pipe + size > self._room:
                 self._on_thread += 1
                 self._tasks.put(item)
                 return
@@ -105,9 +103,9 @@ class HandOff:
     def taken(self, ticket: Ticket) -> None:
         """The ticket's job left the pipe (a child accepted it, or it ended); idempotent."""
         with self._lock:
-            if ticket.job is None or ticket.settled:
+            if ticket.job is None:
                 return
-            ticket.settled = True
+            ticket.job = None
             if ticket.size:
                 self._in_pipe -= ticket.size
             else:

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.servers import alive, proc_table
 
@@ -29,6 +30,11 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def connections_received(server: Any) -> int:
+    """How many connections the Redis server ``server`` (a redis-py client) has accepted."""
+    return int(server.info("stats")["total_connections_received"])
 
 
 def run_cli(

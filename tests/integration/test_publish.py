@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from taskq import Taskq
+from tests.integration.helpers import connections_received
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +23,6 @@ def _app(redis_url: str) -> tuple[Taskq, str]:
         return None
 
     return app, queue
-
-
-def _connections_received(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_connections_received"])
 
 
 def test_a_publish_after_the_server_dropped_the_connection_goes_through_once(
@@ -48,7 +45,7 @@ def test_a_forked_child_publishes_on_its_own_connection(redis_url: str) -> None:
     server = redis.Redis.from_url(redis_url)
     noop = app.tasks["pub.noop"]
     noop.delay(0)  # the parent now holds an idle channel, which the child inherits
-    before_fork = _connections_received(server)
+    before_fork = connections_received(server)
     pid = os.fork()
     if pid == 0:  # the child: publish, then leave without running any cleanup
         try:
@@ -58,11 +55,11 @@ def test_a_forked_child_publishes_on_its_own_connection(redis_url: str) -> None:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    after_child = _connections_received(server)
+    after_child = connections_received(server)
     assert after_child > before_fork  # the child did not write on its parent's socket
     noop.delay(2)
     # Nor did it close that socket: the parent publishes without reconnecting.
-    assert _connections_received(server) == after_child
+    assert connections_received(server) == after_child
     assert server.llen(queue) == 3
     app.close()
 
