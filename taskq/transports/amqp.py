@@ -1,25 +1,145 @@
-"""kombu's py-amqp transport with a wake-up pipe, for the worker's consumer thread.
+"""kombu's py-amqp transport with a wake-up pipe and buffered frame reads.
 
 py-amqp reads frames from a blocking socket, so a worker that waits for RabbitMQ could
 only notice its own finished tasks by polling with a short timeout. Here ``drain_events``
 first waits, with ``poll``, for either the socket or a ``Waker``; only when the socket
-has data does py-amqp read it. Everything else is kombu's.
+has data does py-amqp read it.
+
+py-amqp also reads each frame in three ``recv`` calls (header, payload, end octet), nine
+for a message, each exactly the size it needs. ``BufferedTCPTransport`` reads what the
+socket has, up to 64 KB at a time, and parses frames out of that. Everything else is
+kombu's and py-amqp's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import select
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from amqp.exceptions import UnexpectedFrame
+from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
 from .wakeup import Waker
+
+READ_SIZE = 65536
+FRAME_END = 0xCE
+_HEADER = struct.Struct(">BHI")  # type, channel, payload size
+_RETRY = (errno.EAGAIN, errno.EINTR)
+# py-amqp's list: errors after which the connection is still usable.
+_UNAVAILABLE = {errno.EAGAIN, errno.EINTR, errno.ENOENT, errno.EWOULDBLOCK}
+
+
+class BufferedTCPTransport(TCPTransport):
+    """py-amqp's plain TCP transport, reading the socket in large pieces.
+
+    Bytes read and not yet parsed stay in ``_buffer`` from ``_pos``; a read that times
+    out mid-frame consumes nothing, so the next one starts the frame again.
+    """
+
+    _buffer = b""
+    _pos = 0
+
+    def _setup_transport(self) -> None:
+        super()._setup_transport()
+        self._buffer = b""
+        self._pos = 0
+
+    def buffered(self) -> int:
+        """Bytes read from the socket and not parsed yet."""
+        return len(self._buffer) - self._pos
+
+    def _fill(self, n: int, initial: bool = False) -> None:
+        """Read until at least ``n`` unparsed bytes are buffered."""
+        have = len(self._buffer) - self._pos
+        parts = [self._buffer[self._pos :]] if have else []
+        try:
+            while have < n:
+                try:
+                    chunk = self._quick_recv(max(n - have, READ_SIZE))
+                except OSError as exc:
+                    if exc.errno not in _RETRY:
+                        raise
+                    if initial and self.raise_on_initial_eintr:
+                        raise TimeoutError() from exc
+                    continue
+                if not chunk:
+                    raise OSError("Server unexpectedly closed connection")
+                parts.append(chunk)
+                have += len(chunk)
+        finally:
+            self._buffer = b"".join(parts)
+            self._pos = 0
+
+    @contextlib.contextmanager
+    def having_timeout(self, timeout: float | None) -> Iterator[Any]:
+        # Setting a socket's timeout is a system call, and py-amqp sets and restores it
+        # around every frame it reads: a frame already buffered needs neither.
+        if timeout is None or self._frame_buffered():
+            yield self.sock
+        else:
+            with super().having_timeout(timeout) as sock:
+                yield sock
+
+    def _frame_buffered(self) -> bool:
+        have = len(self._buffer) - self._pos
+        return have >= 7 and have >= _HEADER.unpack_from(self._buffer, self._pos)[2] + 8
+
+    def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
+        try:
+            if len(self._buffer) - self._pos < 7:
+                self._fill(7, True)
+            frame_type, channel, size = _HEADER.unpack_from(self._buffer, self._pos)
+            if len(self._buffer) - self._pos < size + 8:
+                self._fill(size + 8)
+            start = self._pos + 7
+            payload = self._buffer[start : start + size]
+            frame_end = self._buffer[start + size]
+            self._pos = start + size + 1
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _UNAVAILABLE:
+                self.connected = False
+            raise
+        if frame_end != FRAME_END:
+            raise UnexpectedFrame(f"Received frame_end {frame_end:#04x} while expecting 0xce")
+        return frame_type, channel, payload
+
+
+class Connection(pyamqp.Connection):
+    """kombu's py-amqp connection, on ``BufferedTCPTransport`` unless it is TLS."""
+
+    def Transport(
+        self,
+        host: str,
+        connect_timeout: float | None,
+        ssl: Any = False,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if ssl:
+            return super().Transport(
+                host, connect_timeout, ssl, read_timeout, write_timeout, **kwargs
+            )
+        return BufferedTCPTransport(
+            host,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            **kwargs,
+        )
 
 
 class Transport(pyamqp.Transport):
     """For ``amqp://`` and ``pyamqp://``; ``amqps://`` keeps kombu's TLS transport."""
 
+    Connection = Connection
     waker: Waker | None = None
 
     def enable_wakeup(self) -> Callable[[], None]:
@@ -52,8 +172,10 @@ class Transport(pyamqp.Transport):
 
 
 def _buffered(transport: Any) -> bool:
-    # Bytes py-amqp (or TLS) has read off the socket but not parsed: select would not see
-    # them, so read at once.
+    # Bytes read off the socket (by us, py-amqp or TLS) but not parsed: select would not
+    # see them, so read at once.
+    if isinstance(transport, BufferedTCPTransport):
+        return transport.buffered() > 0
     if getattr(transport, "_read_buffer", b""):
         return True
     pending = getattr(transport.sock, "pending", None)
