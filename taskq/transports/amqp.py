@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import select
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from amqp import spec
 from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
@@ -111,8 +113,118 @@ class BufferedTCPTransport(TCPTransport):
         return frame_type, channel, payload
 
 
+class Channel(pyamqp.Channel):
+    """kombu's py-amqp channel, able to send the acks of a consumer's turn as one frame.
+
+    With ``defer_acks`` set (the worker sets it on the channel it consumes from),
+    ``basic_ack`` only notes the tag and ``flush_acks`` sends what was noted: the transport
+    calls it before it waits for the broker, and on close. A ``multiple`` ack settles every
+    unsettled delivery up to its tag, so it covers only the run of acked tags at the front
+    of the unsettled ones, and stops at the first delivery still held (a task running, an
+    ETA task waiting); acks behind that go one by one, in the same flush.
+    """
+
+    defer_acks = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered: list[int] = []  # a heap of delivery tags; some settled since
+        self._unsettled: set[int] = set()
+        self._acks: list[int] = []  # noted by basic_ack, not sent yet
+
+    def _on_basic_deliver(self, consumer_tag: str, delivery_tag: int, *rest: Any) -> None:
+        if consumer_tag not in self.no_ack_consumers:
+            self._track(delivery_tag)
+        super()._on_basic_deliver(consumer_tag, delivery_tag, *rest)
+
+    def basic_get(self, queue: str = "", no_ack: bool = False, **kwargs: Any) -> Any:
+        message = super().basic_get(queue, no_ack, **kwargs)
+        if message is not None and not no_ack:
+            self._track(message.delivery_info["delivery_tag"])
+        return message
+
+    def _track(self, tag: int) -> None:
+        heapq.heappush(self._delivered, tag)
+        self._unsettled.add(tag)
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False, **kwargs: Any) -> None:
+        if self.defer_acks and not multiple:
+            self._acks.append(delivery_tag)
+            return
+        self.flush_acks()
+        self._settle(delivery_tag, multiple)
+        super().basic_ack(delivery_tag, multiple, **kwargs)
+
+    def basic_reject(self, delivery_tag: int, requeue: bool, **kwargs: Any) -> None:
+        self._settle(delivery_tag, False)
+        super().basic_reject(delivery_tag, requeue, **kwargs)
+
+    def _settle(self, tag: int, up_to: bool) -> None:
+        if up_to:
+            self._unsettled.difference_update([t for t in self._unsettled if t <= tag])
+        else:
+            self._unsettled.discard(tag)
+
+    def flush_acks(self) -> None:
+        """Send the acks noted since the last flush."""
+        if not self._acks:
+            return
+        acked = set(self._acks)
+        self._acks = []
+        delivered, unsettled = self._delivered, self._unsettled
+        last = None
+        while delivered:
+            tag = delivered[0]
+            if tag in acked:
+                acked.discard(tag)
+                unsettled.discard(tag)
+                last = tag
+            elif tag in unsettled:
+                break  # still held: a multiple ack must not reach it
+            heapq.heappop(delivered)
+        if last is not None:
+            super().basic_ack(last, True)
+        for tag in sorted(acked):
+            unsettled.discard(tag)
+            super().basic_ack(tag, False)
+        # Tags settled behind a held one stay in the heap until it goes: keep that bounded.
+        if len(delivered) > 2 * len(unsettled) + 64:
+            self._delivered = sorted(unsettled)
+
+    def return_copy(
+        self, message: Any, queue: str, body: bytes, headers: dict[str, Any], **properties: Any
+    ) -> None:
+        """Put a copy of ``message`` on ``queue`` and ack the original, on this channel.
+
+        RabbitMQ handles one channel's commands in order, so the copy is queued before
+        the original is removed: no publisher confirm to wait for between the two, and a
+        crash can leave two of it only in the microseconds between the two writes.
+        """
+        copy = self.prepare_message(
+            body,
+            priority=properties.pop("priority", None),
+            content_type=properties.pop("content_type", None),
+            content_encoding=properties.pop("content_encoding", None),
+            headers=headers,
+            properties=properties,
+        )
+        # The basic.publish method itself: py-amqp's publish reads the socket first (for a
+        # connection.blocked notice), and its confirming variant reads until the confirm;
+        # either would dispatch further deliveries in the middle of this one.
+        self.send_method(spec.Basic.Publish, "Bssbb", (0, "", queue, False, False), copy)
+        message.ack()
+        self.flush_acks()
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_open and self.connection is not None:
+            self.flush_acks()
+        return super().close(*args, **kwargs)
+
+
 class Connection(pyamqp.Connection):
     """kombu's py-amqp connection, on ``BufferedTCPTransport`` unless it is TLS."""
+
+    Channel = Channel
 
     def Transport(
         self,
@@ -148,7 +260,12 @@ class Transport(pyamqp.Transport):
             self.waker = Waker()
         return self.waker.wake
 
+    def defer_acks(self, channel: Any) -> None:
+        """Send ``channel``'s acks together, before each wait for the broker (``Channel``)."""
+        channel.defer_acks = True
+
     def drain_events(self, connection: Any, **kwargs: Any) -> Any:
+        _flush_acks(connection)
         waker = self.waker
         transport = getattr(connection, "transport", None)
         sock = getattr(transport, "sock", None)
@@ -168,7 +285,15 @@ class Transport(pyamqp.Transport):
     def close_connection(self, connection: Any) -> None:
         if self.waker is not None:
             self.waker.close()
+        with contextlib.suppress(Exception):  # a connection that failed has no acks to send
+            _flush_acks(connection)
         super().close_connection(connection)
+
+
+def _flush_acks(connection: Any) -> None:
+    for channel in list((getattr(connection, "channels", None) or {}).values()):
+        if isinstance(channel, Channel) and channel.is_open:
+            channel.flush_acks()
 
 
 def _buffered(transport: Any) -> bool:

@@ -184,6 +184,10 @@ class Consumer:
         # end the wait for the broker at once; the others are polled briefly while tasks run.
         enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
         self._wake = enable_wakeup() if enable_wakeup is not None else None
+        # taskq's RabbitMQ sends the acks of one turn of this loop together.
+        defer_acks = getattr(conn.transport, "defer_acks", None)
+        if defer_acks is not None:
+            defer_acks(channel)
         # Nothing is held at connect time: reconnecting forgets what the old connection held.
         # Global (per-channel) QoS: RabbitMQ applies a non-global basic.qos only to
         # consumers started after it, so raising the count while ETA tasks are held would

@@ -42,6 +42,33 @@ class ParkingChannel(Protocol):
     def park(self, message: Any, queue: str, due: float, headers: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class ReturningChannel(Protocol):
+    """A kombu channel that queues a copy and acks the original in order (taskq's RabbitMQ).
+
+    A copy through the publisher waits for its confirm before the ack: a worker killed in
+    that wait leaves the original and its copy both to run, possibly at the same time.
+    """
+
+    def return_copy(
+        self, message: Any, queue: str, body: bytes, headers: dict[str, Any], **properties: Any
+    ) -> None: ...
+
+
+def _props(copy: RawMessage) -> dict[str, Any]:
+    """A copy's AMQP properties, as ``Amqp.send_raw`` sends them."""
+    props: dict[str, Any] = {
+        "content_type": copy.content_type or "application/octet-stream",
+        "content_encoding": copy.content_encoding or "binary",
+        "delivery_mode": 2,
+    }
+    for key in ("priority", "correlation_id", "reply_to"):
+        value = getattr(copy, key)
+        if value:
+            props[key] = value
+    return props
+
+
 def was_redelivered(raw: Any) -> bool:
     """The broker delivered this message before, to a consumer that did not settle it."""
     info = getattr(raw, "delivery_info", None) or {}
@@ -56,9 +83,18 @@ class Redelivery:
 
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
-        if self._move(
-            raw, lambda: self.app.amqp.send_raw(copy, queue), f"return it to {queue.name}"
-        ):
+        channel = getattr(raw, "channel", None)
+        if isinstance(channel, ReturningChannel):
+
+            def send() -> None:
+                channel.return_copy(raw, queue.name, copy.body, dict(copy.headers), **_props(copy))
+
+        else:
+
+            def send() -> None:
+                self.app.amqp.send_raw(copy, queue)
+
+        if self._move(raw, send, f"return it to {queue.name}"):
             logger.debug("Returned a message to %s (deliveries so far: %d)", queue.name, deliveries)
 
     def can_park(self, raw: Any) -> bool:
@@ -102,6 +138,7 @@ class Redelivery:
             _settle(raw, lambda: raw.reject(requeue=True))
             return False
         _settle(raw, raw.ack)
+        _send_acks_now(raw)
         return True
 
 
@@ -112,4 +149,17 @@ def _settle(raw: Any, how: Callable[[], None]) -> None:
         how()
     except Exception as exc:
         # The connection that delivered it is gone: the broker already has it back.
+        logger.warning("Could not settle a message: %r", exc)
+
+
+def _send_acks_now(raw: Any) -> None:
+    # taskq's RabbitMQ channel sends acks with the rest of the consumer's turn; the ack of
+    # a message that was copied goes at once: until it does, a crash leaves the original
+    # and its copy both to run, possibly at the same time.
+    flush = getattr(raw.channel, "flush_acks", None)
+    if flush is None:
+        return
+    try:
+        flush()
+    except Exception as exc:
         logger.warning("Could not settle a message: %r", exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 from typing import Any
 
@@ -54,3 +55,156 @@ def test_messages_of_every_size_arrive_whole_and_in_order(amqp_url: str) -> None
             wait_for(all_in, 30, f"{len(bodies)} messages")
     assert [len(body) for body in got] == sizes
     assert [body or b"" for body in got] == bodies  # kombu hands an empty body over as ""
+
+
+def _publish(url: str, queue: Queue, count: int) -> None:
+    with broker_connection(url) as sender:
+        producer = Producer(sender.default_channel)
+        for n in range(count):
+            producer.publish(
+                {"n": n}, exchange=queue.exchange, routing_key=queue.name, declare=[queue]
+            )
+
+
+def _ready(url: str, queue: Queue) -> int:
+    with broker_connection(url) as conn:
+        return int(queue.bind(conn.default_channel).queue_declare(passive=True).message_count)
+
+
+@pytest.mark.timeout(60)
+def test_deferred_acks_go_as_one_frame_and_never_reach_a_held_delivery(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ten deliveries; the worker holds numbers 3 and 7 (running, or waiting for an ETA),
+    # rejects number 5 and acks the rest in one turn. The acks in front of 3 go as one
+    # multiple ack; those behind a held delivery one by one; none may settle 3 or 7.
+    import amqp
+
+    frames: list[tuple[int, bool]] = []
+    send = amqp.Channel.basic_ack
+
+    def counted(self: Any, tag: int, multiple: bool = False, **kwargs: Any) -> Any:
+        frames.append((tag, multiple))
+        return send(self, tag, multiple, **kwargs)
+
+    monkeypatch.setattr(amqp.Channel, "basic_ack", counted)
+    name = f"acks-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
+    _publish(amqp_url, queue, 10)
+    got: dict[int, Any] = {}
+    with broker_connection(amqp_url) as conn:
+        channel = conn.default_channel
+        conn.transport.defer_acks(channel)
+        with Consumer(channel, [queue], callbacks=[lambda body, m: got.__setitem__(body["n"], m)]):
+
+            def all_in() -> bool:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.2)
+                return len(got) == 10
+
+            wait_for(all_in, 20, "10 deliveries")
+            for n in (0, 1, 2, 4, 6, 8, 9):
+                got[n].ack()
+            got[5].reject(requeue=False)
+            assert frames == []  # noted, not sent
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.1)  # the flush comes before the wait
+            first = got[0].delivery_tag
+            assert frames == [(first + 2, True), *((first + n, False) for n in (4, 6, 8, 9))]
+            assert channel._unsettled == {first + 3, first + 7}
+            frames.clear()
+            got[3].ack()
+            got[7].ack()
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.1)
+            assert frames == [(first + 7, True)]
+            assert channel._unsettled == set()
+            assert channel._delivered == []
+    assert _ready(amqp_url, queue) == 0
+
+
+@pytest.mark.timeout(60)
+def test_held_deliveries_come_back_and_noted_acks_are_sent_on_close(amqp_url: str) -> None:
+    name = f"acks-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
+    _publish(amqp_url, queue, 6)
+    got: dict[int, Any] = {}
+    with broker_connection(amqp_url) as conn:
+        channel = conn.default_channel
+        conn.transport.defer_acks(channel)
+        with Consumer(channel, [queue], callbacks=[lambda body, m: got.__setitem__(body["n"], m)]):
+
+            def all_in() -> bool:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.2)
+                return len(got) == 6
+
+            wait_for(all_in, 20, "6 deliveries")
+            for n in (0, 2, 3, 5):
+                got[n].ack()  # noted; only closing the connection sends them
+    # Held 1 and 4 come back to the queue; the acked four do not.
+    assert _ready(amqp_url, queue) == 2
+    with broker_connection(amqp_url) as conn:
+        back = [queue.bind(conn.default_channel).get(no_ack=True) for _ in range(2)]
+    assert sorted(m.payload["n"] for m in back) == [1, 4]
+
+
+@pytest.mark.timeout(60)
+def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
+    amqp_url: str,
+) -> None:
+    # The worker returns a redelivered message as "copy, then ack", from inside the
+    # delivery, on the channel that delivered it (a confirming one, as the worker's is).
+    # Were the ack to wait (for the copy's confirm, or for the end of the consumer's turn),
+    # a crash in between would leave the copy and the original both; a confirm awaited
+    # there would also dispatch the next deliveries inside this one.
+    from taskq import Taskq
+    from taskq.worker.redelivery import Redelivery
+
+    name = f"copy-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
+    _publish(amqp_url, queue, 3)
+    app = Taskq("copies", broker=amqp_url)
+    redelivery = Redelivery(app, "test@host")
+    returned: list[int] = []
+
+    def give_back(body: Any, message: Any) -> None:
+        redelivery.give_back(message, queue, 1)
+        returned.append(body["n"])
+
+    try:
+        conn = broker_connection(amqp_url)
+        channel = conn.default_channel
+        conn.transport.defer_acks(channel)
+        with Consumer(channel, [queue], callbacks=[give_back]):
+            wait_for(lambda: _drained(conn) or len(returned) >= 3, 20, "three deliveries")
+            # A crash now: the socket goes, nothing more is sent.
+            conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            conn.close()
+    finally:
+        app.close()
+    # RabbitMQ has requeued what the crashed channel held once its consumer is gone.
+    wait_for(lambda: _consumers(amqp_url, queue) == 0, 10, "RabbitMQ to see the crash")
+    assert returned[:3] == [0, 1, 2]
+    with broker_connection(amqp_url) as conn:
+        bound = queue.bind(conn.default_channel)
+        copies = [bound.get(no_ack=True) for _ in range(_ready(amqp_url, queue))]
+    # The copies, each once (the first three deliveries may have been copied again).
+    seen = sorted(m.payload["n"] for m in copies)
+    assert seen[:3] == [0, 1, 2] and len(seen) == len(returned)
+    for copy in copies:
+        assert copy.headers["taskq_deliveries"] == 1
+        assert copy.properties["delivery_mode"] == 2
+        assert copy.content_type == "application/json"
+
+
+def _consumers(url: str, queue: Queue) -> int:
+    with broker_connection(url) as conn:
+        return int(queue.bind(conn.default_channel).queue_declare(passive=True).consumer_count)
+
+
+def _drained(conn: Any) -> bool:
+    with contextlib.suppress(TimeoutError):
+        conn.drain_events(timeout=0.2)
+    return False
