@@ -138,7 +138,7 @@ class Redelivery:
             _settle(raw, lambda: raw.reject(requeue=True))
             return False
         _settle(raw, raw.ack)
-        _send_acks_now(raw)
+        send_acks_now(raw)
         return True
 
 
@@ -152,11 +152,13 @@ def _settle(raw: Any, how: Callable[[], None]) -> None:
         logger.warning("Could not settle a message: %r", exc)
 
 
-def _send_acks_now(raw: Any) -> None:
-    # taskq's RabbitMQ channel sends acks with the rest of the consumer's turn; the ack of
-    # a message that was copied goes at once: until it does, a crash leaves the original
-    # and its copy both to run, possibly at the same time.
-    flush = getattr(raw.channel, "flush_acks", None)
+def send_acks_now(raw: Any) -> None:
+    """Send the acks noted on ``raw``'s channel now, not at the end of the consumer's turn.
+
+    For acks whose timing is a promise: a copied message's (until it goes, a crash leaves
+    the original and its copy both to run) and an early ack (at most once).
+    """
+    flush = getattr(getattr(raw, "channel", None), "flush_acks", None)
     if flush is None:
         return
     try:

@@ -17,7 +17,7 @@ from .. import states
 from ..deadletter import deliveries_of
 from ..exceptions import DeadLettered, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..message import TaskMessage
-from .redelivery import Redelivery, was_redelivered
+from .redelivery import Redelivery, send_acks_now, was_redelivered
 from .tracer import Job, Outcome, store_failure
 
 if TYPE_CHECKING:
@@ -198,6 +198,7 @@ class Request:
     def on_accepted(self) -> None:
         if not self.policy.acks_late:
             self.ack()  # Celery's early ack: the task is now at-most-once
+            send_acks_now(self.raw)
 
     def on_outcome(self, outcome: Outcome) -> None:
         if outcome.bury:
