@@ -164,6 +164,16 @@ class Channel(pyamqp.Channel):
             self._unsettled.difference_update([t for t in self._unsettled if t <= tag])
         else:
             self._unsettled.discard(tag)
+        self._prune()
+
+    def _prune(self) -> None:
+        # Drop settled tags from the front of the heap, and rebuild it when tags settled
+        # behind a held one make up most of it: its size follows what is held.
+        delivered, unsettled = self._delivered, self._unsettled
+        while delivered and delivered[0] not in unsettled:
+            heapq.heappop(delivered)
+        if len(delivered) > 2 * len(unsettled) + 64:
+            self._delivered = sorted(unsettled)
 
     def flush_acks(self) -> None:
         """Send the acks noted since the last flush."""
@@ -187,9 +197,7 @@ class Channel(pyamqp.Channel):
         for tag in sorted(acked):
             unsettled.discard(tag)
             super().basic_ack(tag, False)
-        # Tags settled behind a held one stay in the heap until it goes: keep that bounded.
-        if len(delivered) > 2 * len(unsettled) + 64:
-            self._delivered = sorted(unsettled)
+        self._prune()
 
     def return_copy(
         self, message: Any, queue: str, body: bytes, headers: dict[str, Any], **properties: Any

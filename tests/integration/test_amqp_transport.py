@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,6 +58,32 @@ def test_messages_of_every_size_arrive_whole_and_in_order(amqp_url: str) -> None
     assert [body or b"" for body in got] == bodies  # kombu hands an empty body over as ""
 
 
+def _queue_with(url: str, prefix: str, count: int) -> Queue:
+    """A new queue holding ``count`` messages ``{"n": 0}``, ``{"n": 1}``..."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
+    _publish(url, queue, count)
+    return queue
+
+
+def _receive(conn: Any, received: Callable[[], int], count: int) -> None:
+    """Drain ``conn`` until ``received()`` reaches ``count``; fail after 20 s."""
+
+    def enough() -> bool:
+        with contextlib.suppress(TimeoutError):
+            while received() < count:
+                conn.drain_events(timeout=0.2)
+        return received() >= count
+
+    wait_for(enough, 20, f"{count} deliveries")
+
+
+def _turn(conn: Any) -> None:
+    """What the worker's consumer does between two waits: drain once, briefly."""
+    with contextlib.suppress(TimeoutError):
+        conn.drain_events(timeout=0.1)
+
+
 def _publish(url: str, queue: Queue, count: int) -> None:
     with broker_connection(url) as sender:
         producer = Producer(sender.default_channel)
@@ -88,35 +115,25 @@ def test_deferred_acks_go_as_one_frame_and_never_reach_a_held_delivery(
         return send(self, tag, multiple, **kwargs)
 
     monkeypatch.setattr(amqp.Channel, "basic_ack", counted)
-    name = f"acks-{uuid.uuid4().hex[:8]}"
-    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
-    _publish(amqp_url, queue, 10)
+    queue = _queue_with(amqp_url, "acks", 10)
     got: dict[int, Any] = {}
     with broker_connection(amqp_url) as conn:
         channel = conn.default_channel
         conn.transport.defer_acks(channel)
         with Consumer(channel, [queue], callbacks=[lambda body, m: got.__setitem__(body["n"], m)]):
-
-            def all_in() -> bool:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.2)
-                return len(got) == 10
-
-            wait_for(all_in, 20, "10 deliveries")
+            _receive(conn, got.__len__, 10)
             for n in (0, 1, 2, 4, 6, 8, 9):
                 got[n].ack()
             got[5].reject(requeue=False)
             assert frames == []  # noted, not sent
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.1)  # the flush comes before the wait
+            _turn(conn)  # the flush comes before the wait
             first = got[0].delivery_tag
             assert frames == [(first + 2, True), *((first + n, False) for n in (4, 6, 8, 9))]
             assert channel._unsettled == {first + 3, first + 7}
             frames.clear()
             got[3].ack()
             got[7].ack()
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.1)
+            _turn(conn)
             assert frames == [(first + 7, True)]
             assert channel._unsettled == set()
             assert channel._delivered == []
@@ -124,22 +141,43 @@ def test_deferred_acks_go_as_one_frame_and_never_reach_a_held_delivery(
 
 
 @pytest.mark.timeout(60)
+def test_the_books_of_a_channel_follow_what_it_holds(amqp_url: str) -> None:
+    # Acked one by one (no deferring), behind one delivery held throughout, or merged:
+    # what the channel keeps about its deliveries stays the size of what it holds.
+    queue = _queue_with(amqp_url, "books", 600)
+    got: list[Any] = []
+    with broker_connection(amqp_url) as conn:
+        channel = conn.default_channel
+        with Consumer(channel, [queue], callbacks=[lambda body, m: got.append(m)]):
+            _receive(conn, got.__len__, 200)
+            held = got[0]
+            for message in got[1:200]:
+                message.ack()
+            assert channel._unsettled == {held.delivery_tag}
+            assert len(channel._delivered) <= 2 + 64
+            conn.transport.defer_acks(channel)
+            _receive(conn, got.__len__, 600)
+            for message in got[200:]:
+                message.ack()
+            _turn(conn)
+            assert channel._unsettled == {held.delivery_tag}
+            assert len(channel._delivered) <= 2 + 64
+            held.ack()
+            _turn(conn)
+            assert channel._unsettled == set()
+            assert channel._delivered == []
+    assert _ready(amqp_url, queue) == 0
+
+
+@pytest.mark.timeout(60)
 def test_held_deliveries_come_back_and_noted_acks_are_sent_on_close(amqp_url: str) -> None:
-    name = f"acks-{uuid.uuid4().hex[:8]}"
-    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
-    _publish(amqp_url, queue, 6)
+    queue = _queue_with(amqp_url, "acks", 6)
     got: dict[int, Any] = {}
     with broker_connection(amqp_url) as conn:
         channel = conn.default_channel
         conn.transport.defer_acks(channel)
         with Consumer(channel, [queue], callbacks=[lambda body, m: got.__setitem__(body["n"], m)]):
-
-            def all_in() -> bool:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.2)
-                return len(got) == 6
-
-            wait_for(all_in, 20, "6 deliveries")
+            _receive(conn, got.__len__, 6)
             for n in (0, 2, 3, 5):
                 got[n].ack()  # noted; only closing the connection sends them
     # Held 1 and 4 come back to the queue; the acked four do not.
@@ -161,9 +199,7 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
     from taskq import Taskq
     from taskq.worker.redelivery import Redelivery
 
-    name = f"copy-{uuid.uuid4().hex[:8]}"
-    queue = Queue(name, Exchange(name, "direct"), name, durable=False)
-    _publish(amqp_url, queue, 3)
+    queue = _queue_with(amqp_url, "copy", 3)
     app = Taskq("copies", broker=amqp_url)
     redelivery = Redelivery(app, "test@host")
     returned: list[int] = []
@@ -177,7 +213,7 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
         channel = conn.default_channel
         conn.transport.defer_acks(channel)
         with Consumer(channel, [queue], callbacks=[give_back]):
-            wait_for(lambda: _drained(conn) or len(returned) >= 3, 20, "three deliveries")
+            _receive(conn, returned.__len__, 3)
             # A crash now: the socket goes, nothing more is sent.
             conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
@@ -202,9 +238,3 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
 def _consumers(url: str, queue: Queue) -> int:
     with broker_connection(url) as conn:
         return int(queue.bind(conn.default_channel).queue_declare(passive=True).consumer_count)
-
-
-def _drained(conn: Any) -> bool:
-    with contextlib.suppress(TimeoutError):
-        conn.drain_events(timeout=0.2)
-    return False
