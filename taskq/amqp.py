@@ -204,6 +204,19 @@ class RawMessage:
             reply_to=props.get("reply_to"),
         )
 
+    def properties(self) -> dict[str, Any]:
+        """The AMQP properties a copy goes out with: persistent, typed, the rest as received."""
+        props: dict[str, Any] = {
+            "content_type": self.content_type or "application/octet-stream",
+            "content_encoding": self.content_encoding or "binary",
+            "delivery_mode": 2,
+            "priority": self.priority,
+        }
+        for key, value in (("correlation_id", self.correlation_id), ("reply_to", self.reply_to)):
+            if value:
+                props[key] = value
+        return props
+
 
 def headers_of(message: Any, keep_compression: bool, **changes: Any) -> dict[str, Any]:
     """A received message's headers for a copy of it, with ``changes`` (None removes one)."""
@@ -334,22 +347,18 @@ class Amqp:
 
     def send_raw(self, message: RawMessage, queue: Queue) -> None:
         """Put ``message`` on ``queue`` as it is (no serializing): returns, parks, buries."""
-        properties = {
-            k: v
-            for k, v in (("correlation_id", message.correlation_id), ("reply_to", message.reply_to))
-            if v
-        }
+        properties = message.properties()
         self._send(
             message.body,
             f"put a message on queue {queue.name!r}",
             exchange="",
             routing_key=queue.name,
-            content_type=message.content_type or "application/octet-stream",
-            content_encoding=message.content_encoding or "binary",
+            content_type=properties.pop("content_type"),
+            content_encoding=properties.pop("content_encoding"),
             headers=dict(message.headers),
             compression=None,
-            delivery_mode=2,
-            priority=message.priority,
+            delivery_mode=properties.pop("delivery_mode"),
+            priority=properties.pop("priority"),
             expiration=None,
             declare=[queue],
             retry=self.defaults.retry,

@@ -43,13 +43,8 @@ class BufferedTCPTransport(TCPTransport):
     out mid-frame consumes nothing, so the next one starts the frame again.
     """
 
-    _buffer = b""
+    _buffer = b""  # py-amqp makes a new transport for every connect
     _pos = 0
-
-    def _setup_transport(self) -> None:
-        super()._setup_transport()
-        self._buffer = b""
-        self._pos = 0
 
     def buffered(self) -> int:
         """Bytes read from the socket and not parsed yet."""
@@ -199,15 +194,16 @@ class Channel(pyamqp.Channel):
             super().basic_ack(tag, False)
         self._prune()
 
-    def return_copy(
-        self, message: Any, queue: str, body: bytes, headers: dict[str, Any], **properties: Any
+    def send_copy(
+        self, queue: str, body: bytes, headers: dict[str, Any], properties: dict[str, Any]
     ) -> None:
-        """Put a copy of ``message`` on ``queue`` and ack the original, on this channel.
+        """Put a copy of a message delivered here on ``queue``, on this channel.
 
-        RabbitMQ handles one channel's commands in order, so the copy is queued before
-        the original is removed: no publisher confirm to wait for between the two, and a
-        crash can leave two of it only in the microseconds between the two writes.
+        RabbitMQ handles one channel's commands in order: an ack of the original sent
+        after this is handled after the copy is queued, with no confirm to wait for in
+        between. A crash can leave both only in the microseconds between the two writes.
         """
+        properties = dict(properties)
         copy = self.prepare_message(
             body,
             priority=properties.pop("priority", None),
@@ -220,8 +216,6 @@ class Channel(pyamqp.Channel):
         # connection.blocked notice), and its confirming variant reads until the confirm;
         # either would dispatch further deliveries in the middle of this one.
         self.send_method(spec.Basic.Publish, "Bssbb", (0, "", queue, False, False), copy)
-        message.ack()
-        self.flush_acks()
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_open and self.connection is not None:

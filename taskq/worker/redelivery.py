@@ -43,30 +43,16 @@ class ParkingChannel(Protocol):
 
 
 @runtime_checkable
-class ReturningChannel(Protocol):
-    """A kombu channel that queues a copy and acks the original in order (taskq's RabbitMQ).
+class CopyingChannel(Protocol):
+    """A kombu channel that queues a copy ahead of a later ack of the original (RabbitMQ).
 
     A copy through the publisher waits for its confirm before the ack: a worker killed in
     that wait leaves the original and its copy both to run, possibly at the same time.
     """
 
-    def return_copy(
-        self, message: Any, queue: str, body: bytes, headers: dict[str, Any], **properties: Any
+    def send_copy(
+        self, queue: str, body: bytes, headers: dict[str, Any], properties: dict[str, Any]
     ) -> None: ...
-
-
-def _props(copy: RawMessage) -> dict[str, Any]:
-    """A copy's AMQP properties, as ``Amqp.send_raw`` sends them."""
-    props: dict[str, Any] = {
-        "content_type": copy.content_type or "application/octet-stream",
-        "content_encoding": copy.content_encoding or "binary",
-        "delivery_mode": 2,
-    }
-    for key in ("priority", "correlation_id", "reply_to"):
-        value = getattr(copy, key)
-        if value:
-            props[key] = value
-    return props
 
 
 def was_redelivered(raw: Any) -> bool:
@@ -84,10 +70,10 @@ class Redelivery:
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
         channel = getattr(raw, "channel", None)
-        if isinstance(channel, ReturningChannel):
+        if isinstance(channel, CopyingChannel):
 
             def send() -> None:
-                channel.return_copy(raw, queue.name, copy.body, dict(copy.headers), **_props(copy))
+                channel.send_copy(queue.name, copy.body, dict(copy.headers), copy.properties())
 
         else:
 

@@ -238,3 +238,46 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
 def _consumers(url: str, queue: Queue) -> int:
     with broker_connection(url) as conn:
         return int(queue.bind(conn.default_channel).queue_declare(passive=True).consumer_count)
+
+
+@pytest.mark.timeout(60)
+def test_an_early_ack_goes_at_once_so_a_crash_after_the_start_loses_the_message(
+    amqp_url: str,
+) -> None:
+    # acks_late=False promises at most once: the ack goes when a child accepts the task,
+    # not with the rest of the consumer's turn. A crash right after must not bring it back.
+    from taskq import Taskq
+    from taskq.message import decode_body, parse
+    from taskq.worker.redelivery import Redelivery
+    from taskq.worker.request import AckPolicy, Request
+
+    name = f"early-{uuid.uuid4().hex[:8]}"
+    app = Taskq("early", broker=amqp_url, task_default_queue=name)
+
+    @app.task(name="t.early", acks_late=False)
+    def early() -> None: ...
+
+    try:
+        early.delay()
+        queue = app.default_queue()
+        got: list[Any] = []
+        conn = broker_connection(amqp_url)
+        channel = conn.default_channel
+        conn.transport.defer_acks(channel)
+        with Consumer(channel, [queue], callbacks=[lambda body, m: got.append(m)]):
+            _receive(conn, got.__len__, 1)
+            raw = got[0]
+            body = decode_body(raw.body, raw.content_type, None, frozenset({"application/json"}))
+            policy = AckPolicy.for_task(app, early)
+            redelivery = Redelivery(app, "w@host")
+            message = parse(raw.headers, body)
+            Request(app, message, raw, policy, "w@host", queue, redelivery).on_accepted()
+            # A crash now: the socket goes, nothing more is sent.
+            conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            conn.close()
+        # RabbitMQ has requeued what the crashed channel held once its consumer is gone.
+        wait_for(lambda: _consumers(amqp_url, queue) == 0, 10, "RabbitMQ to see the crash")
+        assert _ready(amqp_url, queue) == 0
+    finally:
+        app.close()
