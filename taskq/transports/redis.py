@@ -186,6 +186,7 @@ class Channel(TakingChannel):
             super()._put(queue, message, **kwargs)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        key = self.global_keyprefix + key  # kombu's client would add it; the connection does not
         payload = dumps(message)
         # Straight on the client's one connection: redis-py's command layer (its lock, retry
         # wrapper and reply callbacks) was a sixth of a delay()'s time. The connection still

@@ -78,3 +78,16 @@ def test_an_error_reply_fails_that_publish_alone(
     noop.delay(2)
     assert [server.lpop(queue) is not None for _ in range(3)] == [True, True, False]
     app.close()
+
+
+def test_a_key_prefix_applies_to_the_queue_a_delay_goes_to(redis_url: str) -> None:
+    app, queue = _app(redis_url)
+    app.conf.broker_transport_options = {"global_keyprefix": "pfx_"}
+    server = redis.Redis.from_url(redis_url)
+    app.tasks["pub.noop"].delay(0)
+    assert server.llen("pfx_" + queue) == 1  # where kombu, and so Celery, publish it
+    assert not server.exists(queue)
+    with app.connection() as conn:  # and where a consumer with that prefix takes it from
+        message = conn.default_channel.basic_get(queue, no_ack=True)
+    assert message is not None and message.headers["task"] == "pub.noop"
+    app.close()
