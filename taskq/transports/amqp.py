@@ -18,7 +18,7 @@ import errno
 import heapq
 import select
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from amqp import spec
@@ -255,11 +255,16 @@ class Transport(pyamqp.Transport):
 
     Connection = Connection
     waker: Waker | None = None
+    watched: tuple[int, ...] = ()
 
-    def enable_wakeup(self) -> Callable[[], None]:
-        """A thread-safe function that makes a waiting ``drain_events`` return at once."""
+    def enable_wakeup(self, watch: Sequence[int] = ()) -> Callable[[], None]:
+        """A thread-safe function that makes a waiting ``drain_events`` return at once.
+
+        Input on any of the ``watch`` files also ends the wait.
+        """
         if self.waker is None:
             self.waker = Waker()
+        self.watched = tuple(watch)
         return self.waker.wake
 
     def defer_acks(self, channel: Any) -> None:
@@ -277,6 +282,8 @@ class Transport(pyamqp.Transport):
             poller = select.poll()
             poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
             poller.register(waker.fd, select.POLLIN)
+            for fd in self.watched:
+                poller.register(fd, select.POLLIN)
             ready = {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
             if waker.fd in ready:
                 waker.woken()

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -88,7 +87,6 @@ class Channel(TakingChannel):
         if not 0 < renew < self.visibility_timeout:
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
-        self._publishing: tuple[int, Any, threading.Lock] | None = None  # (pid, client, lock)
 
     # The renewer starts with the first consume or get, not per message: a consumer that
     # holds nothing still moves parked messages back when due, and a long `basic_get` scan
@@ -192,7 +190,7 @@ class Channel(TakingChannel):
         # wrapper and reply callbacks) was a sixth of a delay()'s time. The connection still
         # connects, checks its health, and drops itself on an error, which the publisher
         # then retries the long way; the lock keeps threads that share a channel apart.
-        client, lock = self._publisher()
+        client, lock = self._direct()
         with lock:
             client.connection.send_command("LPUSH", key, payload)
             client.connection.read_response()
@@ -200,30 +198,8 @@ class Channel(TakingChannel):
     def _next_delivery_tag(self) -> str:
         return new_id()
 
-    def _publisher(self) -> tuple[Any, threading.Lock]:
-        # A client that keeps one connection: a pooled client takes a connection from the
-        # pool and checks it for unread data (a poll) on every command, a fifth of an
-        # LPUSH's time. Its lock is made with it, so a child forked mid-publish never
-        # inherits it held.
-        pid = os.getpid()
-        if self._publishing is None or self._publishing[0] != pid:
-            # A forked child leaves its parent's connection alone and opens its own.
-            options: dict[str, Any] = {
-                "connection_pool": self.pool,
-                "single_connection_client": True,
-            }
-            provider = self.pool.connection_kwargs.get("credential_provider")
-            if provider is not None:
-                options["credential_provider"] = provider
-            self._publishing = (pid, self.Client(**options), threading.Lock())
-        return self._publishing[1], self._publishing[2]
-
     def close(self) -> None:
         self._stop_renewer.set()
-        if self._publishing is not None and self._publishing[0] == os.getpid():
-            with contextlib.suppress(Exception):
-                self._publishing[1].close()  # back to the pool, which kombu disconnects
-        self._publishing = None
         super().close()
 
 
@@ -233,13 +209,17 @@ class Poller(kombu_redis.MultiChannelPoller):
     def __init__(self) -> None:
         super().__init__()
         self.waker: Waker | None = None
-        self._registered: tuple[Any, int] | None = None  # (poll object, fd) watched
+        self.watched: tuple[int, ...] = ()  # more files whose input ends the wait
+        self.fired = False  # one of them was readable in the last poll
+        self._registered: tuple[Any, tuple[int, ...]] | None = None  # (poll object, fds)
 
     def on_poll_start(self) -> None:
         if self.waker is not None:
-            watched = (self.poller, self.waker.fd)
+            watched = (self.poller, (self.waker.fd, *self.watched))
             if self._registered != watched:
-                self.poller.register(watched[1], READ)
+                self._unregister()
+                for fd in watched[1]:
+                    self.poller.register(fd, READ)
                 self._registered = watched
         super().on_poll_start()
         # A channel that took messages just now carried its acks along; the others
@@ -248,13 +228,23 @@ class Poller(kombu_redis.MultiChannelPoller):
             if not channel.taking:
                 channel.flush_acks()
 
+    def handle_event(self, fileno: int, event: int) -> Any:
+        if fileno in self.watched:
+            self.fired = True
+            return None
+        return super().handle_event(fileno, event)
+
+    def _unregister(self) -> None:
+        if self._registered is not None:
+            poller, fds = self._registered
+            for fd in fds:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    poller.unregister(fd)
+            self._registered = None
+
     def close(self) -> None:
         super().close()
-        if self._registered is not None:
-            poller, fd = self._registered
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                poller.unregister(fd)
-            self._registered = None
+        self._unregister()
         if self.waker is not None:
             self.waker.close()  # reopened on the next poll if kombu reuses the transport
 
@@ -267,10 +257,14 @@ class Transport(kombu_redis.Transport):
         super().__init__(*args, **kwargs)
         self.cycle = Poller()
 
-    def enable_wakeup(self) -> Callable[[], None]:
-        """A thread-safe function that makes a waiting ``drain_events`` return at once."""
+    def enable_wakeup(self, watch: Sequence[int] = ()) -> Callable[[], None]:
+        """A thread-safe function that makes a waiting ``drain_events`` return at once.
+
+        Input on any of the ``watch`` files also ends the wait.
+        """
         if self.cycle.waker is None:
             self.cycle.waker = Waker()
+        self.cycle.watched = tuple(watch)
         return self.cycle.waker.wake
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
@@ -285,5 +279,8 @@ class Transport(kombu_redis.Transport):
                 self.cycle.get(self._deliver, timeout=left)
                 return
             except kombu_redis.Empty:
-                if waker.woken() or (deadline is not None and time.monotonic() >= deadline):
+                fired, self.cycle.fired = self.cycle.fired, False
+                if waker.woken() or fired:
+                    raise TimeoutError() from None
+                if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError() from None

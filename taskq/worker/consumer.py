@@ -2,12 +2,13 @@
 
 Threading contract. kombu connections, channels and messages are not thread-safe, so
 exactly one thread, the one that calls ``Consumer.run``, touches them: it drains the
-connection, acks and rejects, changes QoS and declares queues. Every other thread (the
-pool's result handlers, pool threads, signal handlers) may only call ``call_soon`` (or set
-the stop flags), which queues a function for the consumer thread and, where the transport
-can be woken (Redis, RabbitMQ), ends its wait for the broker. The loop runs those functions
-between broker reads; on other transports it polls with a short timeout while tasks are in
-flight, so that their completions are acted on promptly.
+connection, acks and rejects, changes QoS and declares queues, and reads the prefork
+pool's reports. Every other thread (billiard's supervisor and time-limit threads, pool
+threads, signal handlers) may only call ``call_soon`` (or set the stop flags), which queues
+a function for the consumer thread and, where the transport can be woken (Redis,
+RabbitMQ), ends its wait for the broker. The loop runs those functions between broker
+reads; on other transports it polls with a short timeout while tasks are in flight, so
+that their completions are acted on promptly.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ class Consumer:
                 interval_start=0.5,
                 interval_step=1.0,
                 interval_max=5.0,
-                callback=self._check_stop,
+                callback=self._between_attempts,
             )
         except Exception as exc:
             if self.warm_stop or self.cold_stop:
@@ -182,8 +183,12 @@ class Consumer:
         channel = conn.default_channel
         # A transport that can be woken (taskq's Redis and RabbitMQ) lets a finished task
         # end the wait for the broker at once; the others are polled briefly while tasks run.
+        # The pool's reports (prefork) are read on this thread, so the same wait watches
+        # for them.
         enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
-        self._wake = enable_wakeup() if enable_wakeup is not None else None
+        fd = self.pool.result_fd
+        watch = () if fd is None else (fd,)
+        self._wake = enable_wakeup(watch) if enable_wakeup is not None else None
         # taskq's RabbitMQ sends the acks of one turn of this loop together.
         defer_acks = getattr(conn.transport, "defer_acks", None)
         if defer_acks is not None:
@@ -215,6 +220,11 @@ class Consumer:
             consumer.consume()
             self._kombu_consumers.append(consumer)
         logger.info("Connected to %s; %s ready.", url, self.options.hostname)
+
+    def _between_attempts(self) -> None:
+        # Tasks still running report meanwhile; the pool's time limits depend on it.
+        self.pool.poll_results()
+        self._check_stop()
 
     def _check_stop(self) -> None:
         if self.warm_stop or self.cold_stop:
@@ -249,6 +259,7 @@ class Consumer:
                 conn.heartbeat_check()
 
     def _tick(self) -> None:
+        self.pool.poll_results()
         self._run_inbox()
         self._run_timers()
         self._dispatch()
@@ -392,6 +403,7 @@ class Consumer:
         if self.active:
             logger.info("Waiting for %d running task(s) to finish", len(self.active))
         while self.active and not self.cold_stop:
+            self.pool.poll_results()
             self._run_inbox()
             try:
                 if self.connection is not None:

@@ -43,8 +43,8 @@ class HandOff:
 
     Before each ``apply_async`` the pool calls ``expect`` with a fresh ticket; the job
     that ``apply_async`` then puts is tied to it, and ``taken(ticket)`` releases it. The
-    ticket, not billiard's job id, is what the pool's callbacks hold: they may run on the
-    result-handler thread before ``apply_async`` has even returned that id.
+    ticket, not billiard's job id, is what the pool's callbacks hold: they may run on
+    another thread (billiard's supervisor) before ``apply_async`` has even returned that id.
     """
 
     def __init__(self, tasks: queue.Queue[Any], writer: Any):

@@ -2,10 +2,11 @@
 
 A pool runs *batches*: one or more jobs handed over at once and run one after another in
 the same process. On prefork this is what makes short tasks cheap: billiard's cost per
-job (a result object, two pipe messages, the result-handler thread in the worker) is paid once
-per batch instead of once per task. ``apply`` never blocks. Its callback runs on whatever
-thread the pool uses (billiard's result-handler thread, a pool thread, or the caller for
-solo); the consumer only ever turns it into a message for its own thread.
+job (a result object, the job pickled into a pipe, two messages back) is paid once per
+batch instead of once per task. ``apply`` never blocks. Its callback runs on whatever
+thread learns how the batch ended (for prefork, mostly the caller of ``poll_results``;
+billiard's own threads for a process that died or a time limit; a pool thread; the caller
+for solo); the consumer only ever turns it into a message for its own thread.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from billiard.exceptions import TimeLimitExceeded as BilliardTimeLimit
 from billiard.exceptions import WorkerLostError as BilliardWorkerLost
 from billiard.pool import Pool as BilliardPool
+from billiard.pool import ResultHandler as BilliardResultHandler
 from billiard.sharedctypes import RawArray
 
 from .. import states
@@ -154,6 +156,14 @@ class Pool(ABC):
     def start(self) -> None:  # noqa: B027 - solo has nothing to start
         pass
 
+    @property
+    def result_fd(self) -> int | None:
+        """A file that is readable when ``poll_results`` has reports to read, if any."""
+        return None
+
+    def poll_results(self) -> None:  # noqa: B027 - the others report from their own threads
+        """Read the reports that are in without waiting; runs their callbacks here."""
+
     @abstractmethod
     def apply(
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
@@ -247,6 +257,23 @@ def _run_in_child(first_mark: int, jobs: Sequence[Job]) -> list[Fate]:
     return run_batch(_child["app"], jobs, mark)
 
 
+class _ResultsOnTheLoop(BilliardResultHandler):  # type: ignore[misc]
+    """billiard's result handler, never started as a thread: see ``PreforkPool.poll_results``."""
+
+    def start(self) -> None:
+        pass  # billiard then drains what is left itself when the pool stops (on this thread)
+
+    def on_stop_not_started(self) -> None:
+        # Terminating stops the handler, and joining stops it again: by then billiard has
+        # closed the pipe, so drain it only once.
+        if not self._shutdown_complete:
+            super().on_stop_not_started()
+
+
+class _Billiard(BilliardPool):  # type: ignore[misc]
+    ResultHandler = _ResultsOnTheLoop
+
+
 class PreforkPool(Pool):
     """billiard's process pool: each batch in a child process, with time limits."""
 
@@ -264,7 +291,7 @@ class PreforkPool(Pool):
         self._free_rows: queue.SimpleQueue[int] = queue.SimpleQueue()
         for row in range(self.capacity):
             self._free_rows.put(row)
-        self._pool = BilliardPool(
+        self._pool = _Billiard(
             processes=o.concurrency,
             initializer=_init_child,
             initargs=(self.app, self._marks),
@@ -276,6 +303,20 @@ class PreforkPool(Pool):
         )
         # Jobs go straight into the children's pipe, not through billiard's thread.
         self._handoff = HandOff.install(self._pool)
+        self._next_result = self._pool._poll_result
+        self._on_result = self._pool._result_handler.on_state_change
+
+    @property
+    def result_fd(self) -> int | None:
+        return int(self._pool._outqueue._reader.fileno())
+
+    def poll_results(self) -> None:
+        next_result, on_result = self._next_result, self._on_result
+        while True:
+            ready, item = next_result(0)
+            if not ready or item is None:  # None: billiard's sentinel, while it stops
+                return
+            on_result(item)
 
     def apply(
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)

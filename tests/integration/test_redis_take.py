@@ -212,3 +212,19 @@ def test_an_idle_consumer_takes_behind_its_wait_and_never_records_a_past_time(
         got[0].ack()
         channel.flush_acks()
     assert client.hlen("unacked") == 0
+
+
+def test_acks_sent_after_the_script_cache_was_emptied_still_settle(url: str) -> None:
+    publish(url, 2)
+    client = redis.Redis.from_url(url)
+    with broker_connection(url) as conn:
+        channel = conn.default_channel
+        first, second = channel.basic_get(QUEUE), channel.basic_get(QUEUE)
+        first.ack()
+        client.script_flush()  # as after a Redis restart: the ack's EVALSHA answers NOSCRIPT
+        channel.flush_acks()
+        assert client.hkeys("unacked") == [second.delivery_tag.encode()]
+        assert client.zrange("unacked_index", 0, -1) == [second.delivery_tag.encode()]
+        second.ack()
+        channel.flush_acks()
+        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0

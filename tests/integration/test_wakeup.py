@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import uuid
 from typing import Any
@@ -51,3 +52,40 @@ def test_wake_ends_a_wait_for_the_broker_that_has_no_end(url: str) -> None:
 
             wait_for(delivered, 10, "the message published after a wake-up")
     assert got == [{"n": 1}]
+
+
+@pytest.mark.timeout(60)
+def test_input_on_a_watched_file_ends_a_wait_for_the_broker(url: str) -> None:
+    # The worker's prefork pool reports finished tasks on a pipe that the consumer's own
+    # wait watches: input there must end a wait that has no end, and once read, leave
+    # the wait to the broker again.
+    name = f"watch-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, auto_delete=True)
+    got: list[Any] = []
+    read_end, write_end = os.pipe()
+    try:
+        with broker_connection(url) as conn:
+            channel = conn.default_channel
+            with Consumer(channel, [queue], callbacks=[lambda body, message: got.append(body)]):
+                conn.transport.enable_wakeup([read_end])
+                writer = threading.Timer(0.5, os.write, (write_end, b"!"))
+                writer.start()
+                with pytest.raises(TimeoutError):
+                    conn.drain_events(timeout=None)
+                writer.join()
+                assert os.read(read_end, 16) == b"!" and got == []
+                with broker_connection(url) as sender:
+                    Producer(sender.default_channel).publish(
+                        {"n": 2}, exchange=queue.exchange, routing_key=name, declare=[queue]
+                    )
+
+                def delivered() -> bool:
+                    with contextlib.suppress(TimeoutError):
+                        conn.drain_events(timeout=0.2)
+                    return bool(got)
+
+                wait_for(delivered, 10, "the message published after the file was read")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert got == [{"n": 2}]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,7 +118,12 @@ def test_the_prefork_pool_hands_its_batches_over_directly(app: Taskq) -> None:
             done.set()
 
         pool.apply([Job(TaskMessage(id="a1", task="t.add", args=(2, 3)))], BatchCallbacks(on_done))
-        assert done.wait(30)
+        # The pool's reports are read by whoever polls them (the worker's loop): poll here.
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            select.select([pool.result_fd], [], [], 0.1)
+            pool.poll_results()
+        assert done.is_set()
         [(fates, error)] = reports
         assert error is None and fates[0].state == states.SUCCESS
         assert pool._handoff.direct == 1 and pool._handoff.held == (0, 0)
