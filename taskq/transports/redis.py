@@ -32,6 +32,7 @@ from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
 
 from ..message import new_id
+from ..redis_direct import call
 from .redis_take import TakingChannel, TakingQoS
 from .wakeup import Waker
 
@@ -192,8 +193,7 @@ class Channel(TakingChannel):
         # then retries the long way; the lock keeps threads that share a channel apart.
         client, lock = self._direct()
         with lock:
-            client.connection.send_command("LPUSH", key, payload)
-            client.connection.read_response()
+            call(client.connection, "LPUSH", key, payload)
 
     def _next_delivery_tag(self) -> str:
         return new_id()

@@ -9,10 +9,11 @@ sweep can restore it. An entry that is not a kombu envelope is moved to
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..redis_direct import script_sha
 
 UNREADABLE_KEY = "taskq.unreadable"
 
@@ -75,7 +76,7 @@ out[1] = bad
 return out
 """
 
-TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+TAKE_SHA = script_sha(TAKE_SCRIPT)
 
 
 @dataclass(frozen=True)

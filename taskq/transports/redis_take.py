@@ -28,7 +28,16 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from ..message import json_loads
-from .redis_script import TAKE_SCRIPT, UNREADABLE_KEY, Item, Source, parse_taken, take_args
+from ..redis_direct import run_script
+from .redis_script import (
+    TAKE_SCRIPT,
+    TAKE_SHA,
+    UNREADABLE_KEY,
+    Item,
+    Source,
+    parse_taken,
+    take_args,
+)
 
 logger = logging.getLogger("taskq.transport")
 
@@ -307,13 +316,7 @@ class TakingChannel(kombu_redis.Channel):
         client, lock = self._direct()
         try:
             with lock:
-                try:
-                    client.connection.send_command("EVALSHA", *args)
-                    client.connection.read_response()
-                except redis.exceptions.NoScriptError:
-                    self._load_script(client)
-                    client.connection.send_command("EVALSHA", *args)
-                    client.connection.read_response()
+                run_script(client.connection, TAKE_SCRIPT, TAKE_SHA, args[1:])
         except BaseException:
             self.pending_acks[:0] = tags
             raise

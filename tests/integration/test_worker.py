@@ -196,6 +196,20 @@ def test_redis_keeps_a_stored_success_and_announces_each_write(
     app.close()
 
 
+def test_a_result_store_survives_a_dropped_connection_and_a_lost_script_cache(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    app.backend.store_result("drop-a", 1, states.SUCCESS)  # this thread's connection is open
+    client.client_kill_filter(_type="normal", skipme=True)  # as an idle timeout would
+    app.backend.store_result("drop-b", 2, states.SUCCESS)
+    client.script_flush()  # as after a Redis restart: the store's EVALSHA answers NOSCRIPT
+    app.backend.store_result("drop-c", 3, states.SUCCESS)
+    assert [app.AsyncResult(t).get(timeout=5) for t in ("drop-a", "drop-b", "drop-c")] == [1, 2, 3]
+    app.close()
+
+
 def test_redis_result_waits_share_one_subscriber_connection(
     redis_url: str, redis_backend_url: str
 ) -> None:
