@@ -214,14 +214,17 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
         conn.transport.defer_acks(channel)
         with Consumer(channel, [queue], callbacks=[give_back]):
             _receive(conn, returned.__len__, 3)
-            # A crash now: the socket goes, nothing more is sent.
-            conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+            # A crash now: nothing more is sent. What was written before it counts, all of
+            # it and in order: the socket is closed only once RabbitMQ has read to its end
+            # (a socket closed with input unread is reset, and a reset can make RabbitMQ
+            # drop what it had not read yet: then a copy can outlive the ack behind it).
+            conn.connection.transport.sock.shutdown(socket.SHUT_WR)
+            # RabbitMQ has requeued what the crashed channel held once its consumer is gone.
+            wait_for(lambda: _consumers(amqp_url, queue) == 0, 10, "RabbitMQ to see the crash")
         with contextlib.suppress(Exception):
             conn.close()
     finally:
         app.close()
-    # RabbitMQ has requeued what the crashed channel held once its consumer is gone.
-    wait_for(lambda: _consumers(amqp_url, queue) == 0, 10, "RabbitMQ to see the crash")
     assert returned[:3] == [0, 1, 2]
     with broker_connection(amqp_url) as conn:
         bound = queue.bind(conn.default_channel)
