@@ -76,13 +76,14 @@ class BufferedTCPTransport(TCPTransport):
     def having_timeout(self, timeout: float | None) -> Iterator[Any]:
         # Setting a socket's timeout is a system call, and py-amqp sets and restores it
         # around every frame it reads: a frame already buffered needs neither.
-        if timeout is None or self._frame_buffered():
+        if timeout is None or self.frame_buffered():
             yield self.sock
         else:
             with super().having_timeout(timeout) as sock:
                 yield sock
 
-    def _frame_buffered(self) -> bool:
+    def frame_buffered(self) -> bool:
+        """Whether a whole frame is buffered: reading it needs no system call."""
         have = len(self._buffer) - self._pos
         return have >= 7 and have >= _HEADER.unpack_from(self._buffer, self._pos)[2] + 8
 
@@ -290,7 +291,15 @@ class Transport(pyamqp.Transport):
                 waker.woken()
             if sock.fileno() not in ready:
                 raise TimeoutError()
-        return super().drain_events(connection, **kwargs)
+        result = super().drain_events(connection, **kwargs)
+        # py-amqp returns after one message; every frame already read off the socket is
+        # handled in the same turn, so the consumer acts on them together (fuller batches
+        # for the pool, fewer ack frames). One frame per read, so nothing waits on the
+        # socket: a message whose later frames are still on their way is finished next turn.
+        if isinstance(transport, BufferedTCPTransport):
+            while transport.frame_buffered():
+                connection.blocking_read(None)
+        return result
 
     def close_connection(self, connection: Any) -> None:
         if self.waker is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
+import termios
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -149,15 +151,15 @@ def test_the_books_of_a_channel_follow_what_it_holds(amqp_url: str) -> None:
     with broker_connection(amqp_url) as conn:
         channel = conn.default_channel
         with Consumer(channel, [queue], callbacks=[lambda body, m: got.append(m)]):
-            _receive(conn, got.__len__, 200)
-            held = got[0]
-            for message in got[1:200]:
+            _receive(conn, got.__len__, 200)  # at least: a drain hands over all it read
+            held, first_part = got[0], len(got)
+            for message in got[1:first_part]:
                 message.ack()
             assert channel._unsettled == {held.delivery_tag}
             assert len(channel._delivered) <= 2 + 64
             conn.transport.defer_acks(channel)
             _receive(conn, got.__len__, 600)
-            for message in got[200:]:
+            for message in got[first_part:]:
                 message.ack()
             _turn(conn)
             assert channel._unsettled == {held.delivery_tag}
@@ -284,3 +286,27 @@ def test_an_early_ack_goes_at_once_so_a_crash_after_the_start_loses_the_message(
         assert _ready(amqp_url, queue) == 0
     finally:
         app.close()
+
+
+@pytest.mark.timeout(60)
+def test_one_drain_delivers_every_message_already_read_off_the_socket(amqp_url: str) -> None:
+    # py-amqp hands over one message per drain_events; the worker handles a turn's messages
+    # together (its batches, its merged ack), so all that one read brings in come at once.
+    queue = _queue_with(amqp_url, "turn", 0)  # empty: nothing arrives with the consume-ok
+    got: list[int] = []
+    conn = broker_connection(amqp_url)
+    with conn, Consumer(conn.default_channel, [queue], callbacks=[lambda b, m: got.append(b["n"])]):
+        _publish(amqp_url, queue, 20)
+        sock = conn.connection.transport.sock
+        sizes = [-1]
+
+        def all_in_the_socket() -> bool:
+            # All 20 sent to this consumer, and the bytes waiting here no longer growing.
+            waiting = bytearray(4)
+            fcntl.ioctl(sock, termios.FIONREAD, waiting)
+            sizes.append(int.from_bytes(waiting, "little"))
+            return _ready(amqp_url, queue) == 0 and sizes[-1] == sizes[-2] > 0
+
+        wait_for(all_in_the_socket, 20, "the deliveries to reach this socket", 0.1)
+        conn.drain_events(timeout=5)
+        assert got == list(range(20))
