@@ -31,7 +31,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 WINDOW = 6.0  # seconds per measured window
 BAD_RATE = 20.0  # bad messages per second during the second window
 BACKLOG = 1500  # valid tasks queued up front: more than both windows can finish
-MIN_RATIO = 0.95
+# Valid tasks finished in the window with bad input, against the window before. Runs give
+# 0.99-1.00; one full run on a heavily loaded machine gave 0.92 (one slow second in a 6 s
+# window). What this guards against (a reconnect, a restart or a stall per bad message)
+# costs far more than that.
+MIN_RATIO = 0.85
 
 
 @dataclass
