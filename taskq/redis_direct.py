@@ -9,15 +9,10 @@ use, checks its health and drops itself on an error; callers decide what a failu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
-
-
-def script_sha(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def call(connection: Any, *args: Any) -> Any:

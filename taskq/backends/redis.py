@@ -14,7 +14,7 @@ from kombu.utils.json import loads
 
 from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError
-from ..redis_direct import run_script, script_sha
+from ..redis_direct import run_script
 from .base import KEY_PREFIX, Backend
 
 # Celery's rule that a stored success is never overwritten, and the write itself, in one
@@ -34,7 +34,6 @@ end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
-STORE_SHA = script_sha(STORE_SCRIPT)
 
 
 class RedisBackend(Backend):
@@ -100,14 +99,14 @@ class RedisBackend(Backend):
     def _set(self, key: str, value: str, state: str) -> None:
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
-        client = self._thread_client()
+        client, store = self._thread_client(), self._store
         try:
             try:
-                run_script(client.connection, STORE_SCRIPT, STORE_SHA, (1, key, value, expires))
+                run_script(client.connection, STORE_SCRIPT, store.sha, (1, key, value, expires))
             except (redis.ConnectionError, redis.TimeoutError):
                 # A dropped connection (a restart, an idle timeout): the client's own path
                 # reconnects and retries. Storing the same value twice changes nothing.
-                self._store(keys=[key], args=[value, expires], client=client)
+                store(keys=[key], args=[value, expires], client=client)
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 

@@ -9,11 +9,10 @@ sweep can restore it. An entry that is not a kombu envelope is moved to
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from ..redis_direct import script_sha
 
 UNREADABLE_KEY = "taskq.unreadable"
 
@@ -76,7 +75,7 @@ out[1] = bad
 return out
 """
 
-TAKE_SHA = script_sha(TAKE_SCRIPT)
+TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,9 @@ def take_args(
     keys: tuple[str, str],
     now: float,
 ) -> list[object]:
-    """EVALSHA arguments (after the command name) for one take."""
+    """EVALSHA arguments (after the script's sha) for one take."""
     index, unacked = keys
-    args: list[object] = [TAKE_SHA, 0, repr(now), want, prefix + index, prefix + unacked]
+    args: list[object] = [0, repr(now), want, prefix + index, prefix + unacked]
     args.append(prefix + UNREADABLE_KEY)
     args.append(len(acks))
     args.extend(acks)

@@ -28,7 +28,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from ..message import json_loads
-from ..redis_direct import run_script
+from ..redis_direct import call, run_script
 from .redis_script import (
     TAKE_SCRIPT,
     TAKE_SHA,
@@ -81,7 +81,6 @@ class TakingChannel(kombu_redis.Channel):
     fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
     peek_timeout: float | None = None  # idle wait per call; default below
     _cached_client: Any = None  # class default: kombu's __init__ already makes clients
-    _plain: Any = None
     _direct_client: tuple[int, Any, threading.Lock] | None = None  # (pid, client, lock)
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -115,7 +114,8 @@ class TakingChannel(kombu_redis.Channel):
         self._check_server()
         sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
         args = self._take_args(sources, 1)
-        items = self._readable(self._evalsha(self._plain_client(), args), sources)
+        acks, self._in_flight_acks = self._in_flight_acks, []
+        items = self._readable(self._run_take(args, acks), sources)
         if not items:
             return None
         item, payload = items[0]
@@ -153,7 +153,7 @@ class TakingChannel(kombu_redis.Channel):
         self._sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
         if self._busy:
-            args = ["EVALSHA", *self._take_args(self._sources, self._credit())]
+            args = ["EVALSHA", TAKE_SHA, *self._take_args(self._sources, self._credit())]
             self.taking = True
             commands = [args]
         else:
@@ -168,7 +168,7 @@ class TakingChannel(kombu_redis.Channel):
             # `wait` seconds after now; its unacked time is set that far ahead, which can
             # only delay a restore after a crash, never start one while this worker runs.
             take = self._take_args(self._sources, self._credit(), ahead=wait)
-            commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", *take]]
+            commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", TAKE_SHA, *take]]
             self.waiting = True
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
@@ -207,7 +207,7 @@ class TakingChannel(kombu_redis.Channel):
                 raise
             except redis.exceptions.NoScriptError:
                 self.pending_acks[:0] = acks  # the script never ran
-                self._load_script(self._plain_client())
+                self._load_script()
                 raise kombu_redis.Empty() from None
         finally:
             self._in_poll = None
@@ -233,22 +233,25 @@ class TakingChannel(kombu_redis.Channel):
         now = time.time() + ahead
         return take_args(sources, want, acks, self.global_keyprefix, keys, now)
 
-    def _evalsha(self, client: Any, args: list[Any]) -> Any:
-        try:
-            try:
-                reply = client.execute_command("EVALSHA", *args)
-            except redis.exceptions.NoScriptError:
-                self._load_script(client)
-                reply = client.execute_command("EVALSHA", *args)
-        except BaseException:
-            self.pending_acks[:0] = self._in_flight_acks
-            raise
-        finally:
-            self._in_flight_acks = []
-        return reply
+    def _run_take(self, args: list[Any], acks: list[str]) -> Any:
+        """A take (or a take of nothing) on this channel's own connection, now.
 
-    def _load_script(self, client: Any) -> None:
-        client.script_load(TAKE_SCRIPT)
+        Script keys carry the prefix already: the connection adds none, where kombu's
+        prefixing client would prefix the wrong argument. On an error the acks the take
+        carried are pending again (removing them twice is harmless).
+        """
+        client, lock = self._direct()
+        try:
+            with lock:
+                return run_script(client.connection, TAKE_SCRIPT, TAKE_SHA, args)
+        except BaseException:
+            self.pending_acks[:0] = acks
+            raise
+
+    def _load_script(self) -> None:
+        client, lock = self._direct()
+        with lock:
+            call(client.connection, "SCRIPT", "LOAD", TAKE_SCRIPT)
 
     def _readable(self, reply: Any, sources: list[Source]) -> list[tuple[Item, Any]]:
         taken = parse_taken(reply, sources)
@@ -308,18 +311,10 @@ class TakingChannel(kombu_redis.Channel):
         tags, self.pending_acks = self.pending_acks, []
         if not tags:
             return
-        # A take of nothing: the script's ZREM and HDEL, atomically, in one command sent
-        # straight on the channel's own connection (a redis-py transaction cost a waiting
-        # worker a quarter of its time per task).
+        # A take of nothing: the script's ZREM and HDEL, atomically, in one command (a
+        # redis-py transaction cost a waiting worker a quarter of its time per task).
         keys = (self.unacked_index_key, self.unacked_key)
-        args = take_args((), 0, tags, self.global_keyprefix, keys, 0.0)
-        client, lock = self._direct()
-        try:
-            with lock:
-                run_script(client.connection, TAKE_SCRIPT, TAKE_SHA, args[1:])
-        except BaseException:
-            self.pending_acks[:0] = tags
-            raise
+        self._run_take(take_args((), 0, tags, self.global_keyprefix, keys, 0.0), tags)
 
     def _direct(self) -> tuple[Any, threading.Lock]:
         """This process's client on one connection of its own, and the lock to use it.
@@ -341,14 +336,6 @@ class TakingChannel(kombu_redis.Channel):
                 options["credential_provider"] = provider
             self._direct_client = (pid, self.Client(**options), threading.Lock())
         return self._direct_client[1], self._direct_client[2]
-
-    def _plain_client(self) -> Any:
-        # Scripts get explicitly prefixed names: kombu's prefixing client would prefix
-        # the wrong EVALSHA argument.
-        client = self._plain
-        if client is None or client.connection_pool is not self.pool:
-            client = self._plain = redis.Redis(connection_pool=self.pool)
-        return client
 
     def _sync_client(self) -> Any:
         # Never ``self.client``: kombu pins that one to the connection it reads BRPOP

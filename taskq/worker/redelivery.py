@@ -18,6 +18,7 @@ All of it runs on the consumer thread (it acks kombu messages).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -70,16 +71,12 @@ class Redelivery:
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
         channel = getattr(raw, "channel", None)
+        send: Callable[[], None]
         if isinstance(channel, CopyingChannel):
-
-            def send() -> None:
-                channel.send_copy(queue.name, copy.body, dict(copy.headers), copy.properties())
-
+            headers, properties = dict(copy.headers), copy.properties()
+            send = functools.partial(channel.send_copy, queue.name, copy.body, headers, properties)
         else:
-
-            def send() -> None:
-                self.app.amqp.send_raw(copy, queue)
-
+            send = functools.partial(self.app.amqp.send_raw, copy, queue)
         if self._move(raw, send, f"return it to {queue.name}"):
             logger.debug("Returned a message to %s (deliveries so far: %d)", queue.name, deliveries)
 

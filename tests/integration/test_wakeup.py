@@ -40,17 +40,7 @@ def test_wake_ends_a_wait_for_the_broker_that_has_no_end(url: str) -> None:
             waker.join()
             assert got == []
             wake()  # a pending wake-up does not keep a message from being delivered
-            with broker_connection(url) as sender:
-                Producer(sender.default_channel).publish(
-                    {"n": 1}, exchange=queue.exchange, routing_key=name, declare=[queue]
-                )
-
-            def delivered() -> bool:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.2)
-                return bool(got)
-
-            wait_for(delivered, 10, "the message published after a wake-up")
+            _publish_and_drain(url, conn, queue, got, {"n": 1})
     assert got == [{"n": 1}]
 
 
@@ -74,18 +64,23 @@ def test_input_on_a_watched_file_ends_a_wait_for_the_broker(url: str) -> None:
                     conn.drain_events(timeout=None)
                 writer.join()
                 assert os.read(read_end, 16) == b"!" and got == []
-                with broker_connection(url) as sender:
-                    Producer(sender.default_channel).publish(
-                        {"n": 2}, exchange=queue.exchange, routing_key=name, declare=[queue]
-                    )
-
-                def delivered() -> bool:
-                    with contextlib.suppress(TimeoutError):
-                        conn.drain_events(timeout=0.2)
-                    return bool(got)
-
-                wait_for(delivered, 10, "the message published after the file was read")
+                _publish_and_drain(url, conn, queue, got, {"n": 2})
     finally:
         os.close(read_end)
         os.close(write_end)
     assert got == [{"n": 2}]
+
+
+def _publish_and_drain(url: str, conn: Any, queue: Queue, got: list[Any], body: Any) -> None:
+    """Publish ``body`` from another connection; drain ``conn`` until it is delivered."""
+    with broker_connection(url) as sender:
+        Producer(sender.default_channel).publish(
+            body, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue]
+        )
+
+    def delivered() -> bool:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=0.2)
+        return bool(got)
+
+    wait_for(delivered, 10, f"the message {body} to be delivered")

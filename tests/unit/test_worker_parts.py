@@ -73,3 +73,35 @@ def test_publisher_pools_are_not_closed_in_forked_children() -> None:
     assert producers.close_after_fork is False
     assert producers.connections.close_after_fork is False
     app.close()
+
+
+def test_a_worker_retrying_its_broker_still_reads_its_pools_reports() -> None:
+    # billiard's time limits count from a task's "started" report, which the consumer's
+    # thread reads: it keeps reading them between attempts to reach the broker.
+    import threading
+
+    from taskq import BrokerUnavailable, Taskq
+    from taskq.message import TaskMessage
+    from taskq.worker.consumer import Consumer, ConsumerOptions
+    from taskq.worker.pool import BatchCallbacks, PoolOptions, PreforkPool
+    from taskq.worker.tracer import Job
+
+    app = Taskq("retrying", broker="redis://127.0.0.1:1/0", broker_connection_max_retries=2)
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    pool = PreforkPool(app, PoolOptions(concurrency=1))
+    pool.start()
+    try:
+        consumer = Consumer(app, pool, ConsumerOptions((app.default_queue(),), 4, "t@h"))
+        reported = threading.Event()
+        job = Job(TaskMessage(id="r1", task="t.add", args=(2, 3)))
+        pool.apply([job], BatchCallbacks(lambda fates, error: reported.set()))
+        # Refused attempts half a second apart or more: the task is done by the last.
+        with pytest.raises(BrokerUnavailable):
+            consumer._connect(first=True)
+        assert reported.is_set()
+    finally:
+        pool.terminate()
