@@ -208,7 +208,11 @@ class Backend(ABC):
         return meta
 
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
-        raw = self._get(self.key_for(task_id))
+        return self.decode_meta(task_id, self._get(self.key_for(task_id)))
+
+    @staticmethod
+    def decode_meta(task_id: str, raw: str | bytes | None) -> dict[str, Any]:
+        """The meta document stored as ``raw``; a PENDING one when nothing is stored."""
         if raw is None:
             return {
                 "status": states.PENDING,

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from kombu.utils.json import loads
 
 from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError
 from ..redis_direct import run_script
 from .base import KEY_PREFIX, Backend
+from .redis_waiter import Waiter
 
 # Celery's rule that a stored success is never overwritten, and the write itself, in one
 # round trip and without a gap between the check and the write. An unreadable value (not
@@ -69,9 +69,9 @@ class RedisBackend(Backend):
                 f"Invalid result_backend_transport_options for Redis: {exc}"
             ) from None
         self._store = self.client.register_script(STORE_SCRIPT)
-        # Per thread: a client for reads and stores (_thread_client), and a subscriber
-        # connection kept between waits: redis-py's PubSub closes its socket when done,
-        # and a new connection per get() cost more than the wait itself.
+        # Per thread: a client for reads and stores (_thread_client), and a waiter whose
+        # connection is kept between waits (a new connection per get() cost more than the
+        # wait itself).
         self._local = threading.local()
 
     def _thread_client(self) -> Any:
@@ -129,44 +129,57 @@ class RedisBackend(Backend):
                 return meta
         key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self._subscriber()
         try:
-            # Subscribe, and once the server confirms it, read again: a result stored
-            # before is caught by the read, any later one arrives as a message. Reading
-            # before the confirmation could miss a result stored in between.
-            pubsub.subscribe(key)
             try:
-                while not _is_on(_next_message(pubsub, deadline), "subscribe", key):
-                    pass  # earlier waits' unsubscribe confirmations, late messages
-                meta = self.get_task_meta(task_id)
-                self._local.subscribe_first = meta["status"] not in states.READY_STATES
-                while meta["status"] not in states.READY_STATES:
-                    message = _next_message(pubsub, deadline)
-                    if message is not None and _is_on(message, "message", key):
-                        meta = loads(message["data"])
-            finally:
-                pubsub.unsubscribe(key)
+                return self._wait_subscribed(task_id, key, deadline)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # The kept connection died between waits (a restart, an idle timeout):
+                # once more on a new one.
+                self._drop_waiter()
+                return self._wait_subscribed(task_id, key, deadline)
+        except exceptions.TimeoutError:
+            raise
         except redis.RedisError as exc:
-            self._drop_subscriber()
+            self._drop_waiter()
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
         except BaseException:
-            self._drop_subscriber()  # interrupted mid-read: its replies cannot be trusted
+            self._drop_waiter()  # interrupted mid-read: its replies cannot be trusted
             raise
+
+    def _wait_subscribed(self, task_id: str, key: str, deadline: float | None) -> dict[str, Any]:
+        waiter = self._waiter()
+        meta = self.decode_meta(task_id, waiter.subscribe(key))
+        self._local.subscribe_first = meta["status"] not in states.READY_STATES
+        while meta["status"] not in states.READY_STATES:
+            try:
+                value = waiter.next_value(key, deadline)
+            except exceptions.TimeoutError:
+                waiter.unsubscribe(key)  # the connection stays good for the next wait
+                raise
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Lost mid-wait: subscribe again on a new connection; its read catches a
+                # result stored meanwhile. If that fails too, the error stands.
+                self._drop_waiter()
+                waiter = self._waiter()
+                value = waiter.subscribe(key)
+            if value is not None:
+                meta = self.decode_meta(task_id, value)
+        waiter.unsubscribe(key)
         return meta
 
-    def _subscriber(self) -> Any:
+    def _waiter(self) -> Waiter:
         local = self._local
-        pubsub = getattr(local, "pubsub", None)
-        if pubsub is None or local.pid != os.getpid():
-            pubsub = local.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        waiter: Waiter | None = getattr(local, "waiter", None)
+        if waiter is None or local.pid != os.getpid():
+            waiter = local.waiter = Waiter(self.client.connection_pool)
             local.pid = os.getpid()
-        return pubsub
+        return waiter
 
-    def _drop_subscriber(self) -> None:
-        pubsub, self._local.pubsub = getattr(self._local, "pubsub", None), None
-        if pubsub is not None and self._local.pid == os.getpid():
+    def _drop_waiter(self) -> None:
+        waiter, self._local.waiter = getattr(self._local, "waiter", None), None
+        if waiter is not None and self._local.pid == os.getpid():
             with contextlib.suppress(Exception):  # dropped because it failed already
-                pubsub.close()
+                waiter.close()
 
     def _where(self) -> str:
         from ..amqp import mask_url
@@ -174,28 +187,8 @@ class RedisBackend(Backend):
         return mask_url(self.url)
 
     def close(self) -> None:
-        self._drop_subscriber()
+        self._drop_waiter()
         client, self._local.client = getattr(self._local, "client", None), None
         if client is not None and self._local.client_pid == os.getpid():
             client.close()
         self.client.close()
-
-
-def _next_message(pubsub: Any, deadline: float | None) -> Mapping[str, Any] | None:
-    """The next pub/sub reply, None after a second without one; TimeoutError past deadline."""
-    left = None if deadline is None else deadline - time.monotonic()
-    if left is not None and left <= 0:
-        raise exceptions.TimeoutError("The operation timed out.")
-    message: Mapping[str, Any] | None = pubsub.get_message(
-        timeout=1.0 if left is None else min(left, 1.0)
-    )
-    return message
-
-
-def _is_on(message: Mapping[str, Any] | None, kind: str, key: str) -> bool:
-    # After an unsubscribe, a message published just before it can still arrive: only
-    # this key's replies count.
-    if message is None or message.get("type") != kind:
-        return False
-    channel = message.get("channel")
-    return channel == key or channel == key.encode()

@@ -3,10 +3,7 @@ default, driven by a real client."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +15,7 @@ from kombu import Producer
 
 from taskq import NotRegistered, Taskq, TimeLimitExceeded, WorkerLostError, states
 from taskq.exceptions import MalformedMessage
-from tests.integration.helpers import WorkerProcess, children, connections_received, wait_for
+from tests.integration.helpers import WorkerProcess, children, wait_for
 from tests.integration.worker_tasks import itest_env, make_app
 
 pytestmark = pytest.mark.integration
@@ -151,157 +148,6 @@ def test_bad_input_is_failed_and_skipped(running: tuple[Setup, Taskq, WorkerProc
         assert app.tasks["itest.add"].delay(2, 3).get(timeout=20) == 5
         assert "not kombu messages" in worker.log()
         assert b"\xff garbage" in client.lrange("taskq.unreadable", 0, -1)  # kept
-
-
-def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) -> None:
-    backend = redis_backend_url
-    app = make_app(redis_url, backend, None)
-    result = app.AsyncResult(f"pubsub-{uuid.uuid4()}")
-    client = redis.Redis.from_url(backend)
-    waiter = threading.Thread(target=lambda: result.get(timeout=20), daemon=True)
-    waiter.start()
-    channel = f"celery-task-meta-{result.id}"
-    wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "the client to subscribe")
-    app.backend.store_result(result.id, 5, states.SUCCESS)
-    waiter.join(10)
-    assert not waiter.is_alive() and result.get(timeout=1) == 5
-    raw = client.get(channel)
-    assert raw is not None and client.ttl(channel) > 0  # Celery's key, with an expiry
-    assert client.pubsub_numsub(channel)[0][1] == 0  # unsubscribed once it had the result
-
-
-def test_redis_keeps_a_stored_success_and_announces_each_write(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
-    task_id = f"keep-{uuid.uuid4()}"
-    key = f"celery-task-meta-{task_id}"
-    client.set(key, b"\xff not json")  # unreadable: overwritten, as Celery would
-    listener = client.pubsub()
-    listener.subscribe(key)
-    assert listener.get_message(timeout=5)["type"] == "subscribe"
-    app.backend.store_result(task_id, {"n": 1}, states.RETRY)
-    app.backend.store_result(task_id, {"n": 2}, states.SUCCESS)
-    # A duplicate run's later outcome never replaces the success.
-    app.backend.store_result(task_id, {"n": 3}, states.FAILURE)
-    meta = json.loads(client.get(key))
-    assert (meta["status"], meta["result"]) == ("SUCCESS", {"n": 2})
-    assert 0 < client.ttl(key) <= 86400
-    announced = []
-    while (message := listener.get_message(timeout=0.5)) is not None:
-        announced.append(json.loads(message["data"])["status"])
-    assert announced == ["RETRY", "SUCCESS"]  # the kept success is not announced again
-    listener.close()
-    app.close()
-
-
-def test_a_result_store_survives_a_dropped_connection_and_a_lost_script_cache(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
-    app.backend.store_result("drop-a", 1, states.SUCCESS)  # this thread's connection is open
-    client.client_kill_filter(_type="normal", skipme=True)  # as an idle timeout would
-    app.backend.store_result("drop-b", 2, states.SUCCESS)
-    client.script_flush()  # as after a Redis restart: the store's EVALSHA answers NOSCRIPT
-    app.backend.store_result("drop-c", 3, states.SUCCESS)
-    assert [app.AsyncResult(t).get(timeout=5) for t in ("drop-a", "drop-b", "drop-c")] == [1, 2, 3]
-    app.close()
-
-
-def test_redis_result_waits_share_one_subscriber_connection(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    # A wait used to open (and close) a connection of its own; now each thread keeps one.
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
-
-    def wait_for_one(value: int) -> None:
-        task_id = f"shared-{uuid.uuid4()}"
-        channel = f"celery-task-meta-{task_id}"
-
-        def store() -> None:
-            wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "the subscription")
-            app.backend.store_result(task_id, value, states.SUCCESS)
-
-        writer = threading.Thread(target=store, daemon=True)
-        writer.start()
-        assert app.AsyncResult(task_id).get(timeout=20) == value
-        writer.join(10)
-
-    wait_for_one(0)
-    wait_for_one(1)  # by now every connection this test needs is open
-    before = connections_received(client)
-    for value in range(2, 6):
-        wait_for_one(value)
-    # A result already stored is read on the same connections.
-    app.backend.store_result("stored-already", 7, states.SUCCESS)
-    assert app.AsyncResult("stored-already").get(timeout=5) == 7
-    assert connections_received(client) == before
-    app.close()
-
-
-def test_a_forked_child_reads_results_on_its_own_connection(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    for task_id, value in (("fork-a", 1), ("fork-b", 2), ("fork-c", 3)):
-        app.backend.store_result(task_id, value, states.SUCCESS)
-    assert app.AsyncResult("fork-a").get(timeout=5) == 1  # this thread now has its client
-    server = redis.Redis.from_url(redis_backend_url)
-    before_fork = connections_received(server)
-    pid = os.fork()
-    if pid == 0:  # the child: its reads must not share the parent's socket
-        try:
-            os._exit(0 if app.AsyncResult("fork-b").get(timeout=5) == 2 else 1)
-        except BaseException:
-            os._exit(2)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert connections_received(server) > before_fork
-    assert app.AsyncResult("fork-c").get(timeout=5) == 3
-    app.close()
-
-
-def test_redis_result_waits_start_the_way_the_last_one_turned_out(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
-
-    def subscribes() -> int:
-        return int(client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
-
-    def stored(value: int) -> str:
-        task_id = f"stored-{uuid.uuid4()}"
-        app.backend.store_result(task_id, value, states.SUCCESS)
-        return task_id
-
-    # Ready when asked for: read first, no subscription.
-    start = subscribes()
-    assert app.AsyncResult(stored(1)).get(timeout=5) == 1
-    assert subscribes() == start
-    # Not ready: it subscribes and waits; so the next wait subscribes before reading...
-    later = f"later-{uuid.uuid4()}"
-    channel = f"celery-task-meta-{later}"
-
-    def store_later() -> None:
-        wait_for(lambda: client.pubsub_numsub(channel)[0][1] == 1, 10, "the subscription")
-        app.backend.store_result(later, 2, states.SUCCESS)
-
-    writer = threading.Thread(target=store_later, daemon=True)
-    writer.start()
-    assert app.AsyncResult(later).get(timeout=20) == 2
-    writer.join(10)
-    assert subscribes() == start + 1
-    # ...and still finds a result stored before it, by the read after subscribing...
-    assert app.AsyncResult(stored(3)).get(timeout=5) == 3
-    assert subscribes() == start + 2
-    # ...which found it ready, so the one after reads first again.
-    assert app.AsyncResult(stored(4)).get(timeout=5) == 4
-    assert subscribes() == start + 2
-    app.close()
 
 
 @pytest.mark.parametrize("kind", BROKERS)

@@ -1,0 +1,235 @@
+"""The Redis result backend against a real server: Celery's keys, the store script, and
+waits (subscribe and read in one round trip, on a connection each thread keeps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+
+from taskq import TimeoutError, states
+from tests.integration.helpers import connections_received, wait_for
+from tests.integration.worker_tasks import make_app
+
+pytestmark = pytest.mark.integration
+
+
+def subscribers(client: Any, channel: str) -> int:
+    return int(client.pubsub_numsub(channel)[0][1])
+
+
+def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) -> None:
+    backend = redis_backend_url
+    app = make_app(redis_url, backend, None)
+    result = app.AsyncResult(f"pubsub-{uuid.uuid4()}")
+    client = redis.Redis.from_url(backend)
+    waiter = threading.Thread(target=lambda: result.get(timeout=20), daemon=True)
+    waiter.start()
+    channel = f"celery-task-meta-{result.id}"
+    wait_for(lambda: subscribers(client, channel) == 1, 10, "the client to subscribe")
+    app.backend.store_result(result.id, 5, states.SUCCESS)
+    waiter.join(10)
+    assert not waiter.is_alive() and result.get(timeout=1) == 5
+    raw = client.get(channel)
+    assert raw is not None and client.ttl(channel) > 0  # Celery's key, with an expiry
+    # Unsubscribed once it had the result (sent, not waited for: it lands just after).
+    wait_for(lambda: subscribers(client, channel) == 0, 10, "the unsubscribe")
+
+
+def test_redis_keeps_a_stored_success_and_announces_each_write(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    task_id = f"keep-{uuid.uuid4()}"
+    key = f"celery-task-meta-{task_id}"
+    client.set(key, b"\xff not json")  # unreadable: overwritten, as Celery would
+    listener = client.pubsub()
+    listener.subscribe(key)
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    app.backend.store_result(task_id, {"n": 1}, states.RETRY)
+    app.backend.store_result(task_id, {"n": 2}, states.SUCCESS)
+    # A duplicate run's later outcome never replaces the success.
+    app.backend.store_result(task_id, {"n": 3}, states.FAILURE)
+    meta = json.loads(client.get(key))
+    assert (meta["status"], meta["result"]) == ("SUCCESS", {"n": 2})
+    assert 0 < client.ttl(key) <= 86400
+    announced = []
+    while (message := listener.get_message(timeout=0.5)) is not None:
+        announced.append(json.loads(message["data"])["status"])
+    assert announced == ["RETRY", "SUCCESS"]  # the kept success is not announced again
+    listener.close()
+    app.close()
+
+
+def test_a_result_store_survives_a_dropped_connection_and_a_lost_script_cache(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    app.backend.store_result("drop-a", 1, states.SUCCESS)  # this thread's connection is open
+    client.client_kill_filter(_type="normal", skipme=True)  # as an idle timeout would
+    app.backend.store_result("drop-b", 2, states.SUCCESS)
+    client.script_flush()  # as after a Redis restart: the store's EVALSHA answers NOSCRIPT
+    app.backend.store_result("drop-c", 3, states.SUCCESS)
+    assert [app.AsyncResult(t).get(timeout=5) for t in ("drop-a", "drop-b", "drop-c")] == [1, 2, 3]
+    app.close()
+
+
+def test_redis_result_waits_share_one_subscriber_connection(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    # A wait used to open (and close) a connection of its own; now each thread keeps one.
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+
+    def wait_for_one(value: int) -> None:
+        task_id = f"shared-{uuid.uuid4()}"
+        channel = f"celery-task-meta-{task_id}"
+
+        def store() -> None:
+            wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
+            app.backend.store_result(task_id, value, states.SUCCESS)
+
+        writer = threading.Thread(target=store, daemon=True)
+        writer.start()
+        assert app.AsyncResult(task_id).get(timeout=20) == value
+        writer.join(10)
+
+    wait_for_one(0)
+    wait_for_one(1)  # by now every connection this test needs is open
+    before = connections_received(client)
+    for value in range(2, 6):
+        wait_for_one(value)
+    # A result already stored is read on the same connections.
+    app.backend.store_result("stored-already", 7, states.SUCCESS)
+    assert app.AsyncResult("stored-already").get(timeout=5) == 7
+    assert connections_received(client) == before
+    app.close()
+
+
+def test_a_forked_child_reads_results_on_its_own_connection(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    for task_id, value in (("fork-a", 1), ("fork-b", 2), ("fork-c", 3)):
+        app.backend.store_result(task_id, value, states.SUCCESS)
+    assert app.AsyncResult("fork-a").get(timeout=5) == 1  # this thread now has its client
+    server = redis.Redis.from_url(redis_backend_url)
+    before_fork = connections_received(server)
+    pid = os.fork()
+    if pid == 0:  # the child: its reads must not share the parent's socket
+        try:
+            os._exit(0 if app.AsyncResult("fork-b").get(timeout=5) == 2 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert connections_received(server) > before_fork
+    assert app.AsyncResult("fork-c").get(timeout=5) == 3
+    app.close()
+
+
+def test_redis_result_waits_start_the_way_the_last_one_turned_out(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+
+    def subscribes() -> int:
+        return int(client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
+
+    def stored(value: int) -> str:
+        task_id = f"stored-{uuid.uuid4()}"
+        app.backend.store_result(task_id, value, states.SUCCESS)
+        return task_id
+
+    # Ready when asked for: read first, no subscription.
+    start = subscribes()
+    assert app.AsyncResult(stored(1)).get(timeout=5) == 1
+    assert subscribes() == start
+    # Not ready: it subscribes and waits; so the next wait subscribes before reading...
+    later = f"later-{uuid.uuid4()}"
+    channel = f"celery-task-meta-{later}"
+
+    def store_later() -> None:
+        wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
+        app.backend.store_result(later, 2, states.SUCCESS)
+
+    writer = threading.Thread(target=store_later, daemon=True)
+    writer.start()
+    assert app.AsyncResult(later).get(timeout=20) == 2
+    writer.join(10)
+    assert subscribes() == start + 1
+    # ...and still finds a result stored before it, by the read after subscribing...
+    assert app.AsyncResult(stored(3)).get(timeout=5) == 3
+    assert subscribes() == start + 2
+    # ...which found it ready, so the one after reads first again.
+    assert app.AsyncResult(stored(4)).get(timeout=5) == 4
+    assert subscribes() == start + 2
+    app.close()
+
+
+def test_a_timed_out_wait_unsubscribes_and_keeps_its_connection(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    never = f"never-{uuid.uuid4()}"
+    with pytest.raises(TimeoutError):
+        app.AsyncResult(never).get(timeout=0.3)
+    wait_for(lambda: subscribers(client, f"celery-task-meta-{never}") == 0, 10, "unsubscribed")
+    later = f"later-{uuid.uuid4()}"
+
+    def store_later() -> None:
+        wait_for(lambda: subscribers(client, f"celery-task-meta-{later}") == 1, 10, "the wait")
+        app.backend.store_result(later, 8, states.SUCCESS)
+
+    with ThreadPoolExecutor(max_workers=1) as writer:  # one thread: its connection opens now
+        writer.submit(app.backend.store_result, "warm", 0, states.SUCCESS).result()
+        before = connections_received(client)
+        stored = writer.submit(store_later)
+        assert app.AsyncResult(later).get(timeout=20) == 8
+        stored.result()
+    assert connections_received(client) == before  # the same connection waited again
+    app.close()
+
+
+def _kill_subscribers(client: Any, channel: str) -> None:
+    for entry in client.client_list():
+        if int(entry.get("sub", 0)) > 0:
+            client.client_kill_filter(_id=entry["id"])
+    assert subscribers(client, channel) == 0
+
+
+def test_a_wait_outlives_its_connection_being_killed(
+    redis_url: str, redis_backend_url: str
+) -> None:
+    app = make_app(redis_url, redis_backend_url, None)
+    client = redis.Redis.from_url(redis_backend_url)
+    task_id = f"killed-{uuid.uuid4()}"
+    channel = f"celery-task-meta-{task_id}"
+
+    def kill_twice_then_store() -> None:
+        # Each kill ends the wait's connection: it subscribes again on a new one.
+        for _ in range(2):
+            wait_for(lambda: subscribers(client, channel) == 1, 10, "the wait's subscription")
+            _kill_subscribers(client, channel)
+        wait_for(lambda: subscribers(client, channel) == 1, 10, "the wait's subscription")
+        app.backend.store_result(task_id, 9, states.SUCCESS)
+
+    writer = threading.Thread(target=kill_twice_then_store, daemon=True)
+    writer.start()
+    assert app.AsyncResult(task_id).get(timeout=30) == 9
+    writer.join(10)
+    # Between waits too: the kept connection is dead when the next wait starts.
+    client.client_kill_filter(_type="normal", skipme=True)
+    app.backend.store_result("after-kill", 10, states.SUCCESS)
+    assert app.AsyncResult("after-kill").get(timeout=5) == 10
+    app.close()
