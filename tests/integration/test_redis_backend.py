@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 from taskq import TimeoutError, states
+from taskq.backends.redis import RedisBackend
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
 
@@ -233,3 +235,32 @@ def test_a_wait_outlives_its_connection_being_killed(
     app.backend.store_result("after-kill", 10, states.SUCCESS)
     assert app.AsyncResult("after-kill").get(timeout=5) == 10
     app.close()
+
+
+def test_waits_pass_the_connections_health_check(redis_backend_url: str) -> None:
+    # After a quiet interval redis-py pings before it sends; the last wait's unsubscribe
+    # confirmation is still unread then, and must not be taken for the ping's reply (a
+    # failed health check reconnects, which the count of connections would show).
+    backend = RedisBackend(redis_backend_url, options={"health_check_interval": 1})
+    client = redis.Redis.from_url(redis_backend_url)
+
+    def wait_for_one(writer: ThreadPoolExecutor, value: int) -> None:
+        task_id = f"health-{uuid.uuid4()}"
+        channel = f"celery-task-meta-{task_id}"
+
+        def store() -> None:
+            wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
+            backend.store_result(task_id, value, states.SUCCESS)
+
+        stored = writer.submit(store)
+        assert backend.wait_for(task_id, timeout=20)["result"] == value
+        stored.result()
+
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        wait_for_one(writer, 0)  # every connection the test needs is open now
+        before = connections_received(client)
+        for value in (1, 2):
+            time.sleep(1.2)  # past the interval: the next send pings first
+            wait_for_one(writer, value)
+        assert connections_received(client) == before
+    backend.close()
