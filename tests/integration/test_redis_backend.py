@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from taskq import TimeoutError, states
+from taskq.backends import Backend
 from taskq.backends.redis import RedisBackend
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
@@ -24,6 +26,17 @@ pytestmark = pytest.mark.integration
 
 def subscribers(client: Any, channel: str) -> int:
     return int(client.pubsub_numsub(channel)[0][1])
+
+
+def storer(client: Any, backend: Backend, task_id: str, value: Any) -> Callable[[], None]:
+    """A function that stores ``value`` as soon as a wait is subscribed to ``task_id``."""
+
+    def store() -> None:
+        channel = f"celery-task-meta-{task_id}"
+        wait_for(lambda: subscribers(client, channel) == 1, 10, "the wait's subscription")
+        backend.store_result(task_id, value, states.SUCCESS)
+
+    return store
 
 
 def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) -> None:
@@ -93,13 +106,7 @@ def test_redis_result_waits_share_one_subscriber_connection(
 
     def wait_for_one(value: int) -> None:
         task_id = f"shared-{uuid.uuid4()}"
-        channel = f"celery-task-meta-{task_id}"
-
-        def store() -> None:
-            wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
-            app.backend.store_result(task_id, value, states.SUCCESS)
-
-        writer = threading.Thread(target=store, daemon=True)
+        writer = threading.Thread(target=storer(client, app.backend, task_id, value), daemon=True)
         writer.start()
         assert app.AsyncResult(task_id).get(timeout=20) == value
         writer.join(10)
@@ -158,13 +165,7 @@ def test_redis_result_waits_start_the_way_the_last_one_turned_out(
     assert subscribes() == start
     # Not ready: it subscribes and waits; so the next wait subscribes before reading...
     later = f"later-{uuid.uuid4()}"
-    channel = f"celery-task-meta-{later}"
-
-    def store_later() -> None:
-        wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
-        app.backend.store_result(later, 2, states.SUCCESS)
-
-    writer = threading.Thread(target=store_later, daemon=True)
+    writer = threading.Thread(target=storer(client, app.backend, later, 2), daemon=True)
     writer.start()
     assert app.AsyncResult(later).get(timeout=20) == 2
     writer.join(10)
@@ -188,15 +189,10 @@ def test_a_timed_out_wait_unsubscribes_and_keeps_its_connection(
         app.AsyncResult(never).get(timeout=0.3)
     wait_for(lambda: subscribers(client, f"celery-task-meta-{never}") == 0, 10, "unsubscribed")
     later = f"later-{uuid.uuid4()}"
-
-    def store_later() -> None:
-        wait_for(lambda: subscribers(client, f"celery-task-meta-{later}") == 1, 10, "the wait")
-        app.backend.store_result(later, 8, states.SUCCESS)
-
     with ThreadPoolExecutor(max_workers=1) as writer:  # one thread: its connection opens now
         writer.submit(app.backend.store_result, "warm", 0, states.SUCCESS).result()
         before = connections_received(client)
-        stored = writer.submit(store_later)
+        stored = writer.submit(storer(client, app.backend, later, 8))
         assert app.AsyncResult(later).get(timeout=20) == 8
         stored.result()
     assert connections_received(client) == before  # the same connection waited again
@@ -246,13 +242,7 @@ def test_waits_pass_the_connections_health_check(redis_backend_url: str) -> None
 
     def wait_for_one(writer: ThreadPoolExecutor, value: int) -> None:
         task_id = f"health-{uuid.uuid4()}"
-        channel = f"celery-task-meta-{task_id}"
-
-        def store() -> None:
-            wait_for(lambda: subscribers(client, channel) == 1, 10, "the subscription")
-            backend.store_result(task_id, value, states.SUCCESS)
-
-        stored = writer.submit(store)
+        stored = writer.submit(storer(client, backend, task_id, value))
         assert backend.wait_for(task_id, timeout=20)["result"] == value
         stored.result()
 
