@@ -130,13 +130,7 @@ class RedisBackend(Backend):
         key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            try:
-                return self._wait_subscribed(task_id, key, deadline)
-            except (redis.ConnectionError, redis.TimeoutError):
-                # The kept connection died between waits (a restart, an idle timeout):
-                # once more on a new one.
-                self._drop_waiter()
-                return self._wait_subscribed(task_id, key, deadline)
+            return self._wait_subscribed(task_id, key, deadline)
         except exceptions.TimeoutError:
             raise
         except redis.RedisError as exc:
@@ -147,25 +141,41 @@ class RedisBackend(Backend):
             raise
 
     def _wait_subscribed(self, task_id: str, key: str, deadline: float | None) -> dict[str, Any]:
-        waiter = self._waiter()
-        meta = self.decode_meta(task_id, waiter.subscribe(key))
+        waiter, value = self._subscribe(key)
+        meta = self.decode_meta(task_id, value)
         self._local.subscribe_first = meta["status"] not in states.READY_STATES
         while meta["status"] not in states.READY_STATES:
             try:
                 value = waiter.next_value(key, deadline)
             except exceptions.TimeoutError:
-                waiter.unsubscribe(key)  # the connection stays good for the next wait
+                self._leave(waiter, key)  # the connection stays good for the next wait
                 raise
             except (redis.ConnectionError, redis.TimeoutError):
-                # Lost mid-wait: subscribe again on a new connection; its read catches a
-                # result stored meanwhile. If that fails too, the error stands.
+                # Lost mid-wait, and its subscription with it: subscribing again on a new
+                # connection also reads a result stored meanwhile.
                 self._drop_waiter()
-                waiter = self._waiter()
-                value = waiter.subscribe(key)
+                waiter, value = self._subscribe(key)
             if value is not None:
                 meta = self.decode_meta(task_id, value)
-        waiter.unsubscribe(key)
+        self._leave(waiter, key)
         return meta
+
+    def _subscribe(self, key: str) -> tuple[Waiter, bytes | None]:
+        """Subscribe on this thread's waiter: the key's value, if stored, and the waiter."""
+        try:
+            waiter = self._waiter()
+            return waiter, waiter.subscribe(key)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # The kept connection had died (a restart, an idle timeout): once more, new.
+            self._drop_waiter()
+            waiter = self._waiter()
+            return waiter, waiter.subscribe(key)
+
+    def _leave(self, waiter: Waiter, key: str) -> None:
+        try:
+            waiter.unsubscribe(key)
+        except redis.RedisError:
+            self._drop_waiter()  # the wait is over either way; the next one starts anew
 
     def _waiter(self) -> Waiter:
         local = self._local

@@ -202,8 +202,8 @@ class Channel(pyamqp.Channel):
 
         RabbitMQ handles one channel's commands in order: an ack of the original sent
         after this is handled after the copy is queued, with no confirm to wait for in
-        between. A crash leaves both only if RabbitMQ read the copy but not the ack (a
-        reset connection drops what it had not read yet): a duplicate, never a loss.
+        between. A crash right after can leave both (RabbitMQ drops what a closing
+        connection sent that it had not handled yet): a duplicate, never a loss.
         """
         properties = dict(properties)
         copy = self.prepare_message(

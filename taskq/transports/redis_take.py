@@ -113,8 +113,7 @@ class TakingChannel(kombu_redis.Channel):
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         self._check_server()
         sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
-        args = self._take_args(sources, 1)
-        acks, self._in_flight_acks = self._in_flight_acks, []
+        acks, args = self._take_args(sources, 1)
         items = self._readable(self._run_take(args, acks), sources)
         if not items:
             return None
@@ -152,8 +151,10 @@ class TakingChannel(kombu_redis.Channel):
             return
         self._sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
+        self._asked = self._credit()
         if self._busy:
-            args = ["EVALSHA", TAKE_SHA, *self._take_args(self._sources, self._credit())]
+            self._in_flight_acks, take = self._take_args(self._sources, self._asked)
+            args = ["EVALSHA", TAKE_SHA, *take]
             self.taking = True
             commands = [args]
         else:
@@ -167,7 +168,7 @@ class TakingChannel(kombu_redis.Channel):
             # so a message that arrives costs no second round trip. It may run up to
             # `wait` seconds after now; its unacked time is set that far ahead, which can
             # only delay a restore after a crash, never start one while this worker runs.
-            take = self._take_args(self._sources, self._credit(), ahead=wait)
+            self._in_flight_acks, take = self._take_args(self._sources, self._asked, ahead=wait)
             commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", TAKE_SHA, *take]]
             self.waiting = True
         self._in_poll = connection
@@ -224,14 +225,14 @@ class TakingChannel(kombu_redis.Channel):
         self._deliver_all(items)
         return True
 
-    def _take_args(self, sources: list[Source], want: int, ahead: float = 0.0) -> list[Any]:
-        """EVALSHA arguments for a take that also carries every pending ack."""
+    def _take_args(
+        self, sources: list[Source], want: int, ahead: float = 0.0
+    ) -> tuple[list[str], list[Any]]:
+        """The pending acks, no longer pending, and the EVALSHA arguments that carry them."""
         acks, self.pending_acks = self.pending_acks, []
-        self._in_flight_acks = acks
-        self._asked = want
         keys = (self.unacked_index_key, self.unacked_key)
         now = time.time() + ahead
-        return take_args(sources, want, acks, self.global_keyprefix, keys, now)
+        return acks, take_args(sources, want, acks, self.global_keyprefix, keys, now)
 
     def _run_take(self, args: list[Any], acks: list[str]) -> Any:
         """A take (or a take of nothing) on this channel's own connection, now.

@@ -190,7 +190,7 @@ def test_held_deliveries_come_back_and_noted_acks_are_sent_on_close(amqp_url: st
 
 
 @pytest.mark.timeout(60)
-def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
+def test_copies_go_back_on_the_consuming_channel_with_their_ack_right_behind(
     amqp_url: str,
 ) -> None:
     # The worker returns a redelivered message as "copy, then ack", from inside the
@@ -205,21 +205,22 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
     app = Taskq("copies", broker=amqp_url)
     redelivery = Redelivery(app, "test@host")
     returned: list[int] = []
-
-    def give_back(body: Any, message: Any) -> None:
-        redelivery.give_back(message, queue, 1)
-        returned.append(body["n"])
+    unsent_acks: list[int] = []
 
     try:
         conn = broker_connection(amqp_url)
         channel = conn.default_channel
         conn.transport.defer_acks(channel)
+
+        def give_back(body: Any, message: Any) -> None:
+            redelivery.give_back(message, queue, 1)
+            returned.append(body["n"])
+            unsent_acks.append(len(channel._acks))  # the ack has gone, not just been noted
+
         with Consumer(channel, [queue], callbacks=[give_back]):
             _receive(conn, returned.__len__, 3)
-            # A crash now: nothing more is sent. What was written before it counts, all of
-            # it and in order: the socket is closed only once RabbitMQ has read to its end
-            # (a socket closed with input unread is reset, and a reset can make RabbitMQ
-            # drop what it had not read yet: then a copy can outlive the ack behind it).
+            # A crash now: nothing more is sent. The socket is closed only once RabbitMQ has
+            # read to its end (a reset can make it drop what it had not read yet).
             conn.connection.transport.sock.shutdown(socket.SHUT_WR)
             # RabbitMQ has requeued what the crashed channel held once its consumer is gone.
             wait_for(lambda: _consumers(amqp_url, queue) == 0, 10, "RabbitMQ to see the crash")
@@ -227,13 +228,15 @@ def test_copies_go_back_on_the_consuming_channel_so_a_crash_leaves_one_of_each(
             conn.close()
     finally:
         app.close()
-    assert returned[:3] == [0, 1, 2]
+    assert returned[:3] == [0, 1, 2] and set(unsent_acks) == {0}
     with broker_connection(amqp_url) as conn:
         bound = queue.bind(conn.default_channel)
         copies = [bound.get(no_ack=True) for _ in range(_ready(amqp_url, queue))]
-    # The copies, each once (the first three deliveries may have been copied again).
-    seen = sorted(m.payload["n"] for m in copies)
-    assert seen[:3] == [0, 1, 2] and len(seen) == len(returned)
+    # Nothing lost. A copy given back again replaces itself, so each message is there once,
+    # but not always: RabbitMQ, closing a connection, can drop an ack it had read and not
+    # yet applied, and leave a copy and its original both (a duplicate, which at-least-once
+    # delivery allows; see reliability.md).
+    assert {m.payload["n"] for m in copies} == {0, 1, 2}
     for copy in copies:
         assert copy.headers["taskq_deliveries"] == 1
         assert copy.properties["delivery_mode"] == 2

@@ -1,14 +1,21 @@
-"""Small worker-side pieces: node names and rate limits."""
+"""Small worker-side pieces: node names, rate limits, publisher pools, the reconnect wait."""
 
 from __future__ import annotations
 
 import socket
+import threading
 
+import billiard
 import pytest
 
-from taskq import ConfigurationError
+from taskq import BrokerUnavailable, ConfigurationError, Taskq
+from taskq.amqp import broker_connection
+from taskq.message import TaskMessage
+from taskq.worker.consumer import Consumer, ConsumerOptions
+from taskq.worker.pool import BatchCallbacks, PoolOptions, PreforkPool
 from taskq.worker.strategy import parse_rate
-from taskq.worker.worker import node_name
+from taskq.worker.tracer import Job
+from taskq.worker.worker import Worker, WorkerOptions, node_name
 
 
 def test_node_names_follow_celery_conventions() -> None:
@@ -41,11 +48,6 @@ def test_bad_rate_limit_is_a_clear_error() -> None:
 
 
 def test_a_worker_that_cannot_connect_stops_its_pool() -> None:
-    import billiard
-
-    from taskq import BrokerUnavailable, Taskq
-    from taskq.worker.worker import Worker, WorkerOptions
-
     app = Taskq("nobroker", broker="redis://127.0.0.1:1/0",
                 broker_connection_retry_on_startup=False)  # fmt: skip
     worker = Worker(app, WorkerOptions(pool="prefork", concurrency=2))
@@ -55,8 +57,6 @@ def test_a_worker_that_cannot_connect_stops_its_pool() -> None:
 
 
 def test_amqp_connections_use_publisher_confirms_and_heartbeats() -> None:
-    from taskq.amqp import broker_connection
-
     amqp = broker_connection("amqp://guest:guest@127.0.0.1:1//", {}, heartbeat=30.0)
     assert amqp.transport_options["confirm_publish"] is True and amqp.heartbeat == 30.0
     redis = broker_connection("redis://127.0.0.1:1/0", {}, heartbeat=30.0)
@@ -66,8 +66,6 @@ def test_amqp_connections_use_publisher_confirms_and_heartbeats() -> None:
 def test_publisher_pools_are_not_closed_in_forked_children() -> None:
     # kombu closes pooled connections after a fork by default; in a pool child those are
     # the parent's sockets, and closing them cut the worker's publishing connection.
-    from taskq import Taskq
-
     app = Taskq("t", broker="amqp://guest:guest@127.0.0.1:1//")
     producers = app.amqp.producers
     assert producers.close_after_fork is False
@@ -78,14 +76,6 @@ def test_publisher_pools_are_not_closed_in_forked_children() -> None:
 def test_a_worker_retrying_its_broker_still_reads_its_pools_reports() -> None:
     # billiard's time limits count from a task's "started" report, which the consumer's
     # thread reads: it keeps reading them between attempts to reach the broker.
-    import threading
-
-    from taskq import BrokerUnavailable, Taskq
-    from taskq.message import TaskMessage
-    from taskq.worker.consumer import Consumer, ConsumerOptions
-    from taskq.worker.pool import BatchCallbacks, PoolOptions, PreforkPool
-    from taskq.worker.tracer import Job
-
     app = Taskq("retrying", broker="redis://127.0.0.1:1/0", broker_connection_max_retries=2)
 
     @app.task(name="t.add")
