@@ -191,9 +191,9 @@ class Channel(TakingChannel):
         # wrapper and reply callbacks) was a sixth of a delay()'s time. The connection still
         # connects, checks its health, and drops itself on an error, which the publisher
         # then retries the long way; the lock keeps threads that share a channel apart.
-        client, lock = self._direct()
+        client, lock, wait = self._direct()
         with lock:
-            call(client.connection, "LPUSH", key, payload)
+            call(client.connection, "LPUSH", key, payload, wait=wait)
 
     def _next_delivery_tag(self) -> str:
         return new_id()

@@ -28,7 +28,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from ..message import json_loads
-from ..redis_direct import call, run_script
+from ..redis_direct import DEFAULT_SPIN, ReplyWait, call, run_script
 from .redis_script import (
     TAKE_SCRIPT,
     TAKE_SHA,
@@ -81,17 +81,27 @@ class TakingChannel(kombu_redis.Channel):
     fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
     peek_timeout: float | None = None  # idle wait per call; default below
     _cached_client: Any = None  # class default: kombu's __init__ already makes clients
-    _direct_client: tuple[int, Any, threading.Lock] | None = None  # (pid, client, lock)
+    # (pid, client, lock, the wait for its replies)
+    _direct_client: tuple[int, Any, threading.Lock, ReplyWait] | None = None
+    reply_spin = DEFAULT_SPIN  # seconds a publish polls for its reply before it sleeps
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
         "fetch_batch",
         "peek_timeout",
+        "reply_spin",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if int(self.fetch_batch) < 1:
             raise ValueError("need fetch_batch >= 1")
+        try:
+            spin = float(self.reply_spin)
+        except (TypeError, ValueError):
+            spin = -1.0
+        if not spin >= 0:  # also refuses NaN
+            raise ValueError("need reply_spin >= 0 (seconds; 0 turns the spin off)")
+        self.reply_spin = spin
         self.recorded: set[str] = set()
         self.pending_acks: list[str] = []
         self.taking = False  # a take's reply is outstanding on the consuming connection
@@ -241,7 +251,7 @@ class TakingChannel(kombu_redis.Channel):
         prefixing client would prefix the wrong argument. On an error the acks the take
         carried are pending again (removing them twice is harmless).
         """
-        client, lock = self._direct()
+        client, lock, _ = self._direct()
         try:
             with lock:
                 return run_script(client.connection, TAKE_SCRIPT, TAKE_SHA, args)
@@ -250,7 +260,7 @@ class TakingChannel(kombu_redis.Channel):
             raise
 
     def _load_script(self) -> None:
-        client, lock = self._direct()
+        client, lock, _ = self._direct()
         with lock:
             call(client.connection, "SCRIPT", "LOAD", TAKE_SCRIPT)
 
@@ -317,8 +327,9 @@ class TakingChannel(kombu_redis.Channel):
         keys = (self.unacked_index_key, self.unacked_key)
         self._run_take(take_args((), 0, tags, self.global_keyprefix, keys, 0.0), tags)
 
-    def _direct(self) -> tuple[Any, threading.Lock]:
-        """This process's client on one connection of its own, and the lock to use it.
+    def _direct(self) -> tuple[Any, threading.Lock, ReplyWait]:
+        """This process's client on one connection of its own, the lock to use it, and
+        the wait for its replies.
 
         A pooled client takes a connection from the pool and checks it for unread data (a
         poll) on every command, a fifth of an LPUSH's time. The connection still connects,
@@ -335,8 +346,9 @@ class TakingChannel(kombu_redis.Channel):
             provider = self.pool.connection_kwargs.get("credential_provider")
             if provider is not None:
                 options["credential_provider"] = provider
-            self._direct_client = (pid, self.Client(**options), threading.Lock())
-        return self._direct_client[1], self._direct_client[2]
+            wait = ReplyWait(self.reply_spin)
+            self._direct_client = (pid, self.Client(**options), threading.Lock(), wait)
+        return self._direct_client[1:]
 
     def _sync_client(self) -> Any:
         # Never ``self.client``: kombu pins that one to the connection it reads BRPOP

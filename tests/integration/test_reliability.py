@@ -217,3 +217,10 @@ def test_redis_transport_defaults_and_options(redis_url: str) -> None:
         pytest.raises(ValueError, match="fetch_batch"),
     ):
         conn.default_channel  # noqa: B018
+    with (
+        broker_connection(redis_url, {"reply_spin": -1}) as conn,
+        pytest.raises(ValueError, match="reply_spin"),
+    ):
+        conn.default_channel  # noqa: B018
+    with broker_connection(redis_url, {"reply_spin": 0}) as conn:
+        assert conn.default_channel.reply_spin == 0
