@@ -18,5 +18,8 @@ app = Taskq(
     backend=os.environ.get("BENCH_BACKEND_URL", "redis://127.0.0.1:6379/1"),
 )
 app.conf.update(task_ignore_result=os.environ.get("BENCH_RESULTS", "0") != "1")
+if os.environ.get("BENCH_CONFIRM", "1") == "0":
+    # RabbitMQ only: publish the way Celery does, without waiting for the broker's confirm.
+    app.conf.broker_transport_options = {"confirm_publish": False}
 
 add = app.task(name="bench.add")(counter.add)

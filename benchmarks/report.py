@@ -26,6 +26,9 @@ class Row:
     # A Celery-only variant (its default start-up flags): taskq's column shows this metric
     # of taskq's, which has no such variant, so the ratio still compares like with like.
     taskq_key: str | None = None
+    # A taskq-only variant (RabbitMQ without publisher confirms): Celery's column shows
+    # this metric of Celery's, which sends that way anyway.
+    celery_key: str | None = None
 
 
 Samples = dict[str, dict[str, list[float]]]  # framework -> metric -> one value per repetition
@@ -60,8 +63,9 @@ def cell(s: dict[str, float] | None, unit: str) -> str:
 
 
 def metric(row: Row, fw: str) -> str:
-    """The metric behind ``fw``'s column of ``row``: taskq's may be ``taskq_key``."""
-    return (row.taskq_key or row.key) if fw == "taskq" else row.key
+    """The metric behind ``fw``'s column of ``row``: taskq's may be ``taskq_key``, Celery's
+    ``celery_key``."""
+    return (row.taskq_key or row.key) if fw == "taskq" else (row.celery_key or row.key)
 
 
 def measured(row: Row, samples: Samples) -> dict[str, dict[str, float] | None]:
@@ -92,8 +96,10 @@ def table(rows: list[Row], samples: Samples, ceiling: dict[str, list[float]]) ->
     for row in rows:
         cells = measured(row, samples)
         ours, theirs = cells["taskq"], cells["celery"]
-        if theirs is None and (ours is None or row.taskq_key):
-            continue  # not measured in this run (--only, --frameworks)
+        if (theirs is None and (ours is None or row.taskq_key)) or (
+            ours is None and row.celery_key
+        ):
+            continue  # not measured in this run (--only, --frameworks, the broker)
         shares = ""
         if row.vs_ceiling and prefork is not None:
             shares = f"{share(ours, prefork) or '—'} / {share(theirs, prefork) or '—'}"

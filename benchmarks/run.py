@@ -43,7 +43,9 @@ from .scenarios import Bench, Framework
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CELERY_PYTHON = ROOT / "benchmarks" / ".venv-celery" / "bin" / "python"
-STEPS = ("main", "defaults", "results", "concurrency", "sizes", "big", "ceiling")
+STEPS = (
+    "main", "defaults", "results", "unconfirmed", "concurrency", "sizes", "big", "ceiling",
+)  # fmt: skip
 KB, MB = 1024, 1024 * 1024
 
 
@@ -83,6 +85,10 @@ def rows(p: Plan) -> list[Row]:
         Row("results", f"3 results: {p.results:,} delay(), then get() each", "tasks/s"),
         Row("latency_p50", f"4 latency p50: {p.latency} x delay().get()", "ms"),
         Row("latency_p99", f"4 latency p99: {p.latency} x delay().get()", "ms"),
+        Row("results_unconfirmed", f"3 results, taskq without publisher confirms (as Celery "
+            f"sends): {p.results:,}", "tasks/s", celery_key="results"),
+        Row("latency_p50_unconfirmed", "4 latency p50, taskq without publisher confirms", "ms",
+            celery_key="latency_p50"),
         Row("drain_c1", f"5 drain -c 1: {p.concurrency:,} queued", "tasks/s", vs_ceiling=True),
         Row("drain_c4", f"5 drain -c 4: {p.concurrency:,} queued", "tasks/s", vs_ceiling=True),
         Row("drain_100b", f"5 drain, 100 B argument: {p.small:,} queued", "tasks/s"),
@@ -124,6 +130,15 @@ def steps(bench: Bench, p: Plan, only: set[str]) -> list[Step]:
         out.append(("start-up with Celery's defaults", celery_defaults, "celery"))
     if "results" in only:
         out.append(("results + latency", results, None))
+    if "unconfirmed" in only and bench.broker_url.startswith("amqp"):
+        # Celery publishes without confirms; taskq's default waits for one per delay().
+        def unconfirmed(fw: Framework) -> dict[str, float]:
+            out = scenarios.results_and_latency(bench, fw, p.results, p.latency, confirm=False)
+            return renamed(
+                out, results_unconfirmed="results", latency_p50_unconfirmed="latency_p50"
+            )
+
+        out.append(("results + latency without publisher confirms", unconfirmed, "taskq"))
     if "concurrency" in only:
         for c in (1, 4):
             run = drain_as(f"drain_c{c}", n=p.concurrency, concurrency=c)

@@ -69,7 +69,7 @@ class Bench:
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, db=2, socket_timeout=30)
 
-    def env(self, results: bool, target: int) -> dict[str, str]:
+    def env(self, results: bool, target: int, confirm: bool = True) -> dict[str, str]:
         env = dict(os.environ)
         # The repo root first, so `benchmarks` imports from both environments; nothing else
         # from the caller's PYTHONPATH, which could shadow one framework's packages.
@@ -79,6 +79,7 @@ class Bench:
             BENCH_BACKEND_URL=self.backend_url,
             BENCH_COUNTER_URL=self.counter_url,
             BENCH_RESULTS="1" if results else "0",
+            BENCH_CONFIRM="1" if confirm else "0",
             BENCH_TARGET=str(target),
             PYTHONDONTWRITEBYTECODE="1",
         )
@@ -97,7 +98,13 @@ class Bench:
                         channel.queue_delete(queue)
 
     def client(
-        self, fw: Framework, scenario: str, n: int, size: int = 0, results: bool = False
+        self,
+        fw: Framework,
+        scenario: str,
+        n: int,
+        size: int = 0,
+        results: bool = False,
+        confirm: bool = True,
     ) -> dict[str, Any]:
         argv = [fw.python, "-m", "benchmarks.client", fw.name, scenario, "--n", str(n)]
         argv += ["--size", str(size)]
@@ -106,7 +113,7 @@ class Bench:
             done = subprocess.run(
                 argv,
                 cwd=ROOT,
-                env=self.env(results=results, target=0),
+                env=self.env(results=results, target=0, confirm=confirm),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -204,14 +211,17 @@ def flatness(series: list[tuple[float, int]], start: float, span: float) -> dict
 
 
 def results_and_latency(
-    bench: Bench, fw: Framework, n_results: int, n_latency: int
+    bench: Bench, fw: Framework, n_results: int, n_latency: int, confirm: bool = True
 ) -> dict[str, float]:
-    """Scenarios 3 and 4 against one running worker with the Redis result backend."""
+    """Scenarios 3 and 4 against one running worker with the Redis result backend.
+
+    ``confirm=False``: taskq's client publishes without RabbitMQ's publisher confirms.
+    """
     bench.reset()
     worker = bench.worker(fw, 2, results=True, target=0)
     try:
-        res = bench.client(fw, "results", n_results, results=True)
-        lat = bench.client(fw, "latency", n_latency, results=True)
+        res = bench.client(fw, "results", n_results, results=True, confirm=confirm)
+        lat = bench.client(fw, "latency", n_latency, results=True, confirm=confirm)
         worker.check_alive()
     finally:
         worker.stop()
