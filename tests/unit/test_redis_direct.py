@@ -115,6 +115,15 @@ def test_a_new_socket_is_watched_in_place_of_the_old(pair) -> None:
         server.close()
 
 
+def test_no_spin_where_poll_is_gone(pair, monkeypatch) -> None:
+    ours, _ = pair
+    monkeypatch.delattr("select.poll")  # as gevent's and eventlet's patching leave it
+    wait = ReplyWait(limit=10.0)
+    for _ in range(MISSES_BEFORE_REST + 1):
+        wait(_connection(ours))  # returns at once, and counts no miss
+    assert wait.spinning
+
+
 def test_no_spin_on_tls_or_when_turned_off(pair) -> None:
     ours, _ = pair
     context = ssl.create_default_context()
