@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-DEFAULT_SPIN = 200e-6  # seconds; a loopback reply comes back in 50-60 us on a 2-core VM
+DEFAULT_SPIN = 100e-6  # seconds; a loopback reply comes back in 50-60 us on a 2-core VM
 MISSES_BEFORE_REST = 3  # spins in a row that outlast their limit before the waits rest
 LONGEST_REST = 1024  # replies waited for by sleeping alone while the spin keeps missing
 _yield = getattr(os, "sched_yield", lambda: None)  # not on every platform
