@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from taskq import Taskq
+from taskq.redis_direct import DEFAULT_SPIN
 from tests.integration.helpers import connections_received
 
 pytestmark = pytest.mark.integration
@@ -90,4 +91,16 @@ def test_a_key_prefix_applies_to_the_queue_a_delay_goes_to(redis_url: str) -> No
     with app.connection() as conn:  # and where a consumer with that prefix takes it from
         message = conn.default_channel.basic_get(queue, no_ack=True)
     assert message is not None and message.headers["task"] == "pub.noop"
+    app.close()
+
+
+def test_a_publish_polls_for_its_reply_on_the_connection_it_sent_on(redis_url: str) -> None:
+    # How fast a delay() is, the benchmark measures; this checks that the publish goes
+    # through the channel's ReplyWait at all, and that the wait watches the right socket.
+    app, _ = _app(redis_url)
+    app.tasks["pub.noop"].delay(0)
+    _, channel = app.amqp.publisher._idle[-1]
+    client, _, wait = channel._direct()
+    assert wait.limit == DEFAULT_SPIN and wait.spinning
+    assert client.connection._sock is not None and wait._sock is client.connection._sock
     app.close()

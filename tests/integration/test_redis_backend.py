@@ -8,20 +8,35 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import redis
 
-from taskq import TimeoutError, states
+from taskq import Taskq, TimeoutError, states
 from taskq.backends import Backend
 from taskq.backends.redis import RedisBackend
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(redis_url: str, redis_backend_url: str) -> Iterator[Taskq]:
+    app = make_app(redis_url, redis_backend_url, None)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(redis_backend_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the backend's Redis, to look at what the backend did."""
+    client = redis.Redis.from_url(redis_backend_url)
+    yield client
+    client.close()
 
 
 def subscribers(client: Any, channel: str) -> int:
@@ -39,11 +54,8 @@ def storer(client: Any, backend: Backend, task_id: str, value: Any) -> Callable[
     return store
 
 
-def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) -> None:
-    backend = redis_backend_url
-    app = make_app(redis_url, backend, None)
+def test_redis_results_wait_with_pubsub(app: Taskq, client: redis.Redis) -> None:
     result = app.AsyncResult(f"pubsub-{uuid.uuid4()}")
-    client = redis.Redis.from_url(backend)
     waiter = threading.Thread(target=lambda: result.get(timeout=20), daemon=True)
     waiter.start()
     channel = f"celery-task-meta-{result.id}"
@@ -58,10 +70,8 @@ def test_redis_results_wait_with_pubsub(redis_url: str, redis_backend_url: str) 
 
 
 def test_redis_keeps_a_stored_success_and_announces_each_write(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
     task_id = f"keep-{uuid.uuid4()}"
     key = f"celery-task-meta-{task_id}"
     client.set(key, b"\xff not json")  # unreadable: overwritten, as Celery would
@@ -80,29 +90,23 @@ def test_redis_keeps_a_stored_success_and_announces_each_write(
         announced.append(json.loads(message["data"])["status"])
     assert announced == ["RETRY", "SUCCESS"]  # the kept success is not announced again
     listener.close()
-    app.close()
 
 
 def test_a_result_store_survives_a_dropped_connection_and_a_lost_script_cache(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
     app.backend.store_result("drop-a", 1, states.SUCCESS)  # this thread's connection is open
     client.client_kill_filter(_type="normal", skipme=True)  # as an idle timeout would
     app.backend.store_result("drop-b", 2, states.SUCCESS)
     client.script_flush()  # as after a Redis restart: the store's EVALSHA answers NOSCRIPT
     app.backend.store_result("drop-c", 3, states.SUCCESS)
     assert [app.AsyncResult(t).get(timeout=5) for t in ("drop-a", "drop-b", "drop-c")] == [1, 2, 3]
-    app.close()
 
 
 def test_redis_result_waits_share_one_subscriber_connection(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
     # A wait used to open (and close) a connection of its own; now each thread keeps one.
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
 
     def wait_for_one(value: int) -> None:
         task_id = f"shared-{uuid.uuid4()}"
@@ -120,18 +124,15 @@ def test_redis_result_waits_share_one_subscriber_connection(
     app.backend.store_result("stored-already", 7, states.SUCCESS)
     assert app.AsyncResult("stored-already").get(timeout=5) == 7
     assert connections_received(client) == before
-    app.close()
 
 
 def test_a_forked_child_reads_results_on_its_own_connection(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
     for task_id, value in (("fork-a", 1), ("fork-b", 2), ("fork-c", 3)):
         app.backend.store_result(task_id, value, states.SUCCESS)
     assert app.AsyncResult("fork-a").get(timeout=5) == 1  # this thread now has its client
-    server = redis.Redis.from_url(redis_backend_url)
-    before_fork = connections_received(server)
+    before_fork = connections_received(client)
     pid = os.fork()
     if pid == 0:  # the child: its reads must not share the parent's socket
         try:
@@ -140,16 +141,13 @@ def test_a_forked_child_reads_results_on_its_own_connection(
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert connections_received(server) > before_fork
+    assert connections_received(client) > before_fork
     assert app.AsyncResult("fork-c").get(timeout=5) == 3
-    app.close()
 
 
 def test_redis_result_waits_start_the_way_the_last_one_turned_out(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
 
     def subscribes() -> int:
         return int(client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
@@ -176,14 +174,11 @@ def test_redis_result_waits_start_the_way_the_last_one_turned_out(
     # ...which found it ready, so the one after reads first again.
     assert app.AsyncResult(stored(4)).get(timeout=5) == 4
     assert subscribes() == start + 2
-    app.close()
 
 
 def test_a_timed_out_wait_unsubscribes_and_keeps_its_connection(
-    redis_url: str, redis_backend_url: str
+    app: Taskq, client: redis.Redis
 ) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
     never = f"never-{uuid.uuid4()}"
     with pytest.raises(TimeoutError):
         app.AsyncResult(never).get(timeout=0.3)
@@ -196,7 +191,6 @@ def test_a_timed_out_wait_unsubscribes_and_keeps_its_connection(
         assert app.AsyncResult(later).get(timeout=20) == 8
         stored.result()
     assert connections_received(client) == before  # the same connection waited again
-    app.close()
 
 
 def _kill_subscribers(client: Any, channel: str) -> None:
@@ -206,11 +200,7 @@ def _kill_subscribers(client: Any, channel: str) -> None:
     assert subscribers(client, channel) == 0
 
 
-def test_a_wait_outlives_its_connection_being_killed(
-    redis_url: str, redis_backend_url: str
-) -> None:
-    app = make_app(redis_url, redis_backend_url, None)
-    client = redis.Redis.from_url(redis_backend_url)
+def test_a_wait_outlives_its_connection_being_killed(app: Taskq, client: redis.Redis) -> None:
     task_id = f"killed-{uuid.uuid4()}"
     channel = f"celery-task-meta-{task_id}"
 
@@ -230,15 +220,15 @@ def test_a_wait_outlives_its_connection_being_killed(
     client.client_kill_filter(_type="normal", skipme=True)
     app.backend.store_result("after-kill", 10, states.SUCCESS)
     assert app.AsyncResult("after-kill").get(timeout=5) == 10
-    app.close()
 
 
-def test_waits_pass_the_connections_health_check(redis_backend_url: str) -> None:
+def test_waits_pass_the_connections_health_check(
+    redis_backend_url: str, client: redis.Redis
+) -> None:
     # After a quiet interval redis-py pings before it sends; the last wait's unsubscribe
     # confirmation is still unread then, and must not be taken for the ping's reply (a
     # failed health check reconnects, which the count of connections would show).
     backend = RedisBackend(redis_backend_url, options={"health_check_interval": 1})
-    client = redis.Redis.from_url(redis_backend_url)
 
     def wait_for_one(writer: ThreadPoolExecutor, value: int) -> None:
         task_id = f"health-{uuid.uuid4()}"

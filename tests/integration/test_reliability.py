@@ -224,3 +224,4 @@ def test_redis_transport_defaults_and_options(redis_url: str) -> None:
         conn.default_channel  # noqa: B018
     with broker_connection(redis_url, {"reply_spin": 0}) as conn:
         assert conn.default_channel.reply_spin == 0
+        assert conn.default_channel._direct()[2].limit == 0  # the publish's wait has it

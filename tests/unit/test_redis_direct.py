@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from collections.abc import Iterator
@@ -124,8 +125,13 @@ def test_no_spin_where_poll_is_gone(pair, monkeypatch) -> None:
     assert wait.spinning
 
 
-def test_no_spin_on_tls_or_when_turned_off(pair) -> None:
+def test_no_spin_on_tls_or_when_turned_off(pair, monkeypatch) -> None:
     ours, _ = pair
+
+    def no_poller() -> None:
+        raise AssertionError("a poller was made: the wait would have polled")
+
+    monkeypatch.setattr(select, "poll", no_poller)
     context = ssl.create_default_context()
     context.check_hostname = False
     plain, other = socket.socketpair()
