@@ -9,10 +9,11 @@ round trip).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -141,6 +142,18 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         pass
+
+    @contextlib.contextmanager
+    def stores_in_flight(self) -> Iterator[dict[str, BackendError]]:
+        """Within the block, this thread's stores may return before the backend confirms them.
+
+        The block's end waits for the last confirmation. The dict it yields maps, once the
+        block is over, each task id whose store failed to the error; those stores raised
+        nothing when they were made. A store is sent before it returns either way, so a
+        process that dies within the block leaves its results stored. Backends that cannot
+        leave a store in flight store as usual here, and raise as usual.
+        """
+        yield {}
 
     # -- the shared logic
     key_prefix = KEY_PREFIX

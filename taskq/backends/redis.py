@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
@@ -87,7 +87,51 @@ class RedisBackend(Backend):
                 connection_pool=self.client.connection_pool, single_connection_client=True
             )
             local.client_pid = os.getpid()
+            local.pending = None  # a store the parent left in flight is the parent's
+        else:
+            self._settle()
         return client
+
+    @contextlib.contextmanager
+    def stores_in_flight(self) -> Iterator[dict[str, BackendError]]:
+        # One store in flight at a time: the next command on the connection reads its
+        # reply first, by which time the reply is there (a task ran in between) and the
+        # thread need not sleep for it, as it did once per store (optimisation 21).
+        local = self._local
+        failures: dict[str, BackendError] | None = getattr(local, "failures", None)
+        outer = failures is not None
+        if failures is None:
+            failures = local.failures = {}
+        try:
+            yield failures
+        finally:
+            try:
+                self._settle()
+            finally:
+                if not outer:
+                    local.failures = None
+
+    def _settle(self) -> None:
+        """Read the reply to this thread's store in flight, if any; a failure is recorded."""
+        local = self._local
+        pending = getattr(local, "pending", None)
+        if pending is None or local.client_pid != os.getpid():
+            return
+        local.pending = None
+        key, value, expires = pending
+        client = local.client
+        try:
+            try:
+                client.connection.read_response()
+            except redis.exceptions.NoScriptError:  # the server restarted since the load
+                run_script(client.connection, STORE_SCRIPT, self._store.sha, (1, *pending))
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Whether the store reached the server is unknown: store it again, on the
+                # client's own path that reconnects. The same value twice changes nothing.
+                self._store(keys=[key], args=[value, expires], client=client)
+        except redis.RedisError as exc:
+            error = BackendError(f"Result backend {self._where()} failed: {exc}")
+            local.failures[key[len(self.key_prefix) :]] = error
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -100,6 +144,10 @@ class RedisBackend(Backend):
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
         client, store = self._thread_client(), self._store
+        if getattr(self._local, "failures", None) is not None and self._send(
+            client, (key, value, expires)
+        ):
+            return
         try:
             try:
                 run_script(client.connection, STORE_SCRIPT, store.sha, (1, key, value, expires))
@@ -110,12 +158,22 @@ class RedisBackend(Backend):
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 
+    def _send(self, client: Any, args: tuple[str, str, str]) -> bool:
+        """Send a store, leaving its reply to be read later; False if it was not sent."""
+        try:
+            client.connection.send_command("EVALSHA", self._store.sha, 1, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False  # the caller stores it the usual way, which reconnects
+        self._local.pending = args
+        return True
+
     # No read before the write: the script checks for a stored success atomically.
     _set_unless_succeeded = _set
 
     def _delete(self, key: str) -> None:
         try:
-            self.client.delete(key)
+            # On the connection that stores: a store in flight cannot land after it.
+            self._thread_client().delete(key)
         except redis.RedisError as exc:
             raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
 

@@ -93,16 +93,25 @@ class PoolOptions:
 def run_batch(app: Taskq, jobs: Sequence[Job], mark: Callable[[int, int], None]) -> list[Fate]:
     """Run the jobs in order, marking each one's progress; where the batch runs."""
     fates: list[Fate] = []
+    backend = app.backend
+    # A member's result is sent before its mark says it finished, but the backend's reply
+    # may be read only once the next member ran: a store that failed is known at the end.
+    with backend.stores_in_flight() as failed:
+        for i, job in enumerate(jobs):
+            mark(i, RUNNING)
+            try:
+                outcome = trace(app, job)
+            except Exception as exc:  # the tracer itself failed (e.g. backend down)
+                mark(i, FINISHED)
+                fates.append(Crash(_picklable(exc)))
+                continue
+            mark(i, _mark_of(outcome))
+            fates.append(outcome)
     for i, job in enumerate(jobs):
-        mark(i, RUNNING)
-        try:
-            outcome = trace(app, job)
-        except Exception as exc:  # the tracer itself failed (e.g. backend down)
+        error = failed.get(job.message.id)
+        if error is not None and isinstance(fates[i], Outcome):
             mark(i, FINISHED)
-            fates.append(Crash(_picklable(exc)))
-            continue
-        mark(i, _mark_of(outcome))
-        fates.append(outcome)
+            fates[i] = Crash(_picklable(error))
     return fates
 
 

@@ -18,6 +18,10 @@ import redis
 from taskq import Taskq, TimeoutError, states
 from taskq.backends import Backend
 from taskq.backends.redis import RedisBackend
+from taskq.exceptions import BackendError
+from taskq.message import TaskMessage
+from taskq.worker.pool import FINISHED, QUEUED, Crash, run_batch
+from taskq.worker.tracer import Job
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
 
@@ -101,6 +105,60 @@ def test_a_result_store_survives_a_dropped_connection_and_a_lost_script_cache(
     client.script_flush()  # as after a Redis restart: the store's EVALSHA answers NOSCRIPT
     app.backend.store_result("drop-c", 3, states.SUCCESS)
     assert [app.AsyncResult(t).get(timeout=5) for t in ("drop-a", "drop-b", "drop-c")] == [1, 2, 3]
+
+
+def test_a_store_in_flight_is_read_back_before_its_connection_is_used_again(
+    app: Taskq, client: redis.Redis
+) -> None:
+    backend = app.backend
+    with backend.stores_in_flight() as failed:
+        backend.store_result("flight-a", 1, states.SUCCESS)
+        # The read must take the store's reply first, or it would be taken for the GET's.
+        assert backend.get_task_meta("flight-a")["result"] == 1
+        client.script_flush()  # the next store's reply, read later, is NOSCRIPT
+        backend.store_result("flight-b", 2, states.SUCCESS)
+        assert backend.get_task_meta("flight-b")["result"] == 2
+        client.client_kill_filter(_type="normal", skipme=True)  # the next send goes nowhere
+        backend.store_result("flight-c", 3, states.SUCCESS)
+        backend.store_result("flight-d", 4, states.SUCCESS)
+        backend.store_result("flight-e", 5, states.SUCCESS)
+        app.AsyncResult("flight-e").forget()
+    assert failed == {}
+    stored = [json.loads(client.get(f"celery-task-meta-flight-{t}") or "null") for t in "abcde"]
+    assert [meta and meta["result"] for meta in stored] == [1, 2, 3, 4, None]
+
+
+@pytest.fixture
+def full_redis(app: Taskq, client: redis.Redis) -> Iterator[None]:
+    """A Redis refusing writes (out of memory), with the backend connected beforehand."""
+    app.backend.store_result("before-full", 0, states.SUCCESS)
+    client.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", 0)
+
+
+def test_a_store_that_fails_in_flight_is_reported_when_the_block_ends(
+    app: Taskq, full_redis: None
+) -> None:
+    with app.backend.stores_in_flight() as failed:
+        app.backend.store_result("full-a", 1, states.SUCCESS)  # raises nothing: not read yet
+        app.backend.store_result("full-b", 2, states.SUCCESS)
+    assert sorted(failed) == ["full-a", "full-b"]
+    assert all("maxmemory" in str(error) for error in failed.values())
+    with pytest.raises(BackendError, match="maxmemory"):  # outside a block a store raises
+        app.backend.store_result("full-c", 3, states.SUCCESS)
+
+
+def test_a_batch_member_whose_store_failed_in_flight_crashed(app: Taskq, full_redis: None) -> None:
+    jobs = [Job(TaskMessage(f"batch-{uuid.uuid4()}", "itest.add", (i, i))) for i in range(2)]
+    marks = [QUEUED, QUEUED]
+    fates = run_batch(app, jobs, marks.__setitem__)
+    assert [type(fate) for fate in fates] == [Crash, Crash]
+    assert all("maxmemory" in str(fate.error) for fate in fates if isinstance(fate, Crash))
+    # Had the process died with them, their marks would not claim a stored success.
+    assert marks == [FINISHED, FINISHED]
 
 
 def test_redis_result_waits_share_one_subscriber_connection(
