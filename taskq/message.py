@@ -153,7 +153,9 @@ def json_loads(text: bytes | bytearray | memoryview | str) -> Any:
         text = text.decode("utf-8")
     elif not isinstance(text, str):
         text = bytes(text).decode("utf-8")
-    if "__type__" in text or "\\u" in text:
+    # One character first: found at memory speed, where the longer needles alone cost
+    # 0.4 and 0.9 ms per MB of text even when absent (a 1 MB argument).
+    if ("_" in text and "__type__" in text) or ("\\" in text and "\\u" in text):
         return kombu_json.loads(text)
     return json.loads(text)
 

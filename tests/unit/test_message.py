@@ -209,3 +209,15 @@ def test_new_ids_are_random_version_4_uuids_in_their_usual_text_form() -> None:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_typed_values_are_revived_however_their_key_is_spelled() -> None:
+    when = datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+    text = dumps([[when], {}, {}])
+    assert '"__type__"' in text  # kombu's spelling of a typed value
+    escaped = text.replace('"__type__"', '"\\u005f_type__"')  # the same key, as JSON reads it
+    for form in (text, text.encode(), memoryview(escaped.encode()), escaped):
+        assert decode_body(form, JSON, "utf-8", ACCEPT) == [[when], {}, {}]
+    # Text with neither spelling is read as it stands, underscores and backslashes too.
+    plain = [["x" * 100_000, "a_b\\n"], {"type_": 1}, {}]
+    assert decode_body(json.dumps(plain).encode(), JSON, "utf-8", ACCEPT) == plain
