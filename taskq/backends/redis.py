@@ -123,11 +123,10 @@ class RedisBackend(Backend):
         try:
             try:
                 client.connection.read_response()
-            except redis.exceptions.NoScriptError:  # the server restarted since the load
-                run_script(client.connection, STORE_SCRIPT, self._store.sha, (1, *pending))
-            except (redis.ConnectionError, redis.TimeoutError):
-                # Whether the store reached the server is unknown: store it again, on the
-                # client's own path that reconnects. The same value twice changes nothing.
+            except (redis.exceptions.NoScriptError, redis.ConnectionError, redis.TimeoutError):
+                # The server lost the script (a restart), or the connection dropped before
+                # the reply. Store it again on the client's own path, which loads the script
+                # and reconnects; the same value twice changes nothing.
                 self._store(keys=[key], args=[value, expires], client=client)
         except redis.RedisError as exc:
             error = BackendError(f"Result backend {self._where()} failed: {exc}")
