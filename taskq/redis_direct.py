@@ -2,9 +2,11 @@
 
 A redis-py client wraps every command in a lock, a retry policy and reply callbacks, and a
 pooled one also takes a connection from its pool and checks it for unread data: together
-more than the round trip itself on loopback. The hot paths (a publish, an ack, a stored
-result) send on a connection they own instead. The connection still connects on first
-use, checks its health and drops itself on an error; callers decide what a failure means.
+more than the round trip itself on loopback. The hot paths (a publish, a take, an ack)
+send on a connection they own instead; the result backend sends its stores the same way,
+and reads their replies later (``RedisBackend.stores_in_flight``). The connection still
+connects on first use, checks its health and drops itself on an error; callers decide
+what a failure means.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import redis
 
 from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError
-from ..redis_direct import run_script
 from .base import KEY_PREFIX, Backend
 from .redis_waiter import Waiter
 
@@ -79,7 +78,9 @@ class RedisBackend(Backend):
 
         A pooled client takes a connection from the pool and checks it for unread data on
         every command; keeping one per thread skips both. A forked child makes its own.
+        Its store in flight, if any, is settled first: a reply is read in order.
         """
+        self._settle()
         local = self._local
         client = getattr(local, "client", None)
         if client is None or local.client_pid != os.getpid():
@@ -87,9 +88,6 @@ class RedisBackend(Backend):
                 connection_pool=self.client.connection_pool, single_connection_client=True
             )
             local.client_pid = os.getpid()
-            local.pending = None  # a store the parent left in flight is the parent's
-        else:
-            self._settle()
         return client
 
     @contextlib.contextmanager
@@ -97,40 +95,48 @@ class RedisBackend(Backend):
         # One store in flight at a time: the next command on the connection reads its
         # reply first, by which time the reply is there (a task ran in between) and the
         # thread need not sleep for it, as it did once per store (optimisation 21).
-        local = self._local
-        failures: dict[str, BackendError] | None = getattr(local, "failures", None)
-        outer = failures is not None
-        if failures is None:
-            failures = local.failures = {}
+        failures: dict[str, BackendError] = {}
+        self._local.failures = failures
         try:
             yield failures
         finally:
             try:
                 self._settle()
             finally:
-                if not outer:
-                    local.failures = None
+                self._local.failures = None
 
     def _settle(self) -> None:
-        """Read the reply to this thread's store in flight, if any; a failure is recorded."""
+        """Read the reply to this thread's store in flight, if any."""
         local = self._local
-        pending = getattr(local, "pending", None)
-        if pending is None or local.client_pid != os.getpid():
+        store = getattr(local, "pending", None)
+        if store is None:
             return
         local.pending = None
-        key, value, expires = pending
-        client = local.client
+        if local.client_pid != os.getpid():
+            return  # a parent process's store, on its connection: the parent reads it
         try:
             try:
-                client.connection.read_response()
+                local.client.connection.read_response()
             except (redis.exceptions.NoScriptError, redis.ConnectionError, redis.TimeoutError):
                 # The server lost the script (a restart), or the connection dropped before
-                # the reply. Store it again on the client's own path, which loads the script
-                # and reconnects; the same value twice changes nothing.
-                self._store(keys=[key], args=[value, expires], client=client)
+                # the reply.
+                self._store_again(local.client, store)
         except redis.RedisError as exc:
-            error = BackendError(f"Result backend {self._where()} failed: {exc}")
-            local.failures[key[len(self.key_prefix) :]] = error
+            self._failed(store[0], exc)
+
+    def _store_again(self, client: Any, store: tuple[str, str, str]) -> None:
+        # The client's own path loads the script and reconnects; the same value twice
+        # changes nothing.
+        key, value, expires = store
+        self._store(keys=[key], args=[value, expires], client=client)
+
+    def _failed(self, key: str, exc: redis.RedisError) -> None:
+        """A store failed: raised, or, within ``stores_in_flight``, recorded for its end."""
+        error = BackendError(f"Result backend {self._where()} failed: {exc}")
+        failures = getattr(self._local, "failures", None)
+        if failures is None:
+            raise error from exc
+        failures[key[len(self.key_prefix) :]] = error
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -142,29 +148,19 @@ class RedisBackend(Backend):
     def _set(self, key: str, value: str, state: str) -> None:
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
-        client, store = self._thread_client(), self._store
-        if getattr(self._local, "failures", None) is not None and self._send(
-            client, (key, value, expires)
-        ):
-            return
+        store = (key, value, expires)
+        client = self._thread_client()
         try:
-            try:
-                run_script(client.connection, STORE_SCRIPT, store.sha, (1, key, value, expires))
-            except (redis.ConnectionError, redis.TimeoutError):
-                # A dropped connection (a restart, an idle timeout): the client's own path
-                # reconnects and retries. Storing the same value twice changes nothing.
-                store(keys=[key], args=[value, expires], client=client)
-        except redis.RedisError as exc:
-            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
-
-    def _send(self, client: Any, args: tuple[str, str, str]) -> bool:
-        """Send a store, leaving its reply to be read later; False if it was not sent."""
-        try:
-            client.connection.send_command("EVALSHA", self._store.sha, 1, *args)
+            client.connection.send_command("EVALSHA", self._store.sha, 1, *store)
         except (redis.ConnectionError, redis.TimeoutError):
-            return False  # the caller stores it the usual way, which reconnects
-        self._local.pending = args
-        return True
+            try:  # not sent: the connection had dropped (a restart, an idle timeout)
+                self._store_again(client, store)
+            except redis.RedisError as exc:
+                self._failed(key, exc)
+            return
+        self._local.pending = store
+        if getattr(self._local, "failures", None) is None:
+            self._settle()  # outside stores_in_flight(), its reply is read now
 
     # No read before the write: the script checks for a stored success atomically.
     _set_unless_succeeded = _set

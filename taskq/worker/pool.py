@@ -93,10 +93,9 @@ class PoolOptions:
 def run_batch(app: Taskq, jobs: Sequence[Job], mark: Callable[[int, int], None]) -> list[Fate]:
     """Run the jobs in order, marking each one's progress; where the batch runs."""
     fates: list[Fate] = []
-    backend = app.backend
     # A member's result is sent before its mark says it finished, but the backend's reply
     # may be read only once the next member ran: a store that failed is known at the end.
-    with backend.stores_in_flight() as failed:
+    with app.backend.stores_in_flight() as failed:
         for i, job in enumerate(jobs):
             mark(i, RUNNING)
             try:

@@ -24,6 +24,7 @@ from taskq.worker.pool import FINISHED, QUEUED, Crash, run_batch
 from taskq.worker.tracer import Job
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +129,30 @@ def test_a_store_in_flight_is_read_back_before_its_connection_is_used_again(
     assert [meta and meta["result"] for meta in stored] == [1, 2, 3, 4, None]
 
 
+def test_a_store_in_flight_is_left_to_the_process_that_sent_it(
+    redis_backend_url: str, client: redis.Redis
+) -> None:
+    # A short timeout: had the child read the parent's reply, the parent's read would wait
+    # for it that long, then store again on a new connection.
+    backend = RedisBackend(redis_backend_url, options={"socket_timeout": 2})
+    with backend.stores_in_flight() as failed:
+        backend.store_result("forked-a", 1, states.SUCCESS)
+        before = connections_received(client)
+        backend.store_result("forked-b", 2, states.SUCCESS)  # its reply not read yet
+        pid = os.fork()
+        if pid == 0:  # the child reads on its own connection, not on the parent's
+            try:
+                os._exit(0 if backend.get_task_meta("forked-a")["result"] == 1 else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert failed == {}
+    assert connections_received(client) == before + 1  # the child's; the parent kept its own
+    assert backend.get_task_meta("forked-b")["result"] == 2
+    backend.close()
+
+
 @pytest.fixture
 def full_redis(app: Taskq, client: redis.Redis) -> Iterator[None]:
     """A Redis refusing writes (out of memory), with the backend connected beforehand."""
@@ -149,6 +174,22 @@ def test_a_store_that_fails_in_flight_is_reported_when_the_block_ends(
     assert all("maxmemory" in str(error) for error in failed.values())
     with pytest.raises(BackendError, match="maxmemory"):  # outside a block a store raises
         app.backend.store_result("full-c", 3, states.SUCCESS)
+
+
+def test_a_store_that_could_not_be_sent_is_reported_like_one_that_failed() -> None:
+    with RedisServer() as server:
+        backend = RedisBackend(server.url)
+        backend.store_result("down-a", 1, states.SUCCESS)  # connected
+        server.kill()
+        with backend.stores_in_flight() as failed:
+            backend.store_result("down-b", 2, states.SUCCESS)  # sent into the dead socket
+            # Reading down-b's reply drops the connection; down-c's send finds no server.
+            backend.store_result("down-c", 3, states.SUCCESS)
+        assert sorted(failed) == ["down-b", "down-c"]
+        assert all(f":{server.port}/0 failed" in str(error) for error in failed.values())
+        with pytest.raises(BackendError, match=f":{server.port}/0 failed"):
+            backend.store_result("down-d", 4, states.SUCCESS)  # outside the block it raises
+        backend.close()
 
 
 def test_a_batch_member_whose_store_failed_in_flight_crashed(app: Taskq, full_redis: None) -> None:
