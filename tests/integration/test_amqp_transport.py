@@ -286,6 +286,12 @@ def test_an_early_ack_goes_at_once_so_a_crash_after_the_start_loses_the_message(
             redelivery = Redelivery(app, "w@host")
             message = parse(raw.headers, body)
             Request(app, message, raw, policy, "w@host", queue, redelivery).on_accepted()
+            assert not channel._acks  # the ack has gone, not just been noted
+            # RabbitMQ handles one channel's commands in order: once this round trip on the
+            # same channel is answered, the ack has been applied. Without the barrier the
+            # crash below could make RabbitMQ drop the ack unhandled (see reliability.md),
+            # and the message would come back although its ack had gone at once.
+            queue.bind(channel).queue_declare(passive=True)
             # A crash now: the socket goes, nothing more is sent.
             conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
