@@ -115,12 +115,11 @@ class RedisBackend(Backend):
         if local.client_pid != os.getpid():
             return  # a parent process's store, on its connection: the parent reads it
         try:
-            try:
-                local.client.connection.read_response()
-            except (redis.exceptions.NoScriptError, redis.ConnectionError, redis.TimeoutError):
-                # The server lost the script (a restart), or the connection dropped before
-                # the reply.
-                self._store_again(local.client, store)
+            local.client.connection.read_response()
+        except (redis.exceptions.NoScriptError, redis.ConnectionError, redis.TimeoutError):
+            # The server lost the script (a restart), or the connection dropped before the
+            # reply.
+            self._store_again(local.client, store)
         except redis.RedisError as exc:
             self._failed(store[0], exc)
 
@@ -128,21 +127,27 @@ class RedisBackend(Backend):
         # The client's own path loads the script and reconnects; the same value twice
         # changes nothing.
         key, value, expires = store
-        self._store(keys=[key], args=[value, expires], client=client)
+        try:
+            self._store(keys=[key], args=[value, expires], client=client)
+        except redis.RedisError as exc:
+            self._failed(key, exc)
 
     def _failed(self, key: str, exc: redis.RedisError) -> None:
         """A store failed: raised, or, within ``stores_in_flight``, recorded for its end."""
-        error = BackendError(f"Result backend {self._where()} failed: {exc}")
+        error = self._error(exc)
         failures = getattr(self._local, "failures", None)
         if failures is None:
             raise error from exc
         failures[key[len(self.key_prefix) :]] = error
 
+    def _error(self, exc: redis.RedisError) -> BackendError:
+        return BackendError(f"Result backend {self._where()} failed: {exc}")
+
     def _get(self, key: str) -> bytes | None:
         try:
             value: Any = self._thread_client().get(key)
         except redis.RedisError as exc:
-            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+            raise self._error(exc) from exc
         return value  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: str, state: str) -> None:
@@ -153,10 +158,8 @@ class RedisBackend(Backend):
         try:
             client.connection.send_command("EVALSHA", self._store.sha, 1, *store)
         except (redis.ConnectionError, redis.TimeoutError):
-            try:  # not sent: the connection had dropped (a restart, an idle timeout)
-                self._store_again(client, store)
-            except redis.RedisError as exc:
-                self._failed(key, exc)
+            # Not sent: the connection had dropped (a restart, an idle timeout).
+            self._store_again(client, store)
             return
         self._local.pending = store
         if getattr(self._local, "failures", None) is None:
@@ -170,7 +173,7 @@ class RedisBackend(Backend):
             # On the connection that stores: a store in flight cannot land after it.
             self._thread_client().delete(key)
         except redis.RedisError as exc:
-            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+            raise self._error(exc) from exc
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
         # A first read pays off when results are in by the time they are asked for (a
@@ -188,7 +191,7 @@ class RedisBackend(Backend):
             raise
         except redis.RedisError as exc:
             self._drop_waiter()
-            raise BackendError(f"Result backend {self._where()} failed: {exc}") from exc
+            raise self._error(exc) from exc
         except BaseException:
             self._drop_waiter()  # interrupted mid-read: its replies cannot be trusted
             raise
