@@ -1,8 +1,8 @@
 """Celery's task message, protocol v2 (and reading v1): build and parse, pure, no I/O.
 
 A message is headers (all task metadata), properties (AMQP basic properties) and a body
-``[args, kwargs, embed]`` serialized with kombu's JSON dialect. See docs/architecture.md
-and ../shared/celery-wire.md for the field-by-field contract.
+``[args, kwargs, embed]`` serialized with kombu's JSON dialect. docs/celery-compatibility.md
+gives the field-by-field contract; docs/architecture.md shows where this module sits.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ Threading contract. kombu connections, channels and messages are not thread-safe
 exactly one thread, the one that calls ``Consumer.run``, touches them: it drains the
 connection, acks and rejects, changes QoS and declares queues, and reads the prefork
 pool's reports. Every other thread (billiard's supervisor and time-limit threads, pool
-threads, signal handlers) may only call ``call_soon`` (or set the stop flags), which queues
+threads) may only call ``call_soon`` (or set the stop flags), which queues
 a function for the consumer thread and, where the transport can be woken (Redis,
 RabbitMQ), ends its wait for the broker. The loop runs those functions between broker
 reads; on other transports it polls with a short timeout while tasks are in flight, so
-that their completions are acted on promptly.
+that their completions are acted on promptly. Signal handlers run on this very thread and
+only record (signal_inbox.py); ``watch`` lets the owner's chore act on them from the loop.
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ class Consumer:
         self.redelivery = Redelivery(app, options.hostname)
         self._wake: Callable[[], None] | None = None  # set when the transport can be woken
         self._waiting = False  # in drain_events, to be woken by call_soon
+        self._chores: list[Callable[[], None]] = []  # run at every turn (see watch)
+        self._watched: list[int] = []
+
+    def watch(self, fd: int, chore: Callable[[], None]) -> None:
+        """Run ``chore`` on this thread at every turn of the loop, and wake when ``fd`` has input.
+
+        For the owner's own events (its signal inbox): call before ``run``. ``chore`` must
+        read what made ``fd`` readable, or the wait would end at once every time.
+        """
+        self._watched.append(fd)
+        self._chores.append(chore)
 
     # -- called from other threads
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -187,7 +199,7 @@ class Consumer:
         # for them.
         enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
         fd = self.pool.result_fd
-        watch = () if fd is None else (fd,)
+        watch = (*(() if fd is None else (fd,)), *self._watched)
         self._wake = enable_wakeup(watch) if enable_wakeup is not None else None
         # taskq's RabbitMQ sends the acks of one turn of this loop together.
         defer_acks = getattr(conn.transport, "defer_acks", None)
@@ -224,6 +236,7 @@ class Consumer:
     def _between_attempts(self) -> None:
         # Tasks still running report meanwhile; the pool's time limits depend on it.
         self.pool.poll_results()
+        self._run_chores()
         self._check_stop()
 
     def _check_stop(self) -> None:
@@ -234,6 +247,8 @@ class Consumer:
         conn = self.connection
         while not (self.warm_stop or self.cold_stop):
             self._tick()
+            if self.warm_stop or self.cold_stop:
+                return  # asked during the tick: no wait for the broker first
             # Announce the wait before looking at the inbox: a thread that queues work
             # after the look sees the flag and wakes us, one that queued before is seen.
             self._waiting = True
@@ -259,12 +274,17 @@ class Consumer:
                 conn.heartbeat_check()
 
     def _tick(self) -> None:
+        self._run_chores()
         self.pool.poll_results()
         self._run_inbox()
         self._run_timers()
         self._dispatch()
         if self.qos is not None:
             self.qos.update()
+
+    def _run_chores(self) -> None:
+        for chore in self._chores:
+            chore()
 
     def _run_inbox(self) -> None:
         while True:
@@ -403,6 +423,7 @@ class Consumer:
         if self.active:
             logger.info("Waiting for %d running task(s) to finish", len(self.active))
         while self.active and not self.cold_stop:
+            self._run_chores()  # a second signal turns this stop cold
             self.pool.poll_results()
             self._run_inbox()
             try:

@@ -33,6 +33,7 @@ from billiard.sharedctypes import RawArray
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from .handoff import HandOff, Ticket
+from .signal_inbox import forget_inherited_inbox
 from .tracer import Job, Outcome, trace
 
 if TYPE_CHECKING:
@@ -237,6 +238,9 @@ def _init_child(app: Taskq, marks: Any) -> None:
     # Inherited clients hold the parent's sockets: drop them (never close them, that would
     # close the parent's connections) and let the child open its own on first use.
     app.forget_clients()
+    # The parent's signal handlers only record into the parent's inbox; billiard installs
+    # the child's own after this initializer.
+    forget_inherited_inbox()
     # Its own process group: a SIGTERM sent to the worker's group (a shell, a supervisor's
     # killpg) then reaches only the parent, which shuts the pool down in order. A child
     # killed by such a signal mid-read would leave the pool's queue lock held forever.

@@ -3,7 +3,8 @@
 ``start`` and ``stop`` are straight-line code: no bootsteps, no dependency graph.
 SIGTERM/SIGINT ask for a warm shutdown (stop taking messages, let running tasks finish,
 return everything reserved to the broker, exit 0); a second one, or SIGQUIT, is cold
-(kill running tasks and return their late-ack messages too).
+(kill running tasks and return their late-ack messages too). The handlers only record a
+signal; the consumer's loop acts on it (signal_inbox.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kombu import Queue
 
@@ -22,6 +23,7 @@ from ..exceptions import ConfigurationError
 from ..message import JSON
 from .consumer import Consumer, ConsumerOptions
 from .pool import POOLS, Pool, PoolOptions
+from .signal_inbox import STOP_SIGNALS, SignalInbox
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -90,7 +92,9 @@ class Worker:
         )
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
-        self._signals = 0
+        self._inbox: SignalInbox | None = None
+        self._stopping = False
+        self._cold = False
 
     def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
         default = self.app.default_queue()
@@ -124,35 +128,63 @@ class Worker:
         """Run until stopped; returns after a clean shutdown."""
         self.pool = POOLS[self.pool_name](self.app, self.pool_options)
         self.pool.start()
-        self.consumer = Consumer(self.app, self.pool, self.consumer_options)
+        consumer = Consumer(self.app, self.pool, self.consumer_options)
+        if self._inbox is not None:
+            consumer.watch(self._inbox.fd, self._act_on_signals)
+        self.consumer = consumer
+        self._pass_on_stop(consumer)  # a stop asked for while the pool was starting
         try:
-            self.consumer.run()
+            consumer.run()
         finally:
             self.app.close()
         logger.info("%s stopped.", self.hostname)
 
     def stop(self, cold: bool = False) -> None:
-        """Ask the consumer to stop; safe to call from a signal handler or another thread."""
-        if self.consumer is None:
-            return
-        if cold:
-            self.consumer.cold_stop = True
-        else:
-            self.consumer.warm_stop = True
+        """Ask for a warm (or cold) stop. Safe from any thread, not from a signal handler."""
+        self._stopping = True
+        self._cold = self._cold or cold
+        consumer = self.consumer
+        if consumer is not None:
+            self._pass_on_stop(consumer)
+            consumer.call_soon(_nothing)  # end its wait for the broker now
+
+    def _pass_on_stop(self, consumer: Consumer) -> None:
+        if self._cold:
+            consumer.cold_stop = True
+        elif self._stopping:
+            consumer.warm_stop = True
 
     def install_signal_handlers(self) -> None:
-        def on_term(signum: int, frame: Any) -> None:
-            self._signals += 1
-            cold = self._signals > 1
-            logger.warning(
-                "%s: %s shutdown (signal %d)", self.hostname, "cold" if cold else "warm", signum
-            )
-            self.stop(cold=cold)
+        """SIGTERM and SIGINT stop warm, a second one or SIGQUIT cold (main thread only).
 
-        def on_quit(signum: int, frame: Any) -> None:
-            logger.warning("%s: cold shutdown (SIGQUIT)", self.hostname)
-            self.stop(cold=True)
+        The handlers only record the signal (signal_inbox.py says why); the consumer's loop
+        calls ``_act_on_signals``, which logs and stops.
+        """
+        self._inbox = SignalInbox()
+        self._inbox.install(STOP_SIGNALS)
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        signal.signal(signal.SIGQUIT, on_quit)
+    def _act_on_signals(self) -> None:
+        assert self._inbox is not None
+        for signum in self._inbox.take():
+            name = signal.Signals(signum).name
+            if signum == getattr(signal, "SIGQUIT", None) or self._stopping:
+                logger.warning(
+                    "%s: cold shutdown (%s): running tasks are stopped, and their messages "
+                    "go back to the broker",
+                    self.hostname,
+                    name,
+                )
+                self.stop(cold=True)
+            else:
+                logger.warning(
+                    "%s: warm shutdown (%s): running tasks finish, reserved ones go back to "
+                    "the broker; send %s again for a cold shutdown",
+                    self.hostname,
+                    name,
+                    name,
+                )
+                self.stop()
+
+
+def _nothing() -> None:
+    pass

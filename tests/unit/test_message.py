@@ -16,7 +16,8 @@ from kombu.utils.json import dumps
 from taskq import MalformedMessage, Taskq
 from taskq.message import JSON, TaskMessage, decode_body, parse, to_body, to_headers
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "celery-captures"
+# Traffic of a real Celery 5.7 client (tests/data/celery-captures/README.md says how it was taken).
+CAPTURES = Path(__file__).resolve().parents[1] / "data" / "celery-captures"
 ACCEPT = frozenset({JSON})
 
 
