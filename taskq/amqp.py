@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from kombu import Connection, Exchange, Queue
 from kombu.connection import ConnectionPool
@@ -26,6 +25,7 @@ from .publisher import Publisher, queue_known
 from .transports.amqp import Transport as AmqpTransport
 from .transports.redis import Transport as RedisTransport
 from .transports.sqlite import Transport as SqliteTransport
+from .url import credentials_in_userinfo, mask_url, scrub
 
 # kombu transports that taskq passes by class rather than by kombu's alias table.
 CUSTOM_TRANSPORTS: dict[str, type[Any]] = {
@@ -43,15 +43,6 @@ REDIS_OPTIONS = {
     "health_check_interval": 25,
 }
 CONFIRMING_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced, for banners, logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":**@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def broker_connection(
@@ -79,8 +70,8 @@ def broker_connection(
     if scheme in CUSTOM_TRANSPORTS:
         kwargs["transport"] = CUSTOM_TRANSPORTS[scheme]
     try:
-        return Connection(url, **kwargs)
-    except (KombuError, KeyError, ValueError, ImportError) as exc:
+        return Connection(credentials_in_userinfo(url), **kwargs)
+    except (KombuError, KeyError, ValueError, TypeError, ImportError) as exc:
         raise ConfigurationError(f"Cannot use broker URL {mask_url(url)!r}: {exc}") from exc
 
 
@@ -382,7 +373,7 @@ class Amqp:
                 producer.publish(body, **publish, **properties)
         except self._errors as exc:
             raise BrokerUnavailable(
-                f"Could not {what} at {mask_url(self.url)}: {exc}. "
+                f"Could not {what} at {mask_url(self.url)}: {scrub(str(exc))}. "
                 "Check that the broker is running and broker_url is right."
             ) from exc
 

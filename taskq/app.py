@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
-from .backends import Backend, backend_from_url
+from .backends import Backend, RetryPolicy, backend_from_url
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
 from .exceptions import ConfigurationError, NotRegistered
@@ -155,6 +155,7 @@ class Taskq:
                     expires=c.result_expires,
                     extended=c.result_extended,
                     options=c.result_backend_transport_options,
+                    retry=RetryPolicy.from_conf(c),
                 )
             return self._backend
 

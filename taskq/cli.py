@@ -5,20 +5,25 @@ This is the only place that resolves ``module:attr`` strings into objects.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 from . import __version__, states
 from .app import Taskq
+from .backoff import describe
 from .deadletter import DeadLetters
-from .exceptions import TaskqError
+from .exceptions import BrokerUnavailable, TaskqError
+from .url import mask_url, scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -62,15 +67,58 @@ def _app(ctx: click.Context) -> Taskq:
 
 
 def _errors_as_usage(fn: F) -> F:
+    """Every failure of a command is one ``Error: ...`` line that says what is wrong.
+
+    The traceback is for those who ask (``taskq --traceback ...``). Any URL in the message
+    is masked: library errors sometimes quote the broker URL, password and all.
+    """
+
+    @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except TaskqError as exc:
-            raise click.ClickException(str(exc)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            ctx = click.get_current_context(silent=True)
+            root = ctx.find_root() if ctx is not None else None
+            asked = root is not None and (root.obj or {}).get("traceback")
+            if asked or logging.getLogger().isEnabledFor(logging.DEBUG):
+                click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
+            raise click.ClickException(_explain(exc)) from exc
 
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
     return run  # type: ignore[return-value]
+
+
+class _BadArguments(click.ClickException):
+    """A command-line mistake (status 2), said in one line without the usage text."""
+
+    exit_code = 2
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, TaskqError):
+        return scrub(str(exc))
+    return (
+        f"{scrub(describe(exc))}. This is unexpected: run the command again with "
+        "`taskq --traceback ...` to see where it happened, and report it."
+    )
+
+
+@contextlib.contextmanager
+def _broker(app: Taskq) -> Iterator[Any]:
+    """A broker connection whose failures say which broker and what to check."""
+    try:
+        with app.connection() as conn:
+            conn.ensure_connection(max_retries=1)
+            yield conn
+    except (TaskqError, click.ClickException, click.Abort):
+        raise
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"Cannot reach the broker at {mask_url(app.broker_url)}: {describe(exc)}. "
+            "Check that it is running and that broker_url (or -b) is right."
+        ) from exc
 
 
 @click.group()
@@ -78,12 +126,22 @@ def _errors_as_usage(fn: F) -> F:
 @click.option("-A", "--app", envvar="TASKQ_APP", help="The app: module[:attr].")
 @click.option("-b", "--broker", help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides result_backend).")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show where an error happened.")
 @click.pass_context
 def main(
-    ctx: click.Context, app: str | None, broker: str | None, result_backend: str | None
+    ctx: click.Context,
+    app: str | None,
+    broker: str | None,
+    result_backend: str | None,
+    show_traceback: bool,
 ) -> None:
     """taskq: a distributed task queue, wire-compatible with Celery."""
-    ctx.obj = {"app": app, "broker": broker, "backend": result_backend}
+    ctx.obj = {
+        "app": app,
+        "broker": broker,
+        "backend": result_backend,
+        "traceback": show_traceback,
+    }
 
 
 @main.command()
@@ -121,7 +179,7 @@ def worker(
     """Start a worker."""
     from .worker.worker import Worker, WorkerOptions
 
-    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)
+    _log_to_stderr(loglevel)
     app = _app(ctx)
     options = WorkerOptions(
         concurrency=concurrency,
@@ -136,7 +194,20 @@ def worker(
     instance = Worker(app, options)
     click.echo(instance.banner(), err=True)
     instance.install_signal_handlers()
-    instance.start()
+    ctx.exit(instance.start())
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with every URL in them masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_MaskingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _json_arg(name: str, value: str, kind: type) -> Any:
@@ -176,7 +247,13 @@ def call(
         for k, v in {"countdown": countdown, "expires": expires, "queue": queue}.items()
         if v is not None
     }
-    result = app.send_task(name, args, kwargs, **options)
+    try:
+        result = app.send_task(name, args, kwargs, **options)
+    except TypeError as exc:  # the task is known here, and these arguments do not fit it
+        raise _BadArguments(
+            f"Task {name!r} cannot take args={args!r} kwargs={kwargs!r}: {exc}. "
+            "Give its arguments with -a '[...]' and -k '{...}'."
+        ) from exc
     click.echo(result.id)
 
 
@@ -221,7 +298,7 @@ def purge(ctx: click.Context, force: bool, queues: str | None) -> None:
     if not force:
         click.confirm(f"Delete all waiting messages in {', '.join(names)}?", abort=True)
     total = 0
-    with app.connection() as conn:
+    with _broker(app) as conn:
         channel = conn.default_channel
         for name in names:
             total += _purge_queue(app, channel, name)

@@ -269,6 +269,24 @@ SETTINGS: dict[str, Setting] = {
     "result_backend_transport_options": Setting(
         {}, _dict, "Options for the result backend client."
     ),
+    "result_backend_always_retry": Setting(
+        True,
+        _bool,
+        "Store a result again, with backoff, when the backend fails in a way that may pass "
+        "(lost connection, server loading or out of memory, disk full).",
+    ),
+    "result_backend_max_retries": Setting(
+        30,
+        _optional(_non_negative_int),
+        "Attempts after the first before a store is given up (None: for ever); with the "
+        "default sleeps, about 3.5 minutes.",
+    ),
+    "result_backend_base_sleep_between_retries_ms": Setting(
+        10, _non_negative_int, "First sleep between two store attempts, in ms; it doubles."
+    ),
+    "result_backend_max_sleep_between_retries_ms": Setting(
+        10000, _non_negative_int, "Longest sleep between two store attempts, in ms."
+    ),
     # worker
     "worker_concurrency": Setting(
         None, _optional(_positive_int), "Pool size (default: number of CPUs)."

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .amqp import RawMessage, make_queue, mask_url
+from .amqp import RawMessage, make_queue
 from .exceptions import BrokerUnavailable
 from .message import recover_identity
+from .url import mask_url, scrub
 
 if TYPE_CHECKING:
     from kombu import Connection, Queue
@@ -190,7 +191,7 @@ class DeadLetters:
         except Exception as exc:
             conn.release()
             raise BrokerUnavailable(
-                f"Cannot reach the broker at {mask_url(self.app.broker_url)}: {exc}"
+                f"Cannot reach the broker at {mask_url(self.app.broker_url)}: {scrub(str(exc))}"
             ) from exc
         with conn:
             yield conn

@@ -5,7 +5,8 @@ TaskqError
 ├── NotRegistered               no task of that name in this app (also a KeyError)
 ├── BrokerUnavailable           the broker could not be reached within the retry policy
 ├── BackendError                the result backend failed or is missing
-│   └── NoBackendConfigured     get() was called but results are disabled
+│   ├── NoBackendConfigured     get() was called but results are disabled
+│   └── ResultNotStored         a result could not be stored within the retry policy
 ├── TimeoutError                get() waited longer than its timeout (also builtins')
 ├── MalformedMessage            a message could not be decoded (worker side)
 ├── MessageTooLarge             a task message is over task_max_message_size (also a ValueError)
@@ -55,6 +56,10 @@ class BackendError(TaskqError):
 
 class NoBackendConfigured(BackendError):
     """Results are disabled, so there is nothing to wait for."""
+
+
+class ResultNotStored(BackendError):
+    """A state or result could not be stored, though it was tried again per the policy."""
 
 
 class TimeoutError(TaskqError, builtins.TimeoutError):

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, NoBackendConfigured
 from .base import Backend, ResultContext, decode_exception, encode_exception
+from .retry import RetryPolicy
 
 
 class DisabledBackend(Backend):
@@ -43,6 +44,7 @@ def backend_from_url(
     expires: float | None = 86400.0,
     extended: bool = False,
     options: Mapping[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Backend:
     if not url or url in ("disabled", "none"):
         return DisabledBackend(expires, extended)
@@ -50,7 +52,7 @@ def backend_from_url(
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
 
-        return RedisBackend(url, expires, extended, options)
+        return RedisBackend(url, expires, extended, options, retry)
     if scheme == "sqlite":
         from .sqlite import SqliteBackend
 
@@ -60,11 +62,11 @@ def backend_from_url(
             raise ConfigurationError(
                 "sqlite result backend URL needs a path: sqlite:////abs/path.db"
             )
-        return SqliteBackend(path, expires, extended)
+        return SqliteBackend(path, expires, extended, retry)
     if scheme == "memory":
         from .memory import MemoryBackend
 
-        return MemoryBackend(expires, extended)
+        return MemoryBackend(expires, extended, retry)
     raise ConfigurationError(
         f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sqlite:///path, "
         "memory:// or leave result_backend unset"
@@ -75,6 +77,7 @@ __all__ = [
     "Backend",
     "DisabledBackend",
     "ResultContext",
+    "RetryPolicy",
     "backend_from_url",
     "decode_exception",
     "encode_exception",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ from kombu.utils.json import dumps, loads
 
 from .. import exceptions, states
 from ..exceptions import BackendError, RemoteError, SecurityError
+from .retry import RetryPolicy, retrying
 
 KEY_PREFIX = "celery-task-meta-"
 
@@ -112,9 +114,37 @@ def _find_class(name: str, module: Any) -> type[BaseException] | None:
 class Backend(ABC):
     """Stores task state and results; ``wait_for`` blocks until a ready state or timeout."""
 
-    def __init__(self, expires: float | None = 86400.0, extended: bool = False):
+    def __init__(
+        self,
+        expires: float | None = 86400.0,
+        extended: bool = False,
+        retry: RetryPolicy | None = None,
+    ):
         self.expires = expires
         self.extended = extended
+        self.retry = retry or RetryPolicy()
+        self._overrides = threading.local()
+
+    @contextlib.contextmanager
+    def retry_policy(self, policy: RetryPolicy) -> Iterator[None]:
+        """Within the block, this thread's stores follow ``policy`` instead of the backend's.
+
+        For a caller with a retry loop of its own (the worker's result keeper).
+        """
+        previous = getattr(self._overrides, "policy", None)
+        self._overrides.policy = policy
+        try:
+            yield
+        finally:
+            self._overrides.policy = previous
+
+    def store_policy(self) -> RetryPolicy:
+        policy: RetryPolicy | None = getattr(self._overrides, "policy", None)
+        return policy or self.retry
+
+    def transient(self, exc: BaseException) -> bool:
+        """Whether a failed store may work if tried again; each backend knows its errors."""
+        return isinstance(exc, ConnectionError | builtins.TimeoutError)
 
     # -- primitives each backend implements
     @abstractmethod
@@ -170,9 +200,14 @@ class Backend(ABC):
         context: ResultContext | None = None,
     ) -> None:
         key = self.key_for(task_id)
-        meta = self.make_meta(task_id, result, state, traceback, context)
+        value = dumps(self.make_meta(task_id, result, state, traceback, context))
         try:
-            self._set_unless_succeeded(key, dumps(meta), state)
+            retrying(
+                self.store_policy(),
+                lambda: self._set_unless_succeeded(key, value, state),
+                self.transient,
+                f"store the {state} state of task {task_id}",
+            )
         except BackendError:
             raise
         except Exception as exc:

@@ -16,8 +16,8 @@ from .base import Backend
 class MemoryBackend(Backend):
     """Results in a dict guarded by a condition, so ``get()`` wakes as soon as one lands."""
 
-    def __init__(self, expires: float | None = 86400.0, extended: bool = False):
-        super().__init__(expires, extended)
+    def __init__(self, expires: float | None = 86400.0, extended: bool = False, retry: Any = None):
+        super().__init__(expires, extended, retry)
         self._data: dict[str, tuple[str, float | None]] = {}
         self._changed = threading.Condition()
 

@@ -12,9 +12,11 @@ from typing import Any
 import redis
 
 from .. import exceptions, states
-from ..exceptions import BackendError, ConfigurationError
+from ..exceptions import BackendError, ConfigurationError, ResultNotStored
+from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
 from .redis_waiter import Waiter
+from .retry import RetryPolicy, retrying
 
 # Celery's rule that a stored success is never overwritten, and the write itself, in one
 # round trip and without a gap between the check and the write. An unreadable value (not
@@ -35,6 +37,23 @@ return 1
 """
 
 
+# Failures that mean "not now": a lost connection, a server out of memory, still loading,
+# read-only during a failover, a cluster or replica set that is changing. redis-py gives
+# some replies classes of their own (and drops their code); the others keep the code.
+WAIT_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.MaxClientsReachedError,
+)
+WAIT_CODES = frozenset({"OOM", "MISCONF", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"})
+
+
 class RedisBackend(Backend):
     """Each state write is ``SET`` (with expiry) + ``PUBLISH`` on a channel named like the key."""
 
@@ -44,8 +63,9 @@ class RedisBackend(Backend):
         expires: float | None = 86400.0,
         extended: bool = False,
         options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
     ):
-        super().__init__(expires, extended)
+        super().__init__(expires, extended, retry)
         self.url = url
         opts = {
             "socket_connect_timeout": 4.0,
@@ -116,39 +136,68 @@ class RedisBackend(Backend):
             return  # a parent process's store, on its connection: the parent reads it
         try:
             local.client.connection.read_response()
-        except (redis.exceptions.NoScriptError, redis.ConnectionError, redis.TimeoutError):
-            # The server lost the script (a restart), or the connection dropped before the
-            # reply.
-            self._store_again(local.client, store)
         except redis.RedisError as exc:
-            self._failed(store[0], exc)
+            # The server lost the script (a restart), the connection dropped before the
+            # reply, or the server could not take the write for now: all are stored again.
+            if isinstance(exc, redis.exceptions.NoScriptError) or self.transient(exc):
+                self._store_again(local.client, store)
+            else:
+                self._failed(store[0], self._error(exc), exc)
 
     def _store_again(self, client: Any, store: tuple[str, str, str]) -> None:
         # The client's own path loads the script and reconnects; the same value twice
-        # changes nothing.
+        # changes nothing. A failure that may pass is tried again per the retry policy.
         key, value, expires = store
+        task_id = key[len(self.key_prefix) :]
         try:
-            self._store(keys=[key], args=[value, expires], client=client)
+            retrying(
+                self.store_policy(),
+                lambda: self._store(keys=[key], args=[value, expires], client=client),
+                self.transient,
+                f"store the result of task {task_id}",
+            )
+        except ResultNotStored as exc:
+            self._failed(key, ResultNotStored(f"Result backend {self._where()} failed: {exc}"), exc)
         except redis.RedisError as exc:
-            self._failed(key, exc)
+            self._failed(key, self._error(exc), exc)
 
-    def _failed(self, key: str, exc: redis.RedisError) -> None:
+    def transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, WAIT_ERRORS):
+            return True
+        words = str(exc).split(maxsplit=1)
+        return isinstance(exc, redis.ResponseError) and bool(words) and words[0] in WAIT_CODES
+
+    def _failed(self, key: str, error: BackendError, cause: BaseException) -> None:
         """A store failed: raised, or, within ``stores_in_flight``, recorded for its end."""
-        error = self._error(exc)
         failures = getattr(self._local, "failures", None)
         if failures is None:
-            raise error from exc
+            if error is cause:
+                raise error
+            raise error from cause
         failures[key[len(self.key_prefix) :]] = error
 
     def _error(self, exc: redis.RedisError) -> BackendError:
-        return BackendError(f"Result backend {self._where()} failed: {exc}")
+        return BackendError(f"Result backend {self._where()} failed: {scrub(str(exc))}")
 
     def _get(self, key: str) -> bytes | None:
         try:
-            value: Any = self._thread_client().get(key)
+            try:
+                value: Any = self._thread_client().get(key)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # The kept connection died since its last use (a server restart, an idle
+                # timeout): once more, on a new one.
+                self._drop_client()
+                value = self._thread_client().get(key)
         except redis.RedisError as exc:
             raise self._error(exc) from exc
         return value  # type: ignore[no-any-return]
+
+    def _drop_client(self) -> None:
+        # Only after a read: _thread_client() settled any store in flight before it.
+        client, self._local.client = getattr(self._local, "client", None), None
+        if client is not None and self._local.client_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _set(self, key: str, value: str, state: str) -> None:
         # The script keeps a stored success itself, in the same round trip as the write.
@@ -248,13 +297,9 @@ class RedisBackend(Backend):
                 waiter.close()
 
     def _where(self) -> str:
-        from ..amqp import mask_url
-
         return mask_url(self.url)
 
     def close(self) -> None:
         self._drop_waiter()
-        client, self._local.client = getattr(self._local, "client", None), None
-        if client is not None and self._local.client_pid == os.getpid():
-            client.close()
+        self._drop_client()
         self.client.close()

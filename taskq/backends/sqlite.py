@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..exceptions import BackendError
 from .base import Backend
+from .retry import RetryPolicy
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS taskq_results (
@@ -24,8 +25,14 @@ SWEEP_EVERY = 60.0
 class SqliteBackend(Backend):
     """Meta documents in one table; expired rows are invisible and swept now and then."""
 
-    def __init__(self, path: str, expires: float | None = 86400.0, extended: bool = False):
-        super().__init__(expires, extended)
+    def __init__(
+        self,
+        path: str,
+        expires: float | None = 86400.0,
+        extended: bool = False,
+        retry: RetryPolicy | None = None,
+    ):
+        super().__init__(expires, extended, retry)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -70,6 +77,11 @@ class SqliteBackend(Backend):
             self._maybe_sweep(db)
         except sqlite3.Error as exc:
             raise BackendError(f"Result store {self.path} failed: {exc}") from exc
+
+    def transient(self, exc: BaseException) -> bool:
+        # Locked past the busy timeout, disk full, an I/O error: all may pass.
+        cause = exc.__cause__ if isinstance(exc, BackendError) else exc
+        return isinstance(cause, sqlite3.OperationalError)
 
     def _delete(self, key: str) -> None:
         try:

@@ -217,7 +217,7 @@ class Poller(kombu_redis.MultiChannelPoller):
         if self.waker is not None:
             watched = (self.poller, (self.waker.fd, *self.watched))
             if self._registered != watched:
-                self._unregister()
+                self._unregister_watched()
                 for fd in watched[1]:
                     self.poller.register(fd, READ)
                 self._registered = watched
@@ -234,7 +234,9 @@ class Poller(kombu_redis.MultiChannelPoller):
             return None
         return super().handle_event(fileno, event)
 
-    def _unregister(self) -> None:
+    # Not ``_unregister``: kombu's poller has a method of that name, with arguments of its
+    # own, which it calls when it registers a reconnected client again.
+    def _unregister_watched(self) -> None:
         if self._registered is not None:
             poller, fds = self._registered
             for fd in fds:
@@ -244,7 +246,7 @@ class Poller(kombu_redis.MultiChannelPoller):
 
     def close(self) -> None:
         super().close()
-        self._unregister()
+        self._unregister_watched()
         if self.waker is not None:
             self.waker.close()  # reopened on the next poll if kombu reuses the transport
 

@@ -14,8 +14,6 @@ only record (signal_inbox.py); ``watch`` lets the owner's chore act on them from
 
 from __future__ import annotations
 
-import functools
-import heapq
 import itertools
 import logging
 import queue
@@ -25,19 +23,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kombu import Consumer as KombuConsumer
 from kombu import Queue
 from kombu.common import QoS
 
-from ..amqp import mask_url
+from ..backoff import Backoff, Incident
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, recover_identity
+from ..url import mask_url
 from .batch import Runtimes, batch_size, gather, settle
+from .connection import (
+    LinkSpec,
+    Stopped,
+    cancel_consumers,
+    close_quietly,
+    connection_errors,
+    open_link,
+)
+from .keeper import ResultKeeper
 from .pool import BatchCallbacks, Fate, Pool
 from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
 from .strategy import build_strategies, read_message
+from .timers import Timers
 from .tracer import Outcome
 
 if TYPE_CHECKING:
@@ -47,6 +55,8 @@ logger = logging.getLogger("taskq.worker")
 
 BUSY_POLL = 0.005  # broker poll timeout while completions may arrive from the pool
 IDLE_POLL = 1.0
+REST_STEP = 0.05  # while resting between attempts, how often the pool and signals are read
+RECONNECT_AFTER_FAULTS = 3
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,7 @@ class Consumer:
             PrefetchRule(options.prefetch_count, pool.limit,
                          pool.capacity * pool.batch_size, options.prefetch_seconds)
         )  # fmt: skip
-        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.timers = Timers()
         self.held: dict[int, Request] = {}
         self._seq = itertools.count()
         self.warm_stop = False
@@ -84,6 +94,10 @@ class Consumer:
         self.qos: QoS | None = None
         self._kombu_consumers: list[Any] = []
         self.redelivery = Redelivery(app, options.hostname)
+        self.keeper = ResultKeeper(app.backend, self.call_soon)
+        self.backoff = Backoff()
+        self.lost = Incident(logger, "Connection to broker lost")
+        self.faults = Incident(logger, "The transport failed to deliver messages")
         self._wake: Callable[[], None] | None = None  # set when the transport can be woken
         self._waiting = False  # in drain_events, to be woken by call_soon
         self._chores: list[Callable[[], None]] = []  # run at every turn (see watch)
@@ -110,7 +124,7 @@ class Consumer:
         self.ready.append(request)
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self.timers, (time.monotonic() + max(0.0, delay), next(self._seq), fn))
+        self.timers.call_later(delay, fn)
 
     def hold(
         self,
@@ -148,90 +162,45 @@ class Consumer:
 
     def _connect_and_consume(self) -> None:
         first = True
-        while not (self.warm_stop or self.cold_stop):
+        while not self._stopping():
             try:
                 self._connect(first)
                 first = False
                 self._consume()
             except self._connection_errors() as exc:
-                if self.warm_stop or self.cold_stop:
+                if self._stopping():
                     return
                 if not self.app.conf.broker_connection_retry:
                     raise BrokerUnavailable(f"Lost the broker connection: {exc}") from exc
-                logger.warning("Connection to broker lost: %r. Reconnecting...", exc)
                 self._forget_reserved()
+                self._close_quietly()
+                delay = self.backoff.next_delay()
+                self.lost.failed(exc, f"Reconnecting in {delay:.1f} s", level=logging.WARNING)
+                self._rest(delay)
+
+    def _stopping(self) -> bool:
+        return self.warm_stop or self.cold_stop
 
     def _connection_errors(self) -> tuple[type[BaseException], ...]:
-        conn = self.connection
-        if conn is None:
-            return (OSError,)
-        return (OSError, *conn.connection_errors, *conn.channel_errors)
+        return connection_errors(self.connection)
 
     def _connect(self, first: bool) -> None:
-        if self.connection is not None:
-            self._close_quietly()
-        conn = self.app.connection()
-        self.connection = conn
-        conf = self.app.conf
-        retry = conf.broker_connection_retry_on_startup if first else conf.broker_connection_retry
-        url = mask_url(self.app.broker_url)
-
-        def on_error(exc: BaseException, interval: float) -> None:
-            logger.error("Cannot connect to %s: %s. Trying again in %.1f s.", url, exc, interval)
-
-        try:
-            conn.ensure_connection(
-                errback=on_error,
-                max_retries=conf.broker_connection_max_retries if retry else 1,
-                interval_start=0.5,
-                interval_step=1.0,
-                interval_max=5.0,
-                callback=self._between_attempts,
-            )
-        except Exception as exc:
-            if self.warm_stop or self.cold_stop:
-                raise OSError("stopped while connecting") from exc
-            raise BrokerUnavailable(f"Cannot connect to the broker at {url}: {exc}") from exc
-        channel = conn.default_channel
-        # A transport that can be woken (taskq's Redis and RabbitMQ) lets a finished task
-        # end the wait for the broker at once; the others are polled briefly while tasks run.
-        # The pool's reports (prefork) are read on this thread, so the same wait watches
-        # for them.
-        enable_wakeup = getattr(conn.transport, "enable_wakeup", None)
+        self._close_quietly()
         fd = self.pool.result_fd
-        watch = (*(() if fd is None else (fd,)), *self._watched)
-        self._wake = enable_wakeup(watch) if enable_wakeup is not None else None
-        # taskq's RabbitMQ sends the acks of one turn of this loop together.
-        defer_acks = getattr(conn.transport, "defer_acks", None)
-        if defer_acks is not None:
-            defer_acks(channel)
-        # Nothing is held at connect time: reconnecting forgets what the old connection held.
-        # Global (per-channel) QoS: RabbitMQ applies a non-global basic.qos only to
-        # consumers started after it, so raising the count while ETA tasks are held would
-        # never reach the consumers already running. This worker has one channel, so
-        # global is the worker's limit. Redis and the embedded broker ignore the flag.
-        self.qos = QoS(
-            lambda prefetch_count: channel.basic_qos(0, prefetch_count, True),
+        spec = LinkSpec(
+            self.options.queues,
             self.options.prefetch_count + self.prefetch.extra,
+            self.options.hostname,
+            watch=(*(() if fd is None else (fd,)), *self._watched),
         )
-        self.qos.update()
-        # One kombu consumer per queue, so each message knows the queue it came from:
-        # returns and dead letters name it, whatever exchange delivered the message.
-        self._kombu_consumers = []
-        for source in self.options.queues:
-            consumer = KombuConsumer(
-                channel,
-                [source],
-                on_message=functools.partial(self._on_message, queue=source),
-                # kombu re-raises a body it could not decompress unless told otherwise,
-                # which would lose the message; hand it to the same handler instead.
-                on_decode_error=functools.partial(self._on_decode_error, queue=source),
-                accept=None,
-                auto_declare=True,
-            )
-            consumer.consume()
-            self._kombu_consumers.append(consumer)
-        logger.info("Connected to %s; %s ready.", url, self.options.hostname)
+        link = open_link(
+            self.app, spec, self._on_message, self._on_decode_error,
+            self._between_attempts, first, self._stopping,
+        )  # fmt: skip
+        # Nothing is held at connect time: reconnecting forgot what the old connection held.
+        self.connection, self.qos, self._wake = link.connection, link.qos, link.wake
+        self._kombu_consumers = list(link.consumers)
+        logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
 
     def _between_attempts(self) -> None:
         # Tasks still running report meanwhile; the pool's time limits depend on it.
@@ -240,8 +209,20 @@ class Consumer:
         self._check_stop()
 
     def _check_stop(self) -> None:
-        if self.warm_stop or self.cold_stop:
-            raise OSError("worker is stopping")
+        if self._stopping():
+            raise Stopped("worker is stopping")
+
+    def _rest(self, seconds: float) -> None:
+        """Wait before trying the broker again, acting on the pool and signals meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            self.pool.poll_results()
+            self._run_chores()
+            self._run_inbox()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, REST_STEP))
 
     def _consume(self) -> None:
         conn = self.connection
@@ -257,27 +238,45 @@ class Consumer:
             elif self.active and self._wake is None:
                 timeout = BUSY_POLL
             else:
-                timeout = self._next_timer_delay()
+                timeout = self.timers.next_delay(IDLE_POLL)
             try:
                 conn.drain_events(timeout=timeout)
             except TimeoutError:
-                pass
+                self._healthy()
             except self._connection_errors():
                 raise
             except Exception as exc:
-                # A transport could not even unpack an envelope (taskq's Redis transport
-                # sets such entries aside itself): say so and carry on consuming.
-                logger.error("The transport failed to deliver a message: %r", exc)
+                self._waiting = False
+                self._transport_failed(exc)
+            else:
+                self._healthy()
             finally:
                 self._waiting = False
             if conn.heartbeat:
                 conn.heartbeat_check()
 
+    def _healthy(self) -> None:
+        if self.lost.open or self.faults.open:
+            self.lost.resolve()
+            self.faults.resolve()
+        self.backoff.reset()
+
+    def _transport_failed(self, exc: Exception) -> None:
+        # Something other than a lost connection: a server that refuses commands (out of
+        # memory, disk full), or a transport in a state it cannot leave. Say so once, wait
+        # longer each time, and after a few in a row start over on a new connection.
+        self.faults.failed(exc)
+        if self.faults.attempts >= RECONNECT_AFTER_FAULTS:
+            raise ConnectionResetError(
+                f"the transport failed {self.faults.attempts} times in a row: {exc!r}"
+            ) from exc
+        self._rest(self.backoff.next_delay())
+
     def _tick(self) -> None:
         self._run_chores()
         self.pool.poll_results()
         self._run_inbox()
-        self._run_timers()
+        self.timers.run_due()
         self._dispatch()
         if self.qos is not None:
             self.qos.update()
@@ -293,17 +292,6 @@ class Consumer:
             except queue.Empty:
                 return
             fn()
-
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        while self.timers and self.timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self.timers)
-            fn()
-
-    def _next_timer_delay(self) -> float:
-        if not self.timers:
-            return IDLE_POLL
-        return max(0.0, min(IDLE_POLL, self.timers[0][0] - time.monotonic()))
 
     def _dispatch(self) -> None:
         # Up to two batches per pool process (one running, one waiting) keep the children
@@ -378,17 +366,14 @@ class Consumer:
         # memory can no longer be acked, so drop them and let running ones finish unacked.
         self.ready.clear()
         self.held.clear()
-        self.timers = []
+        self.timers.clear()
         for request in self.active.values():
             request.stale = True
+        self.keeper.mark_stale()
 
     def _shutdown(self) -> None:
         if self.connection is not None:
-            for consumer in self._kombu_consumers:
-                try:
-                    consumer.cancel()
-                except Exception as exc:
-                    logger.debug("cancel failed: %r", exc)
+            cancel_consumers(self._kombu_consumers)
         self._return_unstarted()
         if not self.cold_stop:
             self._wait_for_active()
@@ -404,13 +389,27 @@ class Consumer:
             if request.policy.acks_late:
                 request.give_back()  # cold stop: what did not finish goes back
         self.active.clear()
+        self._settle_unstored()
         self._close_quietly()
+
+    def _settle_unstored(self) -> None:
+        # States the keeper could not store yet (the backend is away): their messages go
+        # back unacked rather than wait for it, and run again where it is back.
+        unsettled = self.keeper.abandon()
+        for holder in unsettled:
+            if isinstance(holder, Request):
+                holder.give_back()
+        if unsettled:
+            logger.warning(
+                "Returned %d task(s) whose state could not be stored yet", len(unsettled)
+            )
+        self.keeper.stop()
 
     def _return_unstarted(self) -> None:
         returned = list(self.ready) + list(self.held.values())
         self.ready.clear()
         self.held.clear()
-        self.timers = []
+        self.timers.clear()
         for request in returned:
             try:
                 request.give_back()
@@ -436,10 +435,6 @@ class Consumer:
                 time.sleep(BUSY_POLL * 10)
 
     def _close_quietly(self) -> None:
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except Exception as exc:
-                logger.debug("close failed: %r", exc)
+        close_quietly(self.connection)
         self.connection = None
         self._kombu_consumers = []

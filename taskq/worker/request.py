@@ -7,6 +7,7 @@ because it touches the kombu message.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..deadletter import deliveries_of
-from ..exceptions import DeadLettered, TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..exceptions import (
+    BackendError,
+    DeadLettered,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from ..message import TaskMessage
+from .keeper import InlineKeeper, Keeper
 from .redelivery import Redelivery, send_acks_now, was_redelivered
 from .tracer import Job, Outcome, store_failure
 
@@ -73,8 +81,10 @@ class Request:
         hostname: str,
         queue: Queue,
         redelivery: Redelivery,
+        keeper: Keeper | None = None,
     ):
         self.app = app
+        self.keeper: Keeper = keeper or InlineKeeper(app.backend)
         self.message = message
         self.raw = raw
         self.policy = policy
@@ -187,7 +197,8 @@ class Request:
         count = self.deliveries if used is None else used
         self._settled(lambda: self.redelivery.bury(self.raw, self.queue, reason, count))
         if store:
-            self._store_failure(DeadLettered(reason))
+            # Moved first, so nothing waits on the store; a store that never lands is said.
+            self._keep_failure(DeadLettered(reason), then=_nothing, give_up=self._unrecorded)
 
     def _settled(self, move: Callable[[], None]) -> None:
         if not self.acknowledged and not self.stale:
@@ -231,9 +242,16 @@ class Request:
         self.ack()
 
     def on_error(self, exc: BaseException) -> None:
-        """The run ended without an outcome: its process died, or it hit the hard limit."""
+        """The run ended without an outcome: its process died, it hit the hard limit, or
+        its result could not be stored."""
         if self.interrupted and self.policy.acks_late:
             self.give_back()
+            return
+        if isinstance(exc, BackendError):
+            # It ran, but whoever waits for it would wait for ever: keep the message where
+            # it can be seen and run again, rather than ack it as if all were well.
+            logger.error("Task %r ran, but its result could not be stored: %s", self, exc)
+            self.bury(f"its result could not be stored: {exc}", store=False)
             return
         if (
             isinstance(exc, WorkerLostError)
@@ -246,23 +264,45 @@ class Request:
             logger.error("Task %r: the worker could not run it: %r", self, exc)
         else:
             logger.error("Task %r: %s: %s", self, type(exc).__name__, exc)
-        self._store_failure(exc)
+        then: Callable[[], None]
         if self.policy.acks_late and not self.policy.acks_on_failure_or_timeout:
-            self.count_failed_delivery(type(exc).__name__)
+            then = functools.partial(self.count_failed_delivery, type(exc).__name__)
         else:
-            self.ack()
+            then = self.ack
+        self._keep_failure(exc, then=then, give_up=self._bury_unstored)
 
     def revoke(self, reason: str) -> None:
-        """Mark REVOKED without running (expired, or revoked) and ack the message."""
+        """Mark REVOKED without running (expired, or revoked), then ack the message."""
         logger.info("Task %r %s: not run", self, reason)
-        try:
-            self.app.backend.store_result(self.id, TaskRevokedError(reason), states.REVOKED)
-        except Exception:
-            logger.exception("Task %r: could not store REVOKED", self)
-        self.ack()
+        self.keeper.keep(
+            f"store the REVOKED state of task {self!r}",
+            functools.partial(
+                self.app.backend.store_result, self.id, TaskRevokedError(reason), states.REVOKED
+            ),
+            then=self.ack,
+            give_up=self._bury_unstored,
+            holder=self,
+        )
 
-    def _store_failure(self, exc: BaseException) -> None:
-        try:
-            store_failure(self.app, self.message, exc, self.hostname)
-        except Exception:
-            logger.exception("Task %r: could not store its failure", self)
+    # -- states decided here, stored by the keeper before the message is settled
+    def _keep_failure(
+        self, exc: BaseException, then: Callable[[], None], give_up: Callable[[str], None]
+    ) -> None:
+        self.keeper.keep(
+            f"store the FAILURE of task {self!r}",
+            functools.partial(store_failure, self.app, self.message, exc, self.hostname),
+            then=then,
+            give_up=give_up,
+            holder=self,
+        )
+
+    def _bury_unstored(self, reason: str) -> None:
+        logger.error("Task %r: %s; dead-lettered", self, reason)
+        self.bury(reason, store=False)
+
+    def _unrecorded(self, reason: str) -> None:
+        logger.error("Task %r is dead-lettered, but %s", self, reason)
+
+
+def _nothing() -> None:
+    pass

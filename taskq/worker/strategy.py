@@ -16,6 +16,7 @@ from kombu.utils.limits import TokenBucket
 
 from ..exceptions import ConfigurationError, MalformedMessage
 from ..message import TaskMessage, decode_body, parse
+from .keeper import Keeper
 from .redelivery import Redelivery
 from .request import AckPolicy, Request
 
@@ -31,6 +32,7 @@ class Reserver(Protocol):
 
     revoked: set[str]
     redelivery: Redelivery
+    keeper: Keeper
 
     def reserve(self, request: Request) -> None: ...
 
@@ -96,7 +98,9 @@ def _handler(
             consumer.reserve(request)
 
     def handle(message: TaskMessage, raw: Any, queue: Queue) -> None:
-        request = Request(app, message, raw, policy, hostname, queue, consumer.redelivery)
+        request = Request(
+            app, message, raw, policy, hostname, queue, consumer.redelivery, consumer.keeper
+        )
         if not request.admit():
             return
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0

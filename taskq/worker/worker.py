@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from kombu import Queue
 
-from ..amqp import make_queue, mask_url
+from ..amqp import make_queue
 from ..exceptions import ConfigurationError
 from ..message import JSON
+from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
 from .pool import POOLS, Pool, PoolOptions
 from .signal_inbox import STOP_SIGNALS, SignalInbox
@@ -124,8 +125,12 @@ class Worker:
             f"[queues]\n{queues}\n[tasks]\n{tasks}\n"
         )
 
-    def start(self) -> None:
-        """Run until stopped; returns after a clean shutdown."""
+    def start(self) -> int:
+        """Run until stopped. The exit status: 0 after a warm stop, 1 after a cold one.
+
+        A cold stop cut tasks short, so it is not a clean exit, and a supervisor should be
+        able to tell (Celery's worker exits 1 too).
+        """
         self.pool = POOLS[self.pool_name](self.app, self.pool_options)
         self.pool.start()
         consumer = Consumer(self.app, self.pool, self.consumer_options)
@@ -137,7 +142,11 @@ class Worker:
             consumer.run()
         finally:
             self.app.close()
+        if consumer.cold_stop:
+            logger.warning("%s stopped cold: running tasks were cut short.", self.hostname)
+            return 1
         logger.info("%s stopped.", self.hostname)
+        return 0
 
     def stop(self, cold: bool = False) -> None:
         """Ask for a warm (or cold) stop. Safe from any thread, not from a signal handler."""

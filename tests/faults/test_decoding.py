@@ -172,17 +172,22 @@ class Observed:
         assert len(self.seen) == before + 1, "the message was not delivered"
         return self.seen[-1]
 
+    def holding(self) -> list[Any]:
+        # Reserved, held for later, or waiting for the keeper to store its state first.
+        waiting = [h for h in self.consumer.keeper.waiting.values() if h is not None]
+        return [*self.consumer.ready, *self.consumer.held.values(), *waiting]
+
     def responsible_for(self, raw: Any) -> bool:
-        held = list(self.consumer.ready) + list(self.consumer.held.values())
-        return any(request.raw is raw for request in held)
+        return any(request.raw is raw for request in self.holding())
 
     def settle_all(self) -> None:
         """Ack what the consumer reserved, so the next example starts from nothing."""
-        for request in list(self.consumer.ready) + list(self.consumer.held.values()):
+        for request in self.holding():
             request.ack()
+        self.consumer.keeper.abandon()
         self.consumer.ready.clear()
         self.consumer.held.clear()
-        self.consumer.timers = []
+        self.consumer.timers.clear()
 
     def close(self) -> None:
         self.consumer._close_quietly()

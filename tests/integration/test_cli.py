@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import taskq
-from tests.integration.helpers import WorkerProcess, run_cli
+from tests.integration.helpers import WorkerProcess, run_cli, wait_for
 from tests.integration.worker_tasks import itest_env, make_app
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 APP = "tests.integration.worker_tasks"
@@ -116,3 +118,58 @@ def test_worker_options_threads_prefetch_and_no_heartbeat(
     app.close()
     assert "concurrency: 3 (threads)" in log and "prefetch:    6" in log
     assert f"(t1@{socket.gethostname()})" in log
+
+
+def one_error_line(stderr: str) -> str:
+    """The failure as the user sees it: exactly one line, ``Error: ...``, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_wrong_arguments_are_one_line_that_says_what_to_give(env: dict[str, str]) -> None:
+    done = run_cli("-A", APP, "call", "itest.add", "-a", "[2]", env=env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2
+    assert "'itest.add' cannot take args=[2]" in line and "-a '[...]'" in line
+
+
+def test_a_command_against_a_dead_broker_is_one_line_without_the_password() -> None:
+    dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    env = itest_env(dead, None)
+    done = run_cli("-A", APP, "purge", "-f", env=env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 1 and "hunter2" not in done.stderr
+    assert "Cannot reach the broker at redis://:**@127.0.0.1" in line
+    assert "Check that it is running" in line
+    # and the details, for whoever asks
+    shown = run_cli("-A", APP, "--traceback", "purge", "-f", env=env)
+    assert "Traceback" in shown.stderr and "hunter2" not in shown.stderr
+
+
+@pytest.mark.parametrize(
+    "broker",
+    [
+        "redis://:hunter2@127.0.0.1:{port}/0;redis://:swordfish@127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}/0?password=hunter2",
+    ],
+    ids=["failover-list", "query-password"],
+)
+def test_no_password_is_printed_by_a_worker(broker: str, redis_server: Any) -> None:
+    # The real server has no password set: AUTH fails, the worker says so and keeps trying.
+    url = broker.format(port=redis_server.port)
+    env = itest_env(url, None)
+    process = WorkerProcess(APP, "-P", "solo", env=env).start(wait_ready=False)
+    try:
+        wait_for(
+            lambda: "Cannot connect to" in process.log() or "Connected to" in process.log(),
+            30,
+            "the worker to try the broker",
+        )
+        log = process.log()
+    finally:
+        process.kill()
+    assert "hunter2" not in log and "swordfish" not in log, log
+    assert "redis://" in log and "- broker:" in log, log
+    assert "Traceback" not in log, log

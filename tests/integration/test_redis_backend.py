@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from taskq import Taskq, TimeoutError, states
-from taskq.backends import Backend
+from taskq.backends import Backend, RetryPolicy
 from taskq.backends.redis import RedisBackend
 from taskq.exceptions import BackendError
 from taskq.message import TaskMessage
@@ -28,6 +28,8 @@ from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
+
+QUICK = RetryPolicy(max_retries=1, base_sleep=0.001, max_sleep=0.001)
 
 @pytest.fixture
 def app(redis_url: str, redis_backend_url: str) -> Iterator[Taskq]:
@@ -155,7 +157,11 @@ def test_a_store_in_flight_is_left_to_the_process_that_sent_it(
 
 @pytest.fixture
 def full_redis(app: Taskq, client: redis.Redis) -> Iterator[None]:
-    """A Redis refusing writes (out of memory), with the backend connected beforehand."""
+    """A Redis refusing writes (out of memory), with the backend connected beforehand.
+
+    Out of memory may pass, so stores are tried again; once only here, and quickly.
+    """
+    app.backend.retry = QUICK
     app.backend.store_result("before-full", 0, states.SUCCESS)
     client.config_set("maxmemory", 1)
     try:
@@ -178,7 +184,7 @@ def test_a_store_that_fails_in_flight_is_reported_when_the_block_ends(
 
 def test_a_store_that_could_not_be_sent_is_reported_like_one_that_failed() -> None:
     with RedisServer() as server:
-        backend = RedisBackend(server.url)
+        backend = RedisBackend(server.url, retry=QUICK)
         backend.store_result("down-a", 1, states.SUCCESS)  # connected
         server.kill()
         with backend.stores_in_flight() as failed:

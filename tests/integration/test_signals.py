@@ -120,10 +120,8 @@ def test_a_signal_that_lands_mid_log_line_still_stops_the_worker(
         log = worker.log()
         assert "reentrant call" not in log and "Logging error" not in log, log[-3000:]
         assert ("cold shutdown" if cold else "warm shutdown") in log, log[-3000:]
-        if not cold:
-            assert code == 0, log[-3000:]
-        else:
-            assert code >= 0, log[-3000:]  # it stopped itself; no signal ended it
+        # 0 after a warm stop; 1 after a cold one, which cut tasks short (as Celery's)
+        assert code == (1 if cold else 0), log[-3000:]
     finally:
         worker.flowing.set()
         worker.kill()
