@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 QUICK = RetryPolicy(max_retries=1, base_sleep=0.001, max_sleep=0.001)
 
+
 @pytest.fixture
 def app(redis_url: str, redis_backend_url: str) -> Iterator[Taskq]:
     app = make_app(redis_url, redis_backend_url, None)
