@@ -179,6 +179,14 @@ def decode_body(
         raise MalformedMessage(f"content type refused: {exc}") from None
     except (DecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise MalformedMessage(f"body is not valid {content_type}: {exc}") from None
+    except RecursionError:
+        # Valid JSON nested deeper than any task's arguments: never a task, and a message
+        # that failed this way must still be settled, like any other bad input.
+        raise MalformedMessage(f"body is nested too deeply to decode ({content_type})") from None
+    except MemoryError:
+        raise MalformedMessage(
+            f"body does not fit in memory once decoded ({content_type})"
+        ) from None
 
 
 def parse(headers: Mapping[str, Any] | None, body: Any) -> TaskMessage:

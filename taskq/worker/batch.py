@@ -14,7 +14,7 @@ import logging
 from collections import deque
 
 from ..exceptions import WorkerLostError
-from .pool import FINISHED, QUEUED, RUNNING, Crash, Fate, Lost
+from .pool import FINISHED, QUEUED, RUNNING, Crash, Fate, Lost, Withdrawn
 from .prefetch import moving_average
 from .request import Request
 from .tracer import Outcome
@@ -86,6 +86,8 @@ def settle(request: Request, fate: Fate, error: BaseException | None) -> bool:
     """Act on one member's fate; True when it never started and should run again here."""
     if isinstance(fate, Outcome):
         request.on_outcome(fate)
+    elif isinstance(fate, Withdrawn):
+        request.give_back()  # a warm stop: it never started, it goes back as it came
     elif isinstance(fate, Crash):
         request.on_error(fate.error)
     elif error is None:  # a pool reports Lost fates only with the error that lost them

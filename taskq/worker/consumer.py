@@ -14,6 +14,7 @@ only record (signal_inbox.py); ``watch`` lets the owner's chore act on them from
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Queue
 from kombu.common import QoS
 
+from .. import states
 from ..backoff import Backoff, Incident
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, recover_identity
@@ -34,7 +36,6 @@ from .batch import Runtimes, batch_size, gather, settle
 from .connection import (
     LinkSpec,
     Stopped,
-    cancel_consumers,
     close_quietly,
     connection_errors,
     open_link,
@@ -44,6 +45,7 @@ from .pool import BatchCallbacks, Fate, Pool
 from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
+from .shutdown import shut_down
 from .strategy import build_strategies, read_message
 from .timers import Timers
 from .tracer import Outcome
@@ -92,7 +94,7 @@ class Consumer:
         self.cold_stop = False
         self.connection: Any = None
         self.qos: QoS | None = None
-        self._kombu_consumers: list[Any] = []
+        self.kombu_consumers: list[Any] = []
         self.redelivery = Redelivery(app, options.hostname)
         self.keeper = ResultKeeper(app.backend, self.call_soon)
         self.backoff = Backoff()
@@ -158,7 +160,7 @@ class Consumer:
         try:
             self._connect_and_consume()
         finally:
-            self._shutdown()
+            shut_down(self)
 
     def _connect_and_consume(self) -> None:
         first = True
@@ -173,7 +175,7 @@ class Consumer:
                 if not self.app.conf.broker_connection_retry:
                     raise BrokerUnavailable(f"Lost the broker connection: {exc}") from exc
                 self._forget_reserved()
-                self._close_quietly()
+                self.close_connection()
                 delay = self.backoff.next_delay()
                 self.lost.failed(exc, f"Reconnecting in {delay:.1f} s", level=logging.WARNING)
                 self._rest(delay)
@@ -185,7 +187,7 @@ class Consumer:
         return connection_errors(self.connection)
 
     def _connect(self, first: bool) -> None:
-        self._close_quietly()
+        self.close_connection()
         fd = self.pool.result_fd
         spec = LinkSpec(
             self.options.queues,
@@ -199,13 +201,13 @@ class Consumer:
         )  # fmt: skip
         # Nothing is held at connect time: reconnecting forgot what the old connection held.
         self.connection, self.qos, self._wake = link.connection, link.qos, link.wake
-        self._kombu_consumers = list(link.consumers)
+        self.kombu_consumers = list(link.consumers)
         logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
 
     def _between_attempts(self) -> None:
         # Tasks still running report meanwhile; the pool's time limits depend on it.
         self.pool.poll_results()
-        self._run_chores()
+        self.run_chores()
         self._check_stop()
 
     def _check_stop(self) -> None:
@@ -217,8 +219,8 @@ class Consumer:
         deadline = time.monotonic() + seconds
         while not self._stopping():
             self.pool.poll_results()
-            self._run_chores()
-            self._run_inbox()
+            self.run_chores()
+            self.run_inbox()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -273,19 +275,19 @@ class Consumer:
         self._rest(self.backoff.next_delay())
 
     def _tick(self) -> None:
-        self._run_chores()
+        self.run_chores()
         self.pool.poll_results()
-        self._run_inbox()
+        self.run_inbox()
         self.timers.run_due()
         self._dispatch()
         if self.qos is not None:
             self.qos.update()
 
-    def _run_chores(self) -> None:
+    def run_chores(self) -> None:
         for chore in self._chores:
             chore()
 
-    def _run_inbox(self) -> None:
+    def run_inbox(self) -> None:
         while True:
             try:
                 fn = self.inbox.get_nowait()
@@ -339,11 +341,15 @@ class Consumer:
         o = self.options
         try:
             message = read_message(raw, o.accept, o.max_message_size)
-        except MalformedMessage as exc:
-            headers = raw.headers or {}
-            self.redelivery.bury_unrunnable(
-                raw, queue, exc, exc.task_id or recover_identity(headers)[0]
+        except Exception as exc:
+            # Whatever the reason, a message that cannot be read is kept as a dead letter:
+            # left unsettled it would come back for ever, and stall the worker meanwhile.
+            bad = (
+                exc
+                if isinstance(exc, MalformedMessage)
+                else MalformedMessage(f"could not be read: {type(exc).__name__}: {exc}")
             )
+            self._bury_unrunnable(raw, queue, bad, bad.task_id or recover_identity(raw.headers)[0])
             return
         handler = self.strategies.get(message.task)
         if handler is None:
@@ -353,9 +359,19 @@ class Consumer:
                 message.task,
                 message.id,
             )
-            self.redelivery.bury_unrunnable(raw, queue, NotRegistered(message.task), message.id)
+            self._bury_unrunnable(raw, queue, NotRegistered(message.task), message.id)
             return
         handler(message, raw, queue)
+
+    def _bury_unrunnable(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
+        self.redelivery.bury_unrunnable(raw, queue, exc)
+        if task_id:
+            self.keeper.keep(
+                f"store the FAILURE of task {task_id}",
+                functools.partial(self.app.backend.store_result, task_id, exc, states.FAILURE),
+                then=_nothing,
+                give_up=functools.partial(_unrecorded, task_id),
+            )
 
     def _on_decode_error(self, raw: Any, exc: BaseException, queue: Queue) -> None:
         self._on_message(raw, queue)  # raw.errors is set: it is buried as malformed
@@ -371,70 +387,15 @@ class Consumer:
             request.stale = True
         self.keeper.mark_stale()
 
-    def _shutdown(self) -> None:
-        if self.connection is not None:
-            cancel_consumers(self._kombu_consumers)
-        self._return_unstarted()
-        if not self.cold_stop:
-            self._wait_for_active()
-        if self.cold_stop:
-            for request in self.active.values():
-                request.interrupted = True
-            self.pool.terminate()
-        else:
-            self.pool.stop()
-        self._run_inbox()
-        self._return_unstarted()  # anything delivered between cancel and now
-        for request in list(self.active.values()):
-            if request.policy.acks_late:
-                request.give_back()  # cold stop: what did not finish goes back
-        self.active.clear()
-        self._settle_unstored()
-        self._close_quietly()
-
-    def _settle_unstored(self) -> None:
-        # States the keeper could not store yet (the backend is away): their messages go
-        # back unacked rather than wait for it, and run again where it is back.
-        unsettled = self.keeper.abandon()
-        for holder in unsettled:
-            if isinstance(holder, Request):
-                holder.give_back()
-        if unsettled:
-            logger.warning(
-                "Returned %d task(s) whose state could not be stored yet", len(unsettled)
-            )
-        self.keeper.stop()
-
-    def _return_unstarted(self) -> None:
-        returned = list(self.ready) + list(self.held.values())
-        self.ready.clear()
-        self.held.clear()
-        self.timers.clear()
-        for request in returned:
-            try:
-                request.give_back()
-            except Exception as exc:
-                logger.warning("Could not return %r to the broker: %r", request, exc)
-        if returned:
-            logger.info("Returned %d reserved task(s) to the broker", len(returned))
-
-    def _wait_for_active(self) -> None:
-        if self.active:
-            logger.info("Waiting for %d running task(s) to finish", len(self.active))
-        while self.active and not self.cold_stop:
-            self._run_chores()  # a second signal turns this stop cold
-            self.pool.poll_results()
-            self._run_inbox()
-            try:
-                if self.connection is not None:
-                    self.connection.drain_events(timeout=BUSY_POLL * 10)
-            except TimeoutError:
-                pass
-            except Exception as exc:
-                logger.debug("drain during shutdown: %r", exc)
-                time.sleep(BUSY_POLL * 10)
-
-    def _close_quietly(self) -> None:
+    def close_connection(self) -> None:
         close_quietly(self.connection)
         self.connection = None
-        self._kombu_consumers = []
+        self.kombu_consumers = []
+
+
+def _nothing() -> None:
+    pass
+
+
+def _unrecorded(task_id: str, reason: str) -> None:
+    logger.error("Task %s is dead-lettered, but %s", task_id, reason)

@@ -1,4 +1,4 @@
-"""Execution pools behind one small interface: prefork (billiard), threads and solo.
+"""Execution pools behind one small interface: threads and solo here, prefork in prefork.py.
 
 A pool runs *batches*: one or more jobs handed over at once and run one after another in
 the same process. On prefork this is what makes short tasks cheap: billiard's cost per
@@ -11,29 +11,16 @@ for solo); the consumer only ever turns it into a message for its own thread.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
 import pickle
-import queue
-import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from billiard.exceptions import TimeLimitExceeded as BilliardTimeLimit
-from billiard.exceptions import WorkerLostError as BilliardWorkerLost
-from billiard.pool import Pool as BilliardPool
-from billiard.pool import ResultHandler as BilliardResultHandler
-from billiard.sharedctypes import RawArray
+from typing import TYPE_CHECKING
 
 from .. import states
-from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-from .handoff import HandOff, Ticket
-from .signal_inbox import forget_inherited_inbox
 from .tracer import Job, Outcome, trace
 
 if TYPE_CHECKING:
@@ -66,7 +53,12 @@ class Lost:
     state: str | None = None  # the state it finished in, when its mark says so
 
 
-Fate = Outcome | Crash | Lost
+@dataclass(frozen=True)
+class Withdrawn:
+    """A member that never started because the worker is stopping: it goes back unrun."""
+
+
+Fate = Outcome | Crash | Lost | Withdrawn
 
 
 @dataclass(frozen=True)
@@ -91,13 +83,25 @@ class PoolOptions:
     batch_size: int = 1
 
 
-def run_batch(app: Taskq, jobs: Sequence[Job], mark: Callable[[int, int], None]) -> list[Fate]:
-    """Run the jobs in order, marking each one's progress; where the batch runs."""
+def run_batch(
+    app: Taskq,
+    jobs: Sequence[Job],
+    mark: Callable[[int, int], None],
+    stopping: Callable[[], bool] = lambda: False,
+) -> list[Fate]:
+    """Run the jobs in order, marking each one's progress; where the batch runs.
+
+    Once ``stopping()`` (a warm stop), the members not started yet are not started:
+    their fates say ``Withdrawn`` and the worker gives their messages back.
+    """
     fates: list[Fate] = []
     # A member's result is sent before its mark says it finished, but the backend's reply
     # may be read only once the next member ran: a store that failed is known at the end.
     with app.backend.stores_in_flight() as failed:
         for i, job in enumerate(jobs):
+            if stopping():
+                fates.extend(Withdrawn() for _ in jobs[i:])
+                break
             mark(i, RUNNING)
             try:
                 outcome = trace(app, job)
@@ -178,6 +182,14 @@ class Pool(ABC):
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
     ) -> None: ...
 
+    def withdraw(self) -> None:  # noqa: B027 - solo runs each batch as it is applied
+        """A warm stop begins: what was handed over and has not started will not start.
+
+        A batch not started yet is reported at once, its members ``Withdrawn``; in a
+        running batch, the members after the one running are reported ``Withdrawn`` when
+        it ends. Either way the report comes through the batch's ``on_done``, once.
+        """
+
     def stop(self) -> None:  # noqa: B027
         """Wait for running jobs, then release the pool."""
 
@@ -185,13 +197,18 @@ class Pool(ABC):
         """Stop now, killing running jobs."""
 
 
-def _run_here(app: Taskq, jobs: Sequence[Job], callbacks: BatchCallbacks) -> None:
+def _run_here(
+    app: Taskq,
+    jobs: Sequence[Job],
+    callbacks: BatchCallbacks,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
     """Run a batch in the calling thread and report it (solo and threads)."""
     marks = [QUEUED] * len(jobs)
     if callbacks.on_accepted is not None:
         callbacks.on_accepted()
     try:
-        fates = run_batch(app, jobs, marks.__setitem__)
+        fates = run_batch(app, jobs, marks.__setitem__, stopping)
     except BaseException as exc:  # SystemExit or the like, out of the task
         callbacks.on_done(lost_fates(marks), exc)
         return
@@ -216,189 +233,34 @@ class ThreadPool(Pool):
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
+        self._stopping = threading.Event()
+        self._waiting: dict[Future[None], tuple[int, BatchCallbacks]] = {}
+        self._lock = threading.Lock()
 
     def apply(
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
     ) -> None:
-        self._executor.submit(_run_here, self.app, jobs, callbacks)
+        future = self._executor.submit(_run_here, self.app, jobs, callbacks, self._stopping.is_set)
+        with self._lock:
+            self._waiting[future] = (len(jobs), callbacks)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._waiting.pop(future, None)
+
+    def withdraw(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            waiting = list(self._waiting.items())
+        for future, (count, callbacks) in waiting:
+            # cancel() succeeds only for a batch no thread has started: the executor
+            # decides that atomically, so no batch both runs and comes back.
+            if future.cancel():
+                callbacks.on_done([Withdrawn() for _ in range(count)], None)
 
     def stop(self) -> None:
         self._executor.shutdown(wait=True)
 
     def terminate(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-# The one process-global: the app and the shared progress marks of a prefork child, set
-# by the pool's initializer after the fork, since billiard ships only the job to the child.
-_child: dict[str, Any] = {}
-
-
-def _init_child(app: Taskq, marks: Any) -> None:
-    # Inherited clients hold the parent's sockets: drop them (never close them, that would
-    # close the parent's connections) and let the child open its own on first use.
-    app.forget_clients()
-    # The parent's signal handlers only record into the parent's inbox; billiard installs
-    # the child's own after this initializer.
-    forget_inherited_inbox()
-    # Its own process group: a SIGTERM sent to the worker's group (a shell, a supervisor's
-    # killpg) then reaches only the parent, which shuts the pool down in order. A child
-    # killed by such a signal mid-read would leave the pool's queue lock held forever.
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    _child["app"] = app
-    _child["marks"] = marks
-    _child["soft_handler"] = False
-
-
-def _raise_soft_limit(signum: int, frame: Any) -> None:
-    raise SoftTimeLimitExceeded("soft time limit exceeded")
-
-
-def _run_in_child(first_mark: int, jobs: Sequence[Job]) -> list[Fate]:
-    if not _child["soft_handler"] and hasattr(signal, "SIGUSR1"):
-        # billiard installs its own handler after our initializer; replace it once so that
-        # tasks can catch taskq.SoftTimeLimitExceeded.
-        signal.signal(signal.SIGUSR1, _raise_soft_limit)
-        _child["soft_handler"] = True
-    marks = _child["marks"]
-
-    def mark(i: int, value: int) -> None:
-        marks[first_mark + i] = value
-
-    return run_batch(_child["app"], jobs, mark)
-
-
-class _ResultsOnTheLoop(BilliardResultHandler):  # type: ignore[misc]
-    """billiard's result handler, never started as a thread: see ``PreforkPool.poll_results``."""
-
-    def start(self) -> None:
-        pass  # billiard then drains what is left itself when the pool stops (on this thread)
-
-    def on_stop_not_started(self) -> None:
-        # Terminating stops the handler, and joining stops it again: by then billiard has
-        # closed the pipe, so drain it only once.
-        if not self._shutdown_complete:
-            super().on_stop_not_started()
-
-
-class _Billiard(BilliardPool):  # type: ignore[misc]
-    ResultHandler = _ResultsOnTheLoop
-
-
-class PreforkPool(Pool):
-    """billiard's process pool: each batch in a child process, with time limits."""
-
-    @property
-    def batch_size(self) -> int:
-        # billiard counts jobs, not tasks, towards max_tasks_per_child, and checks the
-        # memory of a child after a job: batch only where neither limit is set.
-        o = self.options
-        return 1 if o.max_tasks_per_child or o.max_memory_per_child else o.batch_size
-
-    def start(self) -> None:
-        o = self.options
-        # One row of marks per batch in flight; a batch owns its row until it is reported.
-        self._marks = RawArray(ctypes.c_ubyte, self.capacity * self.batch_size)
-        self._free_rows: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for row in range(self.capacity):
-            self._free_rows.put(row)
-        self._pool = _Billiard(
-            processes=o.concurrency,
-            initializer=_init_child,
-            initargs=(self.app, self._marks),
-            maxtasksperchild=o.max_tasks_per_child,
-            max_memory_per_child=o.max_memory_per_child,
-            lost_worker_timeout=o.lost_wait,
-            enable_timeouts=True,
-            threads=True,
-        )
-        # Jobs go straight into the children's pipe, not through billiard's thread.
-        self._handoff = HandOff.install(self._pool)
-        self._next_result = self._pool._poll_result
-        self._on_result = self._pool._result_handler.on_state_change
-
-    @property
-    def result_fd(self) -> int | None:
-        return int(self._pool._outqueue._reader.fileno())
-
-    def poll_results(self) -> None:
-        next_result, on_result = self._next_result, self._on_result
-        while True:
-            ready, item = next_result(0)
-            if not ready or item is None:  # None: billiard's sentinel, while it stops
-                return
-            on_result(item)
-
-    def apply(
-        self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
-    ) -> None:
-        row = self._free_rows.get_nowait()  # the consumer keeps within capacity
-        first = row * self.batch_size
-        marks = self._marks
-        for i in range(len(jobs)):
-            marks[first + i] = QUEUED
-
-        ticket = Ticket()
-        taken = _ignore if self._handoff is None else self._handoff.taken
-
-        def done(fates: list[Fate]) -> None:
-            taken(ticket)
-            self._free_rows.put(row)
-            callbacks.on_done(fates, None)
-
-        def failed(error: Any) -> None:
-            taken(ticket)
-            left = lost_fates(marks[first : first + len(jobs)])
-            self._free_rows.put(row)
-            callbacks.on_done(left, _translate(_unwrap(error)))
-
-        def accepted(_pid: int, _time: float) -> None:
-            taken(ticket)  # a child read it: the pipe has that much room again
-            if callbacks.on_accepted is not None:
-                callbacks.on_accepted()
-
-        if self._handoff is not None:
-            self._handoff.expect(ticket)
-        self._pool.apply_async(
-            _run_in_child,
-            (first, list(jobs)),
-            callback=done,
-            error_callback=failed,
-            accept_callback=accepted,
-            timeout=limits[0],
-            soft_timeout=limits[1],
-        )
-
-    def stop(self) -> None:
-        self._pool.close()
-        self._pool.join()
-
-    def terminate(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
-
-
-def _ignore(ticket: Ticket) -> None:
-    pass
-
-
-def _unwrap(error: Any) -> BaseException:
-    # billiard reports errors as ExceptionInfo (.exception) or, when they crossed the
-    # process boundary, as ExceptionWithTraceback (.exc).
-    for attr in ("exception", "exc"):
-        inner = getattr(error, attr, None)
-        if isinstance(inner, BaseException):
-            return _unwrap(inner)
-    return error if isinstance(error, BaseException) else RuntimeError(repr(error))
-
-
-def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, BilliardWorkerLost):
-        return WorkerLostError(*exc.args)
-    if isinstance(exc, BilliardTimeLimit):
-        return TimeLimitExceeded(*exc.args)
-    return exc
-
-
-POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .. import states
 from ..amqp import RawMessage, headers_of
 from ..deadletter import DELIVERIES, DeadLetters, deliveries_of
 from ..exceptions import MalformedMessage
@@ -102,15 +101,13 @@ class Redelivery:
                 "Dead-lettered a message from %s: %s. See `taskq dead list`.", name, reason
             )
 
-    def bury_unrunnable(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
-        """A message no worker can run as it is: keep it as a dead letter, fail its result."""
+    def bury_unrunnable(self, raw: Any, queue: Queue, exc: Exception) -> None:
+        """A message no worker can run as it is: keep it as a dead letter, with the reason.
+
+        Its FAILURE, when it has a task id, is the consumer's to store (off its thread).
+        """
         reason = exc.reason if isinstance(exc, MalformedMessage) else f"{type(exc).__name__}: {exc}"
         self.bury(raw, queue, reason, deliveries_of(raw.headers))
-        if task_id:
-            try:
-                self.app.backend.store_result(task_id, exc, states.FAILURE)
-            except Exception as error:
-                logger.error("Could not store FAILURE for %s: %r", task_id, error)
 
     def _move(self, raw: Any, send: Callable[[], None], what: str) -> bool:
         try:

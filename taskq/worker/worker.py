@@ -23,13 +23,16 @@ from ..exceptions import ConfigurationError
 from ..message import JSON
 from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
-from .pool import POOLS, Pool, PoolOptions
+from .pool import Pool, PoolOptions, SoloPool, ThreadPool
+from .prefork import PreforkPool
 from .signal_inbox import STOP_SIGNALS, SignalInbox
 
 if TYPE_CHECKING:
     from ..app import Taskq
 
 logger = logging.getLogger("taskq.worker")
+
+POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}
 
 
 @dataclass(frozen=True)

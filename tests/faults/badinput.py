@@ -76,6 +76,10 @@ def make(kind: str) -> Bad:
     elif kind == "pickle":
         ct, enc = "application/x-python-serialize", "binary"
         body = pickle.dumps(((0.001,), {}, {})) + token.encode()
+    elif kind == "deeply_nested":
+        # Valid JSON, 20,000 arrays deep: more than any decoder's recursion allows.
+        depth = 20_000
+        body = b"[" + b"[" * depth + b"]" * depth + f', {{}}, {{"token": "{token}"}}]'.encode()
     elif kind == "oversized":
         body = _valid_body(token, "x" * (MAX_MESSAGE_SIZE + 1024))
     else:
@@ -95,5 +99,6 @@ KINDS = (
     "unknown_task",
     "wrong_arguments",
     "pickle",
+    "deeply_nested",
     "oversized",
 )

@@ -27,8 +27,7 @@ from kombu import Connection
 from taskq import Taskq
 from taskq.message import TaskMessage, to_headers
 from taskq.worker.consumer import Consumer
-from taskq.worker.pool import POOLS
-from taskq.worker.worker import Worker, WorkerOptions
+from taskq.worker.worker import POOLS, Worker, WorkerOptions
 from tests.faults.fault_tasks import WORK, register
 from tests.faults.report import Results
 
@@ -190,7 +189,7 @@ class Observed:
         self.consumer.timers.clear()
 
     def close(self) -> None:
-        self.consumer._close_quietly()
+        self.consumer.close_connection()
 
 
 @pytest.fixture(scope="module")

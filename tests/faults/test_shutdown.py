@@ -126,3 +126,49 @@ def test_f5_cold_shutdown_loses_nothing(
         assert not report.lost and not report.concurrent, detail
         assert report.duplicates <= PREFETCH, detail
         assert second.proc is not None and second.proc.poll() is None
+
+
+@pytest.mark.timeout(180)
+def test_f13_warm_shutdown_returns_tasks_queued_behind_busy_processes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, results: Results
+) -> None:
+    """F13: warm shutdown with -c 2 and four 6 s tasks: two run on, two go back at once."""
+    setup = make_setup(kind, request, tmp_path, "f13")
+    ledger = setup.ledger
+    with scenario(setup) as app:
+        work = app.tasks[WORK]
+        worker = setup.worker()
+        ids = [work.delay(6.0).id for _ in range(4)]
+        # Two start; the other two are handed to the pool behind them (one waiting batch
+        # per process), so none is left in the queue.
+        wait_for(lambda: len({e["id"] for e in ledger.events()}) >= 2, 30, "two to start")
+        handed = eventually(lambda: queue_length(app) == 0, 10)
+        started = {e["id"] for e in ledger.events()}
+        worker.signal(signal.SIGTERM)
+        # The two that had not started are back on the broker while the two running
+        # tasks still run: nothing waits for them.
+        back_early = eventually(
+            lambda: queue_length(app) == 2 and not ledger.completions(), 5.5, interval=0.05
+        )
+        code = worker.wait(60)
+        ran = set(ledger.completions())
+        left = queue_length(app)
+        second = setup.worker()
+        eventually(lambda: set(ids) <= set(ledger.completions()), 60)
+        report = ledger.check(ids)
+        second.signal(signal.SIGTERM)
+        second.wait(60)
+        results.add(
+            tasks=len(ids),
+            lost=len(report.lost),
+            duplicates=report.duplicates,
+            concurrent=len(report.concurrent),
+            runs=report.executions,
+            extra={"exit": code, "ran_on_first": len(ran), "back": left},
+        )
+        detail = f"{report.summary()}\n{worker.log()[-3000:]}"
+        assert handed, "the four tasks were not all handed to the pool: the scenario is void"
+        assert back_early, detail
+        assert code == 0 and ran == started and len(ran) == 2, detail
+        assert left == 2, detail
+        assert not report.lost and report.duplicates == 0 and not report.concurrent, detail

@@ -21,11 +21,11 @@ from taskq.worker.pool import (
     Crash,
     Lost,
     PoolOptions,
-    PreforkPool,
     SoloPool,
     lost_fates,
     run_batch,
 )
+from taskq.worker.prefork import PreforkPool
 from taskq.worker.redelivery import Redelivery
 from taskq.worker.request import AckPolicy, Request
 from taskq.worker.tracer import Outcome

@@ -15,7 +15,8 @@ from billiard.pool import Pool as BilliardPool
 from taskq import Taskq, states
 from taskq.message import TaskMessage
 from taskq.worker.handoff import HandOff, Ticket
-from taskq.worker.pool import BatchCallbacks, PoolOptions, PreforkPool
+from taskq.worker.pool import BatchCallbacks, PoolOptions
+from taskq.worker.prefork import PreforkPool
 from taskq.worker.tracer import Job
 
 # Inherited by the children at fork: a job that waits on it keeps its child busy.

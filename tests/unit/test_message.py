@@ -222,3 +222,13 @@ def test_typed_values_are_revived_however_their_key_is_spelled() -> None:
     # Text with neither spelling is read as it stands, underscores and backslashes too.
     plain = [["x" * 100_000, "a_b\\n"], {"type_": 1}, {}]
     assert decode_body(json.dumps(plain).encode(), JSON, "utf-8", ACCEPT) == plain
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+def test_a_body_nested_too_deeply_is_malformed_not_an_escape(depth: int) -> None:
+    body = b"[" + b"[" * depth + b"]" * depth + b", {}, {}]"
+    with pytest.raises(MalformedMessage, match="nested too deeply"):
+        decode_body(body, JSON, "utf-8", ACCEPT)
+    escaped = body.replace(b"{}, {}", b'{}, {"k": "\\u00e9"}')  # kombu's decoder, not json's
+    with pytest.raises(MalformedMessage, match="nested too deeply"):
+        decode_body(escaped, JSON, "utf-8", ACCEPT)

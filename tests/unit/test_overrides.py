@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from taskq.transports import amqp, redis, redis_take, sqlite
-from taskq.worker import pool
+from taskq.worker import prefork
 
 CLASSES = [
     redis.QoS, redis.Channel, redis.Poller, redis.Transport,
     redis_take.TakingQoS, redis_take.TakingChannel,
     amqp.BufferedTCPTransport, amqp.Channel, amqp.Connection, amqp.Transport,
     sqlite.QoS, sqlite.Channel, sqlite.Transport,
-    pool._Billiard, pool._ResultsOnTheLoop,
+    prefork._Billiard, prefork._ResultsOnTheLoop,
 ]  # fmt: skip
 
 

@@ -12,7 +12,8 @@ from taskq import BrokerUnavailable, ConfigurationError, Taskq
 from taskq.amqp import broker_connection
 from taskq.message import TaskMessage
 from taskq.worker.consumer import Consumer, ConsumerOptions
-from taskq.worker.pool import BatchCallbacks, PoolOptions, PreforkPool
+from taskq.worker.pool import BatchCallbacks, PoolOptions
+from taskq.worker.prefork import PreforkPool
 from taskq.worker.strategy import parse_rate
 from taskq.worker.tracer import Job
 from taskq.worker.worker import Worker, WorkerOptions, node_name
