@@ -188,8 +188,9 @@ class RawMessage:
             body=body.encode("utf-8") if isinstance(body, str) else bytes(body or b""),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
-            # kombu has already decompressed the body.
-            headers=headers_of(message, keep_compression=False, **headers),
+            # The body as received: still compressed on taskq's transports, inflated by
+            # kombu's own (the header must then go).
+            headers=headers_of(message, still_compressed(message), **headers),
             priority=props.get("priority"),
             correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to"),
@@ -207,6 +208,13 @@ class RawMessage:
             if value:
                 props[key] = value
         return props
+
+
+def still_compressed(message: Any) -> bool:
+    """Whether a received message's body is still as compressed as it was sent."""
+    return bool(getattr(message, "held_compression", None)) or bool(
+        getattr(message, "errors", None)
+    )
 
 
 def headers_of(message: Any, keep_compression: bool, **changes: Any) -> dict[str, Any]:

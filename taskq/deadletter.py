@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .amqp import RawMessage, make_queue
+from .amqp import RawMessage, make_queue, still_compressed
 from .exceptions import BrokerUnavailable
 from .message import recover_identity
 from .url import mask_url, scrub
@@ -57,6 +57,8 @@ class DeadLetter:
     @classmethod
     def from_message(cls, message: Any) -> DeadLetter:
         headers = dict(message.headers or {})
+        if not still_compressed(message):
+            headers.pop("compression", None)  # kombu inflated the body it holds
         info = headers.get(DEAD)
         info = info if isinstance(info, Mapping) else {}
         task_id, task = recover_identity(headers)
@@ -128,10 +130,12 @@ class DeadLetters:
         """Copy a received kombu message here; the caller acks the original afterwards."""
         headers = dead_headers(reason, queue, deliveries, worker)
         compression = (message.headers or {}).get("compression")
-        if compression and getattr(message, "errors", None):
-            # The body did not decompress, so it is kept as it came; its header moves into
-            # the dead-letter record, or every read of this queue would fail on it too.
+        if compression and still_compressed(message):
+            # The body is kept as it came, compressed; the header moves into the record, so
+            # that nothing reading this queue inflates it (a bomb, or a body that does not
+            # decompress at all). A requeue puts it back.
             headers[DEAD]["compression"] = compression
+            headers["compression"] = None
         self.app.amqp.send_raw(RawMessage.of(message, **headers), self.queue)
 
     def list(self, limit: int | None = None) -> list[DeadLetter]:
@@ -164,11 +168,15 @@ class DeadLetters:
             if wanted is not None and letter.id not in wanted:
                 return False
             target = router.queue(letter.queue) if letter.queue else router.default_queue
+            headers = {k: v for k, v in letter.headers.items() if k not in (DEAD, DELIVERIES)}
+            info = letter.headers.get(DEAD)
+            if isinstance(info, Mapping) and info.get("compression"):
+                headers["compression"] = info["compression"]  # the body is still compressed
             raw = RawMessage(
                 body=letter.body,
                 content_type=letter.content_type,
                 content_encoding=letter.content_encoding,
-                headers={k: v for k, v in letter.headers.items() if k not in (DEAD, DELIVERIES)},
+                headers=headers,
                 correlation_id=letter.id,
             )
             self.app.amqp.send_raw(raw, target)

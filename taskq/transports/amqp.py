@@ -26,6 +26,7 @@ from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
+from .compressed import HeldAmqpMessage
 from .wakeup import Waker
 
 READ_SIZE = 65536
@@ -110,6 +111,7 @@ class BufferedTCPTransport(TCPTransport):
 
 
 class Channel(pyamqp.Channel):
+    Message = HeldAmqpMessage  # a compressed body stays so until the worker reads it
     """kombu's py-amqp channel, able to send the acks of a consumer's turn as one frame.
 
     With ``defer_acks`` set (the worker sets it on the channel it consumes from),

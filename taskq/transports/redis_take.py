@@ -29,6 +29,7 @@ from kombu.transport import virtual
 
 from ..message import json_loads
 from ..redis_direct import DEFAULT_SPIN, ReplyWait, call, run_script
+from .compressed import HeldVirtualMessage
 from .redis_script import (
     TAKE_SCRIPT,
     TAKE_SHA,
@@ -78,6 +79,7 @@ class TakingQoS(kombu_redis.QoS):
 
 class TakingChannel(kombu_redis.Channel):
     QoS = TakingQoS
+    Message = HeldVirtualMessage  # a compressed body stays so until the worker reads it
     fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
     peek_timeout: float | None = None  # idle wait per call; default below
     _cached_client: Any = None  # class default: kombu's __init__ already makes clients

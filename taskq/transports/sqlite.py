@@ -32,6 +32,7 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
 from ..exceptions import ConfigurationError
+from .compressed import HeldVirtualMessage
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ class QoS(virtual.QoS):
 
 
 class Channel(virtual.Channel):
+    Message = HeldVirtualMessage  # a compressed body stays so until the worker reads it
     """One SQLite connection per channel, opened by the process that uses it."""
 
     QoS = QoS

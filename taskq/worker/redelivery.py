@@ -19,13 +19,16 @@ All of it runs on the consumer thread (it acks kombu messages).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..amqp import RawMessage, headers_of
 from ..deadletter import DELIVERIES, DeadLetters, deliveries_of
 from ..exceptions import MalformedMessage
+from ..message import recover_identity
 
 if TYPE_CHECKING:
     from kombu import Queue
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
     from ..app import Taskq
 
 logger = logging.getLogger("taskq.worker")
+
+DEFAULT_BURY_ATTEMPTS = 5  # when task_max_deliveries is None (no cap on deliveries)
+UNBURIED_KEPT = 10_000  # identities remembered, the oldest forgotten first
 
 
 @runtime_checkable
@@ -66,6 +72,11 @@ class Redelivery:
         self.app = app
         self.hostname = hostname
         self.dead = DeadLetters(app)
+        # Failed attempts to bury a message, by its identity: a burial that keeps failing
+        # uses up deliveries like any other, so that it cannot loop for ever.
+        self.max_attempts: int = app.conf.task_max_deliveries or DEFAULT_BURY_ATTEMPTS
+        self._unburied: OrderedDict[str, int] = OrderedDict()
+        self.held_unburied: list[Any] = []
 
     def give_back(self, raw: Any, queue: Queue, deliveries: int) -> None:
         copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
@@ -96,10 +107,41 @@ class Redelivery:
         def send() -> None:
             dead.bury(raw, reason, name, deliveries, self.hostname)
 
+        key = _identity(raw)
+        failed = self._unburied.get(key, 0)
+        if failed + 1 >= self.max_attempts:
+            # The last attempt: if it fails too, the message is held rather than given back
+            # to loop for ever (the count cannot be written into a copy that cannot be sent).
+            if self._try(send, f"move it to the dead-letter queue {dead.name!r}"):
+                self._buried(raw, key, name, reason)
+            else:
+                self._hold_unburied(raw, key, reason)
+            return
         if self._move(raw, send, f"move it to the dead-letter queue {dead.name!r}"):
-            logger.error(
-                "Dead-lettered a message from %s: %s. See `taskq dead list`.", name, reason
-            )
+            self._buried(raw, key, name, reason)
+        else:
+            self._unburied[key] = failed + 1
+            self._unburied.move_to_end(key)
+            while len(self._unburied) > UNBURIED_KEPT:
+                self._unburied.popitem(last=False)
+
+    def _buried(self, raw: Any, key: str, queue: str | None, reason: str) -> None:
+        self._unburied.pop(key, None)
+        _settle(raw, raw.ack)
+        send_acks_now(raw)
+        logger.error("Dead-lettered a message from %s: %s. See `taskq dead list`.", queue, reason)
+
+    def _hold_unburied(self, raw: Any, key: str, reason: str) -> None:
+        self._unburied.pop(key, None)
+        self.held_unburied.append(raw)  # unacked: the broker keeps it, this worker holds it
+        logger.error(
+            "Could not move a message to the dead-letter queue %r %d times (it is there "
+            "because %s): holding it unacknowledged, so that nothing is lost; it goes back "
+            "to the broker when this worker stops. Check the dead-letter queue.",
+            self.dead.name,
+            self.max_attempts,
+            reason,
+        )
 
     def bury_unrunnable(self, raw: Any, queue: Queue, exc: Exception) -> None:
         """A message no worker can run as it is: keep it as a dead letter, with the reason.
@@ -110,16 +152,33 @@ class Redelivery:
         self.bury(raw, queue, reason, deliveries_of(raw.headers))
 
     def _move(self, raw: Any, send: Callable[[], None], what: str) -> bool:
-        try:
-            send()
-        except Exception as exc:
-            # Left unacked, the message comes back from the broker; nothing is lost.
-            logger.error("Could not %s (%r); leaving it to the broker", what, exc)
+        if not self._try(send, what):
+            # Given back, the message comes back from the broker; nothing is lost.
             _settle(raw, lambda: raw.reject(requeue=True))
             return False
         _settle(raw, raw.ack)
         send_acks_now(raw)
         return True
+
+    def _try(self, send: Callable[[], None], what: str) -> bool:
+        try:
+            send()
+        except Exception as exc:
+            logger.error("Could not %s (%r); leaving it to the broker", what, exc)
+            return False
+        return True
+
+
+def _identity(raw: Any) -> str:
+    """Which message this is, across its redeliveries (no delivery tag survives them)."""
+    task_id, _ = recover_identity(getattr(raw, "headers", None))
+    if task_id:
+        return f"id:{task_id}"
+    body = raw.body or b""
+    body = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
+    # A digest of both ends and the length: cheap even for a very large body.
+    digest = hashlib.sha1(body[:4096] + body[-4096:], usedforsecurity=False).hexdigest()
+    return f"body:{len(body)}:{digest}"
 
 
 def _settle(raw: Any, how: Callable[[], None]) -> None:

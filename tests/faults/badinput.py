@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,11 @@ def make(kind: str) -> Bad:
         # Valid JSON, 20,000 arrays deep: more than any decoder's recursion allows.
         depth = 20_000
         body = b"[" + b"[" * depth + b"]" * depth + f', {{}}, {{"token": "{token}"}}]'.encode()
+    elif kind == "compression_bomb":
+        # 20 KB of zlib that inflates to 20 MB, 300 times F8's limit: refused after the
+        # first 64 KB of output, and kept compressed.
+        headers["compression"] = "application/x-gzip"
+        body = zlib.compress(_valid_body(token) + b" " * (20 * 1024 * 1024))
     elif kind == "oversized":
         body = _valid_body(token, "x" * (MAX_MESSAGE_SIZE + 1024))
     else:
@@ -100,5 +106,6 @@ KINDS = (
     "wrong_arguments",
     "pickle",
     "deeply_nested",
+    "compression_bomb",
     "oversized",
 )

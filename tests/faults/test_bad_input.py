@@ -155,3 +155,39 @@ def _burial(bad: Bad, letters: list[DeadLetter]) -> str:
         return "kept"
     token = bad.token.encode()
     return "altered" if any(token in letter.body for letter in letters) else "missing"
+
+
+@pytest.mark.parametrize("kind", ["amqp"])
+@pytest.mark.timeout(120)
+def test_f15_a_message_that_cannot_be_dead_lettered_does_not_loop(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, results: Results
+) -> None:
+    """F15: the dead-letter queue refuses writes: the burial's attempts are counted."""
+    setup = make_setup(kind, request, tmp_path, "f15", task_max_deliveries=3)
+    dead = f"dead-{setup.queue}"
+    setup.settings["task_dead_letter_queue"] = dead
+    with scenario(setup) as app:
+        # Declared by someone else with other arguments: taskq's own declaration of it,
+        # and so every burial, fails (PRECONDITION_FAILED).
+        with app.connection() as conn:
+            conn.default_channel.queue_declare(dead, durable=True, arguments={"x-max-length": 9})
+        bad = make("unknown_task")
+        with app.connection() as conn:
+            queue = make_queue(setup.queue)
+            Producer(conn).publish(
+                bad.body, exchange="", routing_key=queue.name, declare=[queue],
+                content_type=bad.content_type, content_encoding=bad.content_encoding,
+                headers=bad.headers,
+            )  # fmt: skip
+        worker = setup.worker()
+        wait_for(lambda: "holding it unacknowledged" in worker.log(), 60, "the burials to stop")
+        log = worker.log()
+        attempts = log.count("Could not move it to the dead-letter queue")
+        held = queue_length(app)  # held by the worker: not in the queue meanwhile
+        worker.signal(15)
+        worker.wait(60)
+        back = eventually(lambda: queue_length(app) == 1, 30)  # returned when it stopped
+        results.add(tasks=1, extra={"burial_attempts": attempts, "held": held == 0})
+        assert attempts == 3, log[-3000:]
+        assert held == 0 and back, log[-3000:]
+        assert log.count("holding it unacknowledged") == 1, log[-3000:]
