@@ -110,7 +110,7 @@ def _broker(app: Taskq) -> Iterator[Any]:
     """A broker connection whose failures say which broker and what to check."""
     try:
         with app.connection() as conn:
-            conn.ensure_connection(max_retries=1)
+            conn.ensure_connection(max_retries=0)
             yield conn
     except (TaskqError, click.ClickException, click.Abort):
         raise

@@ -195,7 +195,7 @@ class DeadLetters:
     def _connection(self) -> Iterator[Connection]:
         conn = self.app.connection()
         try:
-            conn.ensure_connection(max_retries=1)
+            conn.ensure_connection(max_retries=0)
         except Exception as exc:
             conn.release()
             raise BrokerUnavailable(

@@ -80,6 +80,9 @@ class Publisher:
         except IndexError:
             connection = self._connect()
             try:
+                # One attempt: the caller's retry policy decides what comes after a failure
+                # (kombu's default_channel would retry on its own, for 6 s).
+                connection.ensure_connection(max_retries=0)
                 return connection, connection.default_channel
             except BaseException:
                 _close_quietly(connection)

@@ -15,7 +15,7 @@ from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError, ResultNotStored
 from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
-from .redis_waiter import Waiter
+from .redis_waiter import Waiter, connect_within, within
 from .retry import RetryPolicy, retrying
 
 # Celery's rule that a stored success is never overwritten, and the write itself, in one
@@ -225,28 +225,52 @@ class RedisBackend(Backend):
             raise self._error(exc) from exc
 
     def _wait(self, task_id: str, timeout: float | None, interval: float) -> Mapping[str, Any]:
-        # A first read pays off when results are in by the time they are asked for (a
-        # batch sent, then collected), a round trip wasted when they are not (delay().get()
-        # one at a time): each thread starts a wait the way its last one turned out.
-        if not getattr(self._local, "subscribe_first", False):
-            meta = self.get_task_meta(task_id)
-            if meta["status"] in states.READY_STATES:
-                return meta
+        # Every read is bounded by the deadline: ``timeout=`` is a promise about wall time,
+        # even when the server stopped answering (a partition) and a read would otherwise
+        # block until the socket's own timeout.
         key = self.key_for(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            # A first read pays off when results are in by the time they are asked for (a
+            # batch sent, then collected), a round trip wasted when they are not
+            # (delay().get() one at a time): each thread starts the way its last wait went.
+            if not getattr(self._local, "subscribe_first", False):
+                meta = self.decode_meta(task_id, self._read(key, deadline))
+                if meta["status"] in states.READY_STATES:
+                    return meta
             return self._wait_subscribed(task_id, key, deadline)
         except exceptions.TimeoutError:
             raise
         except redis.RedisError as exc:
             self._drop_waiter()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.TimeoutError("The operation timed out.") from exc
             raise self._error(exc) from exc
         except BaseException:
             self._drop_waiter()  # interrupted mid-read: its replies cannot be trusted
             raise
 
+    def _read(self, key: str, deadline: float | None) -> bytes | None:
+        """GET on this thread's plain connection, within the deadline."""
+        if deadline is None:
+            return self._get(key)
+        try:
+            return self._get_within(key, deadline)
+        except redis.ConnectionError:
+            # The kept connection died since its last use: once more, connected anew
+            # (within the deadline too).
+            self._thread_client().connection.disconnect()
+            return self._get_within(key, deadline)
+
+    def _get_within(self, key: str, deadline: float) -> bytes | None:
+        connection = self._thread_client().connection
+        connect_within(connection, deadline)
+        connection.send_command("GET", key)
+        value: Any = connection.read_response(**within(deadline))
+        return value  # type: ignore[no-any-return]
+
     def _wait_subscribed(self, task_id: str, key: str, deadline: float | None) -> dict[str, Any]:
-        waiter, value = self._subscribe(key)
+        waiter, value = self._subscribe(key, deadline)
         meta = self.decode_meta(task_id, value)
         self._local.subscribe_first = meta["status"] not in states.READY_STATES
         while meta["status"] not in states.READY_STATES:
@@ -256,25 +280,30 @@ class RedisBackend(Backend):
                 self._leave(waiter, key)  # the connection stays good for the next wait
                 raise
             except (redis.ConnectionError, redis.TimeoutError):
-                # Lost mid-wait, and its subscription with it: subscribing again on a new
-                # connection also reads a result stored meanwhile.
+                # Lost mid-wait, with its subscription: subscribing again also reads a
+                # result stored meanwhile.
                 self._drop_waiter()
-                waiter, value = self._subscribe(key)
+                waiter, value = self._subscribe(key, deadline)
             if value is not None:
                 meta = self.decode_meta(task_id, value)
         self._leave(waiter, key)
         return meta
 
-    def _subscribe(self, key: str) -> tuple[Waiter, bytes | None]:
+    def _subscribe(self, key: str, deadline: float | None) -> tuple[Waiter, bytes | None]:
         """Subscribe on this thread's waiter: the key's value, if stored, and the waiter."""
         try:
             waiter = self._waiter()
-            return waiter, waiter.subscribe(key)
+            return waiter, waiter.subscribe(key, deadline)
         except (redis.ConnectionError, redis.TimeoutError):
-            # The kept connection had died (a restart, an idle timeout): once more, new.
+            # The kept connection had died (a restart, an idle timeout), or Redis cut it:
+            # a reply to a subscribed connection over its output limit for subscribers (32
+            # MB by default; a big result, or its announcement) ends the connection. So,
+            # on a new one: subscribe only, then read the value on the plain connection,
+            # which has no such limit. Subscribed first, no result stored between is missed.
             self._drop_waiter()
             waiter = self._waiter()
-            return waiter, waiter.subscribe(key)
+            waiter.subscribe(key, deadline, read=False)
+            return waiter, self._read(key, deadline)
 
     def _leave(self, waiter: Waiter, key: str) -> None:
         try:

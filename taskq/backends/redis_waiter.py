@@ -33,15 +33,26 @@ class Waiter:
         # redis-py's default handler formats every push for a debug log, even when off.
         self.connection._parser.set_pubsub_push_handler(_as_is)
 
-    def subscribe(self, key: str) -> bytes | None:
-        """Subscribe to ``key``'s channel; its stored value, or None if there is none yet."""
+    def subscribe(self, key: str, deadline: float | None, read: bool = True) -> bytes | None:
+        """Subscribe to ``key``'s channel; its stored value, or None if there is none yet.
+
+        ``read=False`` only subscribes (and returns None once the subscription holds): for
+        a caller that reads the value on another connection, because this one is cut when
+        a reply outgrows Redis's output limit for subscribers.
+        """
         connection = self.connection
-        connection.send_packed_command(connection.pack_commands([("SUBSCRIBE", key), ("GET", key)]))
+        commands = [("SUBSCRIBE", key), ("GET", key)] if read else [("SUBSCRIBE", key)]
+        connect_within(connection, deadline)
+        connection.send_packed_command(connection.pack_commands(commands))
         wanted, found = key.encode(), None
         while True:
-            reply = connection.read_response(disable_decoding=True, push_request=True)
+            reply = connection.read_response(
+                disable_decoding=True, push_request=True, **within(deadline)
+            )
             if not isinstance(reply, list):  # the GET's: every push is a list
                 return reply if reply is not None else found
+            if not read and len(reply) == 3 and reply[0] == b"subscribe" and reply[1] == wanted:
+                return None
             # A message can come before the GET's reply (stored between the two); the
             # confirmations of earlier subscriptions and their late messages are skipped.
             found = _published(reply, wanted) or found
@@ -67,6 +78,35 @@ class Waiter:
     def close(self) -> None:
         """Drop the connection, with its subscription and any unread replies."""
         self.connection.disconnect()
+
+
+def left_until(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise exceptions.TimeoutError("The operation timed out.")
+    return left
+
+
+def within(deadline: float | None) -> dict[str, float]:
+    """``read_response`` arguments so that a read blocks no later than ``deadline``."""
+    return {} if deadline is None else {"timeout": left_until(deadline)}
+
+
+def connect_within(connection: Any, deadline: float | None) -> None:
+    """Connect now if need be, handshake included, in no longer than the deadline allows."""
+    if deadline is None or connection._sock is not None:
+        return
+    left = left_until(deadline)
+    timeouts = connection.socket_connect_timeout, connection.socket_timeout
+    # The handshake (HELLO, AUTH, a health check) reads with the socket's timeout.
+    connection.socket_connect_timeout = min(left, timeouts[0] or left)
+    connection.socket_timeout = min(left, timeouts[1] or left)
+    try:
+        connection.connect()
+    finally:
+        connection.socket_connect_timeout, connection.socket_timeout = timeouts
+        if connection._sock is not None:
+            connection._sock.settimeout(timeouts[1])
 
 
 def _published(push: list[Any], key: bytes) -> bytes | None:

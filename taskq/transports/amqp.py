@@ -111,7 +111,6 @@ class BufferedTCPTransport(TCPTransport):
 
 
 class Channel(pyamqp.Channel):
-    Message = HeldAmqpMessage  # a compressed body stays so until the worker reads it
     """kombu's py-amqp channel, able to send the acks of a consumer's turn as one frame.
 
     With ``defer_acks`` set (the worker sets it on the channel it consumes from),
@@ -121,6 +120,8 @@ class Channel(pyamqp.Channel):
     of the unsettled ones, and stops at the first delivery still held (a task running, an
     ETA task waiting); acks behind that go one by one, in the same flush.
     """
+
+    Message = HeldAmqpMessage  # a compressed body stays so until the worker reads it
 
     defer_acks = False
 

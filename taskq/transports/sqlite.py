@@ -214,10 +214,10 @@ class QoS(virtual.QoS):
 
 
 class Channel(virtual.Channel):
-    Message = HeldVirtualMessage  # a compressed body stays so until the worker reads it
     """One SQLite connection per channel, opened by the process that uses it."""
 
     QoS = QoS
+    Message = HeldVirtualMessage  # a compressed body stays so until the worker reads it
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)

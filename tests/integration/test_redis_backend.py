@@ -22,6 +22,7 @@ from taskq.exceptions import BackendError
 from taskq.message import TaskMessage
 from taskq.worker.pool import FINISHED, QUEUED, Crash, run_batch
 from taskq.worker.tracer import Job
+from tests.faults.proxy import Proxy
 from tests.integration.helpers import connections_received, wait_for
 from tests.integration.worker_tasks import make_app
 from tests.servers import RedisServer
@@ -350,3 +351,45 @@ def test_waits_pass_the_connections_health_check(
             wait_for_one(writer, value)
         assert connections_received(client) == before
     backend.close()
+
+
+def test_get_keeps_its_timeout_while_the_backend_is_partitioned(redis_server: Any) -> None:
+    # A proxy that stops forwarding: every read would block until the socket's timeout
+    # (30 s for results), long past what the caller asked for.
+    with Proxy(redis_server.port) as proxy:
+        backend = RedisBackend(proxy.url(path="/1"))
+        backend.store_result("before-partition", 1, states.SUCCESS)  # connected, warm
+        for first_read in (False, True):  # either way a wait starts
+            backend._local.subscribe_first = first_read
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                backend.wait_for(f"never-{first_read}", timeout=2)
+            waited = time.monotonic() - started
+            proxy.heal()
+            assert waited < 6, waited  # the promise is 2 s; this bound allows a slow machine
+        backend.close()
+
+
+@pytest.mark.parametrize("stored", ["before the wait", "during the wait"])
+def test_a_result_over_the_subscriber_output_limit_is_read(
+    stored: str, app: Taskq, client: redis.Redis
+) -> None:
+    # Redis cuts a subscribed connection whose replies pass 32 MB (its pub/sub output
+    # limit): the GET's reply when the result is there already, the announcement when it
+    # comes during the wait. The waiter then reads it as a plain client.
+    task_id = f"big-{uuid.uuid4()}"
+    value = "x" * (50 * 1024 * 1024)
+    backend = app.backend
+    if stored == "before the wait":
+        backend.store_result(task_id, value, states.SUCCESS)
+        backend._local.subscribe_first = True  # the subscribed read, not a plain GET first
+        assert backend.wait_for(task_id, timeout=60)["result"] == value
+    else:
+        helper = RedisBackend(backend.url)  # the worker's side, on its own connection
+        backend._local.subscribe_first = True
+        thread = threading.Thread(target=storer(client, helper, task_id, value), daemon=True)
+        thread.start()
+        assert backend.wait_for(task_id, timeout=60)["result"] == value
+        thread.join(60)
+        helper.close()
