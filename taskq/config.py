@@ -314,8 +314,9 @@ SETTINGS: dict[str, Setting] = {
     "worker_disable_rate_limits": Setting(False, _bool, "Ignore rate limits."),
     "worker_eta_horizon": Setting(
         600.0,
-        _seconds,
-        "ETA tasks due later than this many seconds are parked on the broker, not held.",
+        _optional(_seconds),
+        "ETA tasks due later than this many seconds are parked on the broker, not held "
+        "(None: every ETA task is held until due, as Celery does).",
     ),
 }
 

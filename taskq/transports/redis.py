@@ -33,6 +33,7 @@ from kombu.utils.json import dumps, loads
 
 from ..message import new_id
 from ..redis_direct import call
+from .redis_script import DUE_SCRIPT, HELD_KEY, RENEW_SCRIPT
 from .redis_take import TakingChannel, TakingQoS
 from .wakeup import Waker
 
@@ -40,7 +41,9 @@ logger = logging.getLogger("taskq.transport")
 
 PARKED_KEY = "taskq.parked"
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
+CELERY_VISIBILITY_TIMEOUT = 3600.0  # Celery's default for Redis
 MOVE_BATCH = 100
+RESTORE_BATCH = 100  # tags restored per sweep at most
 
 
 class QoS(TakingQoS):
@@ -51,11 +54,30 @@ class QoS(TakingQoS):
         self._next_sweep = 0.0
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """Put back what was held too long: taskq's past its lease, others' past theirs."""
         now = time.monotonic()
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.channel.unacked_sweep_interval
-        super().restore_visible(start, num, interval=1)
+        channel = self.channel
+        prefix = channel.global_keyprefix  # kombu's client prefixes keys, but not EVAL's
+        with channel.conn_or_acquire() as client:
+            try:
+                # kombu's lock, so taskq and Celery workers never sweep at the same time.
+                mutex = kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire)
+                with mutex:
+                    due = client.eval(
+                        DUE_SCRIPT, 2, prefix + self.unacked_index_key, prefix + HELD_KEY,
+                        channel.visibility_timeout, channel.others_hold_for, RESTORE_BATCH,
+                    )  # fmt: skip
+                    for tag in due or ():
+                        self.restore_by_tag(tag, client)
+            except kombu_redis.MutexHeld:
+                pass
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # Every way out of the unacked hash leaves the held set too.
+        return super()._remove_from_indices(delivery_tag, pipe).srem(HELD_KEY, delivery_tag)
 
     def held_tags(self) -> list[str]:
         try:
@@ -74,10 +96,15 @@ class Channel(TakingChannel):
     # A sweep takes milliseconds.
     unacked_mutex_expire = 10
     lease_renew_interval: float | None = None  # default: a quarter of the visibility timeout
+    # How long a message held by a consumer that renews no lease (a Celery worker) may
+    # stay unacked before a taskq worker restores it: never sooner than Celery would
+    # (its visibility_timeout, 3600 s by default).
+    celery_visibility_timeout: float | None = None
     from_transport_options = (
         *TakingChannel.from_transport_options,
         "unacked_sweep_interval",
         "lease_renew_interval",
+        "celery_visibility_timeout",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -88,6 +115,12 @@ class Channel(TakingChannel):
         if not 0 < renew < self.visibility_timeout:
             raise ValueError("need 0 < lease_renew_interval < visibility_timeout")
         self.renew_every = float(renew)
+        others = self.celery_visibility_timeout
+        self.others_hold_for = float(
+            max(CELERY_VISIBILITY_TIMEOUT, self.visibility_timeout) if others is None else others
+        )
+        if self.others_hold_for < self.visibility_timeout:
+            raise ValueError("need celery_visibility_timeout >= visibility_timeout")
 
     # The renewer starts with the first consume or get, not per message: a consumer that
     # holds nothing still moves parked messages back when due, and a long `basic_get` scan
@@ -127,11 +160,10 @@ class Channel(TakingChannel):
         tags = self.qos.held_tags()
         if not tags:
             return 0
-        now = time.time()
-        # XX: only refresh entries still there; an acked message must not come back.
-        changed: int = self._sync_client().zadd(
-            self.unacked_index_key, dict.fromkeys(tags, now), xx=True, ch=True
-        )
+        # The server's time, not this host's: a skewed or jumped clock here cannot make
+        # these leases look older, or anyone else's newer, than they are.
+        key = self.global_keyprefix + self.unacked_index_key
+        changed: int = self._sync_client().eval(RENEW_SCRIPT, 1, key, *tags)
         return changed
 
     # -- parking
@@ -150,8 +182,10 @@ class Channel(TakingChannel):
 
     def move_due_parked(self) -> int:
         moved = 0
-        due = self._sync_client().zrange(
-            PARKED_KEY, "-inf", time.time(), byscore=True, offset=0, num=MOVE_BATCH
+        client = self._sync_client()
+        seconds, micros = client.time()  # the server's clock: every worker agrees on "due"
+        due = client.zrange(
+            PARKED_KEY, "-inf", seconds + micros / 1e6, byscore=True, offset=0, num=MOVE_BATCH
         )
         for entry in due:
             if self._move_one(entry):

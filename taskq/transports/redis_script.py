@@ -3,8 +3,13 @@
 One call applies the acks collected since the previous call, then pops up to ``want``
 messages across the given lists (in order: priority-major, like kombu's BRPOP) and records
 each in kombu's unacked hash and index, ``[payload, exchange, routing_key]``, so kombu's
-sweep can restore it. An entry that is not a kombu envelope is moved to
-``taskq.unreadable`` instead of being lost. See ``redis_take`` for how it is driven.
+sweep can restore it, and in ``taskq.held``: the messages a taskq worker holds, whose
+leases it renews, as opposed to those a Celery worker holds (and never renews). An entry
+that is not a kombu envelope is moved to ``taskq.unreadable`` instead of being lost.
+
+Times are the server's (``TIME``), never a worker's: one host's clock, skewed or jumped,
+cannot make another host's messages look abandoned. See ``redis_take`` for how it is
+driven, and ``RENEW_SCRIPT`` for the leases.
 """
 
 from __future__ import annotations
@@ -15,11 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 UNREADABLE_KEY = "taskq.unreadable"
+HELD_KEY = "taskq.held"
 
-# ARGV: now, want, index key, hash key, unreadable key, n acks, acks..., n keys,
+# The server's time as seconds with microseconds, the unacked index's score.
+_NOW = """
+local t = redis.call('TIME')
+local now = string.format('%d.%06d', t[1], t[2])
+"""
+
+# ARGV: held key, want, index key, hash key, unreadable key, n acks, acks..., n keys,
 # (key, record flag)... -> {unreadable count, (key number, delivery tag, item)...}
-TAKE_SCRIPT = """
-local now, want = ARGV[1], tonumber(ARGV[2])
+TAKE_SCRIPT = (
+    _NOW
+    + """
+local held, want = ARGV[1], tonumber(ARGV[2])
 local index, hash, unreadable = ARGV[3], ARGV[4], ARGV[5]
 local i = 7
 local nacks = tonumber(ARGV[6])
@@ -29,6 +43,7 @@ while nacks > 0 do
   for j = 1, n do tags[j] = ARGV[i + j - 1] end
   redis.call('ZREM', index, unpack(tags))
   redis.call('HDEL', hash, unpack(tags))
+  redis.call('SREM', held, unpack(tags))
   i, nacks = i + n, nacks - n
 end
 local nkeys = tonumber(ARGV[i])
@@ -59,6 +74,7 @@ for k = 1, nkeys do
         else
           if record then
             redis.call('ZADD', index, now, tag)
+            redis.call('SADD', held, tag)
             redis.call('HSET', hash, tag,
               '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
           end
@@ -74,8 +90,48 @@ end
 out[1] = bad
 return out
 """
+)
 
 TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+
+# KEYS: the unacked index. ARGV: the tags this worker holds. Refreshes only entries still
+# there (an acked message must not come back) to the server's time -> how many changed.
+RENEW_SCRIPT = (
+    _NOW
+    + """
+local changed = 0
+for i = 1, #ARGV, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    args[#args + 1] = now
+    args[#args + 1] = ARGV[j]
+  end
+  changed = changed + redis.call('ZADD', KEYS[1], 'XX', 'CH', unpack(args))
+end
+return changed
+"""
+)
+
+# KEYS: the unacked index, the held set. ARGV: seconds a taskq lease lasts, seconds any
+# other consumer's hold lasts, most tags to return -> the tags due to be restored: taskq's
+# once their lease is out (their worker stopped renewing it), anyone else's (a Celery
+# worker's) only after the longer time, as that consumer itself would.
+DUE_SCRIPT = (
+    _NOW
+    + """
+local lease, other, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = {}
+local old = redis.call('ZRANGE', KEYS[1], '-inf', tonumber(now) - lease, 'BYSCORE',
+                       'LIMIT', 0, most, 'WITHSCORES')
+for i = 1, #old, 2 do
+  local tag, score = old[i], tonumber(old[i + 1])
+  if score <= tonumber(now) - other or redis.call('SISMEMBER', KEYS[2], tag) == 1 then
+    due[#due + 1] = tag
+  end
+end
+return due
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -106,11 +162,10 @@ def take_args(
     acks: Sequence[str],
     prefix: str,
     keys: tuple[str, str],
-    now: float,
 ) -> list[object]:
     """EVALSHA arguments (after the script's sha) for one take."""
     index, unacked = keys
-    args: list[object] = [0, repr(now), want, prefix + index, prefix + unacked]
+    args: list[object] = [0, prefix + HELD_KEY, want, prefix + index, prefix + unacked]
     args.append(prefix + UNREADABLE_KEY)
     args.append(len(acks))
     args.extend(acks)

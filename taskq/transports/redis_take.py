@@ -177,10 +177,9 @@ class TakingChannel(kombu_redis.Channel):
                 wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
             wait = timeout or wait
             # The take rides behind the wait: Redis runs it as soon as the wait returns,
-            # so a message that arrives costs no second round trip. It may run up to
-            # `wait` seconds after now; its unacked time is set that far ahead, which can
-            # only delay a restore after a crash, never start one while this worker runs.
-            self._in_flight_acks, take = self._take_args(self._sources, self._asked, ahead=wait)
+            # so a message that arrives costs no second round trip (and its unacked time
+            # is the server's when the take runs, not when it was sent).
+            self._in_flight_acks, take = self._take_args(self._sources, self._asked)
             commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", TAKE_SHA, *take]]
             self.waiting = True
         self._in_poll = connection
@@ -237,14 +236,11 @@ class TakingChannel(kombu_redis.Channel):
         self._deliver_all(items)
         return True
 
-    def _take_args(
-        self, sources: list[Source], want: int, ahead: float = 0.0
-    ) -> tuple[list[str], list[Any]]:
+    def _take_args(self, sources: list[Source], want: int) -> tuple[list[str], list[Any]]:
         """The pending acks, no longer pending, and the EVALSHA arguments that carry them."""
         acks, self.pending_acks = self.pending_acks, []
         keys = (self.unacked_index_key, self.unacked_key)
-        now = time.time() + ahead
-        return acks, take_args(sources, want, acks, self.global_keyprefix, keys, now)
+        return acks, take_args(sources, want, acks, self.global_keyprefix, keys)
 
     def _run_take(self, args: list[Any], acks: list[str]) -> Any:
         """A take (or a take of nothing) on this channel's own connection, now.
@@ -327,7 +323,7 @@ class TakingChannel(kombu_redis.Channel):
         # A take of nothing: the script's ZREM and HDEL, atomically, in one command (a
         # redis-py transaction cost a waiting worker a quarter of its time per task).
         keys = (self.unacked_index_key, self.unacked_key)
-        self._run_take(take_args((), 0, tags, self.global_keyprefix, keys, 0.0), tags)
+        self._run_take(take_args((), 0, tags, self.global_keyprefix, keys), tags)
 
     def _direct(self) -> tuple[Any, threading.Lock, ReplyWait]:
         """This process's client on one connection of its own, the lock to use it, and

@@ -7,6 +7,12 @@ owner (PID plus the process start time, so a reused PID is not mistaken for the 
 renewed by a thread while that process lives. Any ``_get`` releases the rows of an owner that
 is gone, so a SIGKILLed worker's unacked messages come back at once; a lease that is simply no
 longer renewed expires after ``visibility_timeout``.
+
+Lease times are read from the machine's boot-time clock, not its wall clock: every process
+on the machine shares it, and no adjustment (NTP, a manual jump, daylight saving) moves it,
+so a jump of the wall clock cannot make live leases look expired. The file records which
+boot its leases were measured in; after a reboot each lease left from the previous one
+gets one term on the new clock, and expires then (its owner is gone).
 """
 
 # kombu ships py.typed but most of its functions are unannotated.
@@ -52,6 +58,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS messages_channel ON messages (channel) WHERE channel IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS bindings (exchange TEXT NOT NULL, routing_key TEXT NOT NULL,"
     " pattern TEXT, queue TEXT NOT NULL, PRIMARY KEY (exchange, routing_key, queue))",
+    # What lease times are measured against (see lease_clock).
+    "CREATE TABLE IF NOT EXISTS clock (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _READY = "(lease_until IS NULL OR lease_until <= ?)"
 _RELEASE = (
@@ -70,6 +78,30 @@ def _proc_start(pid: int) -> str | None:
     state, *fields = stat.rsplit(")", 1)[1].split()
     # A SIGKILLed child stays a zombie until its parent reaps it, but it will never ack.
     return None if state in ("Z", "X") else fields[18]
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def lease_clock() -> float:
+    """Seconds on the clock leases are measured with: one for the whole machine, no jumps.
+
+    Linux's boot-time clock where there is one, the wall clock elsewhere.
+    """
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME)
+    return time.time()
+
+
+@functools.cache
+def _clock_id() -> str:
+    """Which clock (and, for the boot-time clock, which boot) lease times belong to."""
+    if _BOOTTIME is None:
+        return "wall"
+    try:
+        return "boot:" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "boot:unknown"
 
 
 @functools.cache
@@ -135,7 +167,7 @@ def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("COMMIT")
 
 
-def _init_schema(db: sqlite3.Connection) -> None:
+def _init_schema(db: sqlite3.Connection, lease_seconds: float) -> None:
     deadline = time.monotonic() + BUSY_TIMEOUT
     # Turning WAL on needs the file to ourselves for a moment; a peer may be creating it too.
     while db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
@@ -145,6 +177,24 @@ def _init_schema(db: sqlite3.Connection) -> None:
     with _immediate(db):
         for statement in _SCHEMA:
             db.execute(statement)
+        _restart_leases_of_another_clock(db, lease_seconds)
+
+
+def _restart_leases_of_another_clock(db: sqlite3.Connection, lease_seconds: float) -> None:
+    # Leases measured on another clock (a previous boot, or the wall clock of an older
+    # taskq) cannot be compared with ours. Their owners are gone (a reboot), or alive and
+    # renewing (an upgrade): each lease gets one full term on our clock, after which the
+    # first kind expire and the second renew. Releasing them at once could run the
+    # messages of a live owner twice.
+    row = db.execute("SELECT value FROM clock WHERE name = 'leases'").fetchone()
+    ours = _clock_id()
+    if row is not None and row[0] == ours:
+        return
+    db.execute(
+        "UPDATE messages SET lease_until = ? WHERE lease_until IS NOT NULL",
+        (lease_clock() + lease_seconds,),
+    )
+    db.execute("INSERT OR REPLACE INTO clock (name, value) VALUES ('leases', ?)", (ours,))
 
 
 class _Renewer(threading.Thread):
@@ -181,7 +231,7 @@ class _Renewer(threading.Thread):
         sql = f"UPDATE messages SET lease_until = ? WHERE channel IN ({marks})"
         try:
             db = db or _connect(self._path)
-            db.execute(sql, (time.time() + self._ttl, *tokens))
+            db.execute(sql, (lease_clock() + self._ttl, *tokens))
         except sqlite3.Error:  # retried next round; by default a lease outlasts one miss
             logger.warning("could not renew sqlite broker leases", exc_info=True)
         return db
@@ -251,7 +301,7 @@ class Channel(virtual.Channel):
         self._owner = (_namespace(), pid, _proc_start(pid) or "", self.lease_token)
         db = _connect(self._path)
         try:
-            _init_schema(db)
+            _init_schema(db, self._ttl)
         except BaseException:
             db.close()
             raise
@@ -302,14 +352,14 @@ class Channel(virtual.Channel):
     def _size(self, queue: str) -> int:
         with self._session() as db:
             sql = f"SELECT COUNT(*) FROM messages WHERE queue = ? AND {_READY}"
-            count: int = db.execute(sql, (queue, time.time())).fetchone()[0]
+            count: int = db.execute(sql, (queue, lease_clock())).fetchone()[0]
         return count
 
     def _purge(self, queue: str) -> int:
         # Like AMQP: only ready messages go; leased ones still belong to their consumers.
         with self._session() as db:
             sql = f"DELETE FROM messages WHERE queue = ? AND {_READY}"
-            return db.execute(sql, (queue, time.time())).rowcount
+            return db.execute(sql, (queue, lease_clock())).rowcount
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         with self._session() as db, _immediate(db):
@@ -321,10 +371,10 @@ class Channel(virtual.Channel):
     def _claim(self, db: sqlite3.Connection, queue: str) -> tuple[str, int] | None:
         # An unlocked look first, so idle pollers do not queue up for the write lock.
         sql = f"SELECT 1 FROM messages WHERE queue = ? AND {_READY} LIMIT 1"
-        if db.execute(sql, (queue, time.time())).fetchone() is None:
+        if db.execute(sql, (queue, lease_clock())).fetchone() is None:
             return None
         with _immediate(db):
-            now = time.time()  # after the lock: we may have waited for it
+            now = lease_clock()  # after the lock: we may have waited for it
             row = db.execute(
                 f"SELECT id, payload, deliveries FROM messages WHERE queue = ? AND {_READY}"
                 " ORDER BY priority DESC, id LIMIT 1",

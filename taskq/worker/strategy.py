@@ -89,7 +89,7 @@ def _handler(
     app: Taskq, consumer: Reserver, hostname: str, policy: AckPolicy, rate: float | None
 ) -> Handler:
     bucket = TokenBucket(rate, capacity=1) if rate else None
-    horizon: float = app.conf.worker_eta_horizon
+    horizon: float | None = app.conf.worker_eta_horizon
 
     def admit(request: Request) -> None:
         if request.id in consumer.revoked:
@@ -110,7 +110,7 @@ def _handler(
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0
         if wait <= 0 or request.expired():
             admit(request)
-        elif wait <= horizon:
+        elif horizon is None or wait <= horizon:
             consumer.hold(wait, request, admit)
         elif not request.park():
             # No parking on this broker: hold it until the horizon, then give it back, so

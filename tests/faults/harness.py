@@ -66,7 +66,11 @@ class Setup:
         return make_app(self.broker, self.backend, self.settings)
 
     def worker(
-        self, *args: str, queues: str | None = None, concurrency: int = CONCURRENCY
+        self,
+        *args: str,
+        queues: str | None = None,
+        concurrency: int = CONCURRENCY,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """A started prefork worker on this scenario's queue; killed at teardown."""
         proc = WorkerProcess(
@@ -77,7 +81,7 @@ class Setup:
             "-Q", queues or self.queue,
             "-n", f"{self.queue}-{len(self.workers)}@%h",
             *args,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
         )  # fmt: skip
         self.workers.append(proc)
         return proc.start()

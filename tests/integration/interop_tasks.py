@@ -22,6 +22,7 @@ tests, and taskq itself never does.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -52,6 +53,13 @@ def _register(task: Any, runner: str) -> None:
         # Link callbacks land here with the parent's result prepended.
         return [value, runner]
 
+    def note(path: str) -> str:
+        # One line per run, for tests that count runs across both kinds of worker.
+        with open(path, "a") as out:
+            out.write(f"{runner}\n")
+        return runner
+
+    task(name="interop.note")(note)
     task(name="interop.add")(_add)
     task(name="interop.fail")(_fail)
     task(name="interop.whoami")(whoami)
@@ -69,7 +77,12 @@ def make_celery(broker: str | None, backend: str | None) -> Celery:
 
 
 def make_taskq(broker: str | None, backend: str | None) -> Taskq:
-    app = Taskq("interop", broker=broker, backend=backend, **TASKQ_INTEROP_SETTINGS)
+    # INTEROP_TASKQ_TRANSPORT (JSON): broker_transport_options for the taskq side, for a
+    # test that needs them; the interop tests themselves set nothing beyond the one setting.
+    extra: dict[str, Any] = {}
+    if os.environ.get("INTEROP_TASKQ_TRANSPORT"):
+        extra["broker_transport_options"] = json.loads(os.environ["INTEROP_TASKQ_TRANSPORT"])
+    app = Taskq("interop", broker=broker, backend=backend, **TASKQ_INTEROP_SETTINGS, **extra)
     _register(app.task, "taskq")
     return app
 

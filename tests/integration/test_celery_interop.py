@@ -358,7 +358,7 @@ def test_joining_a_celery_fleet_takes_one_setting() -> None:
     assert (
         interop_names
         == set(app.tasks)
-        == {"interop.add", "interop.fail", "interop.whoami", "interop.tag"}
+        == {"interop.add", "interop.fail", "interop.whoami", "interop.tag", "interop.note"}
     )
 
 
