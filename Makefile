@@ -1,7 +1,8 @@
 # taskq: the project's one entry point.
 #   make install     .venv with the package (editable) and the test tools
 #   make demo        run examples/quickstart/demo.py (no servers needed)
-#   make test        unit + integration tests (installs redis/rabbitmq from Debian if missing)
+#   make test        unit + integration tests (installs redis/rabbitmq from Debian if missing;
+#                    PYTEST_JOBS=2 processes, PYTEST_ARGS='...' for pytest)
 #   make bench       taskq vs Celery 5.7 benchmark (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS=...)
 #   make lint | typecheck | format | clean
 
@@ -102,8 +103,12 @@ _stop_services:
 demo: install
 	$(BIN)/python examples/quickstart/demo.py
 
+# Two processes: most tests wait on servers, workers and task durations, not the CPU.
+# Each process starts its own Redis and RabbitMQ; a file's tests stay in one process.
+PYTEST_JOBS ?= 2
+
 test: install system-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check $(SRC)

@@ -81,14 +81,18 @@ class Incident:
 def describe(exc: BaseException) -> str:
     """What went wrong, in words an operator can act on, for the failures that need them."""
     text = f"{type(exc).__name__}: {scrub(str(exc))}" if str(exc) else type(exc).__name__
-    lowered = text.lower()
+    advice = _advice(text.lower())
+    return f"{text} ({advice})" if advice and advice not in text else text
+
+
+def _advice(lowered: str) -> str | None:
     if "database or disk is full" in lowered or "no space left" in lowered:
-        return f"{text} (the disk is full: free space where the broker keeps its data)"
-    if "oom command not allowed" in lowered:
+        return "the disk is full: free space where the broker keeps its data"
+    if "oom command not allowed" in lowered or "used memory > 'maxmemory'" in lowered:
         return (
-            f"{text} (Redis is out of memory and may not evict: raise maxmemory, or "
-            "remove keys it does not need)"
+            "Redis is out of memory and may not evict: raise maxmemory, or remove keys it "
+            "does not need"
         )
     if "readonly" in lowered and "replica" in lowered:
-        return f"{text} (the server is a read-only replica: point broker_url at the primary)"
-    return text
+        return "the server is a read-only replica: point broker_url at the primary"
+    return None

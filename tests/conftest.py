@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ import pytest
 if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.faults.report import RESULTS, table
 from tests.servers import RabbitServer, RedisServer, serve
 
 
@@ -40,3 +42,25 @@ def amqp_url(rabbit_server: RabbitServer) -> str:
 def redis_backend_url(redis_url: str) -> str:
     """Results on the session Redis, in a database of their own (db 1)."""
     return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+# The fault suite's results table. In a parallel run (pytest-xdist) each worker process
+# hands its rows to the main one, which prints them all.
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["fault_rows"] = session.config.stash.get(RESULTS, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    rows = getattr(node, "workeroutput", {}).get("fault_rows", [])
+    node.config.stash.setdefault(RESULTS, []).extend(rows)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = table(config)
+    if lines:
+        terminalreporter.section("fault-injection results")
+        for line in lines:
+            terminalreporter.line(line)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
@@ -74,6 +75,10 @@ class QoS(TakingQoS):
                         self.restore_by_tag(tag, client)
             except kombu_redis.MutexHeld:
                 pass
+            except redis.ResponseError as exc:
+                # Refused (out of memory: even the sweep's lock is a write). Consuming goes
+                # on; the next sweep tries again.
+                logger.debug("Redis unacked sweep refused: %r", exc)
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         # Every way out of the unacked hash leaves the held set too.

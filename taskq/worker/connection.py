@@ -17,7 +17,7 @@ from kombu import Consumer as KombuConsumer
 from kombu import Queue
 from kombu.common import QoS
 
-from ..backoff import Incident
+from ..backoff import Incident, describe
 from ..exceptions import BrokerUnavailable
 from ..url import mask_url
 
@@ -55,6 +55,10 @@ class Stopped(OSError):
     """The worker was asked to stop while it was connecting."""
 
 
+class SetUpRefused(OSError):
+    """Connected, but the broker refused a command needed to start consuming."""
+
+
 def open_link(
     app: Taskq,
     spec: LinkSpec,
@@ -68,7 +72,18 @@ def open_link(
     conn = app.connection()
     try:
         _ensure_connected(app, conn, between_attempts, first, stopping)
-        return _set_up(conn, spec, on_message, on_decode_error)
+        try:
+            return _set_up(conn, spec, on_message, on_decode_error)
+        except OSError:
+            raise
+        except Exception as exc:
+            # Both kinds are retried with backoff by the consumer's loop, which only knows
+            # OSError until it holds a connection: say which one it was.
+            if isinstance(exc, tuple(conn.connection_errors)):
+                raise ConnectionResetError(f"lost while setting up: {describe(exc)}") from exc
+            # Connected, but the broker refused what consuming needs (Redis out of memory,
+            # a full disk under SQLite): a fault to wait out, like a lost link.
+            raise SetUpRefused(f"it refused to set up consuming: {describe(exc)}") from exc
     except BaseException:
         close_quietly(conn)
         raise

@@ -35,6 +35,7 @@ from ..url import mask_url
 from .batch import Runtimes, batch_size, gather, settle
 from .connection import (
     LinkSpec,
+    SetUpRefused,
     Stopped,
     close_quietly,
     connection_errors,
@@ -99,6 +100,7 @@ class Consumer:
         self.keeper = ResultKeeper(app.backend, self.call_soon)
         self.backoff = Backoff()
         self.lost = Incident(logger, "Connection to broker lost")
+        self.refused = Incident(logger, "The broker refused this worker")
         self.faults = Incident(logger, "The transport failed to deliver messages")
         self._wake: Callable[[], None] | None = None  # set when the transport can be woken
         self._waiting = False  # in drain_events, to be woken by call_soon
@@ -177,7 +179,8 @@ class Consumer:
                 self._forget_reserved()
                 self.close_connection()
                 delay = self.backoff.next_delay()
-                self.lost.failed(exc, f"Reconnecting in {delay:.1f} s", level=logging.WARNING)
+                incident = self.refused if isinstance(exc, SetUpRefused) else self.lost
+                incident.failed(exc, f"Reconnecting in {delay:.1f} s", level=logging.WARNING)
                 self._rest(delay)
 
     def _stopping(self) -> bool:
@@ -258,9 +261,10 @@ class Consumer:
                 conn.heartbeat_check()
 
     def _healthy(self) -> None:
-        if self.lost.open or self.faults.open:
+        if self.lost.open or self.faults.open or self.refused.open:
             self.lost.resolve()
             self.faults.resolve()
+            self.refused.resolve()
         self.backoff.reset()
 
     def _transport_failed(self, exc: Exception) -> None:

@@ -47,6 +47,7 @@ def test_f11_results_are_kept_through_a_result_backend_outage(
     """F11: the result backend is stopped for 20 s during 400 tasks."""
     setup = make_setup(kind, request, tmp_path, "f11")
     setup.backend = backend_url(results_redis)
+    setup.settings["task_dead_letter_queue"] = f"dead-{setup.queue}"  # its own, to count
     with scenario(setup) as app:
         work = app.tasks[WORK]
         ids = [work.delay(0.02).id for _ in range(400)]
