@@ -99,11 +99,11 @@ def test_a_signal_that_lands_mid_log_line_still_stops_the_worker(
     env = itest_env(redis_url, redis_backend_url)
     worker = PipedWorker(APP, "-P", "prefork", "-c", "2", "-Q", queue, env=env).start()
     try:
-        results = [add.apply_async((i, 1), queue=queue) for i in range(TASKS)]
-        # Mid-stream: tasks are running and logged, one line each, with many still queued.
-        wait_for(lambda: " success in " in worker.log(), 30, "tasks to run")
+        # Stop reading first: however fast the worker runs (or slowly this test), its log
+        # lines (one per task) fill the small pipe long before the tasks run out.
         worker.flowing.clear()
-        wait_for(worker.blocked_writing_output, 30, "the worker to block writing its log")
+        results = [add.apply_async((i, 1), queue=queue) for i in range(TASKS)]
+        wait_for(worker.blocked_writing_output, 60, "the worker to block writing its log")
         before = worker.sleeps()
         if how == "SIGTERM to the group":
             os.killpg(worker.pid, signal.SIGTERM)
