@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from . import states
 from .app import Taskq
+from .canvas import chain, chord, chunks, group, xmap, xstarmap
 from .exceptions import (
     BackendError,
     BrokerUnavailable,
+    ChordError,
     ConfigurationError,
     DeadLettered,
     Ignore,
@@ -28,8 +30,8 @@ from .exceptions import (
     TimeoutError,
     WorkerLostError,
 )
-from .result import AsyncResult, EagerResult
-from .signature import Signature
+from .result import AsyncResult, EagerResult, GroupResult, ResultSet
+from .signature import Signature, maybe_signature, signature
 from .task import Context, Task
 
 __version__ = "0.1.0"
@@ -38,10 +40,12 @@ __all__ = [
     "AsyncResult",
     "BackendError",
     "BrokerUnavailable",
+    "ChordError",
     "ConfigurationError",
     "Context",
     "DeadLettered",
     "EagerResult",
+    "GroupResult",
     "Ignore",
     "MalformedMessage",
     "MaxRetriesExceededError",
@@ -51,6 +55,7 @@ __all__ = [
     "Reject",
     "RemoteError",
     "ResultNotStored",
+    "ResultSet",
     "Retry",
     "SecurityError",
     "Signature",
@@ -64,5 +69,13 @@ __all__ = [
     "TimeoutError",
     "WorkerLostError",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
+    "group",
+    "maybe_signature",
+    "signature",
     "states",
+    "xmap",
+    "xstarmap",
 ]

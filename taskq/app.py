@@ -6,6 +6,7 @@ are made on first use, so importing a tasks module never does I/O.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -15,10 +16,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
 from .backends import Backend, RetryPolicy, backend_from_url
+from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
 from .exceptions import ConfigurationError, NotRegistered
-from .result import AsyncResult
+from .result import AsyncResult, GroupResult, bind_group_result
 from .task import Context, Task, TaskOptions
 
 P = ParamSpec("P")
@@ -59,6 +61,7 @@ class Taskq:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._oid: tuple[int, str] | None = None
+        register_builtins(self)
 
     def __repr__(self) -> str:
         return f"<Taskq {self.main}>"
@@ -251,6 +254,11 @@ class Taskq:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         return AsyncResult(task_id, app=self)
+
+    @functools.cached_property
+    def GroupResult(self) -> type[GroupResult]:
+        """``app.GroupResult.restore(group_id)``: the class, bound to this app."""
+        return bind_group_result(self)
 
     @property
     def oid(self) -> str:

@@ -49,6 +49,7 @@ class CallOptions:
     origin: str | None = None
     reply_to: str | None = None
     add_to_parent: bool = True
+    replaced_task_nesting: int = 0
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> CallOptions:
@@ -122,7 +123,7 @@ def build_message(
     inherit = parent is not None and call.add_to_parent and call.parent_id is None
     root_id = call.root_id or (parent.root_id if inherit and parent else None) or task_id
     parent_id = call.parent_id or (parent.id if inherit and parent else None)
-    chord = call.chord.as_dict() if hasattr(call.chord, "as_dict") else call.chord
+    chord = signature_dicts(call.chord)[0] if call.chord else None
     return TaskMessage(
         id=task_id,
         task=name,
@@ -144,5 +145,6 @@ def build_message(
         errbacks=signature_dicts(call.link_error),
         chain=signature_dicts(call.chain),
         chord=chord,
+        replaced_task_nesting=call.replaced_task_nesting,
         custom_headers=dict(call.headers or {}),
     )

@@ -263,6 +263,12 @@ SETTINGS: dict[str, Setting] = {
     "result_expires": Setting(
         DAY, _optional(_seconds), "Seconds results are kept (None: forever)."
     ),
+    "result_chord_retry_interval": Setting(
+        1.0,
+        _seconds,
+        "Seconds between checks of celery.chord_unlock (Celery's chord join "
+        "for backends without a native one).",
+    ),
     "result_extended": Setting(
         False, _bool, "Also store name, args, kwargs, worker, retries, queue."
     ),

@@ -140,6 +140,10 @@ class WorkerLostError(TaskError):
     """The process running the task exited before the task finished."""
 
 
+class ChordError(TaskError):
+    """A chord's body did not run: a member of its header failed (named in the message)."""
+
+
 class TimeLimitExceeded(TaskError):
     """The task ran past its hard time limit and its process was killed."""
 

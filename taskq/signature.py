@@ -1,76 +1,205 @@
 """Signature: a task call as a value (name, partial args, options) that can be sent later.
 
-Its dict form is Celery's (``task``, ``args``, ``kwargs``, ``options``, ``subtask_type``,
-``immutable``), so signatures in ``link=``/``link_error=`` cross between taskq and Celery.
+A signature is a ``dict`` with Celery's keys (``task``, ``args``, ``kwargs``, ``options``,
+``subtask_type``, ``immutable``), as Celery's is: it serializes as itself wherever JSON
+goes (a task argument, ``link=``, a message's ``chain``), and it is changed in place by
+``set``/``link``/``freeze`` as Celery code expects; ``clone`` makes a copy. The
+composite kinds (chain, group, chord, ...) live in ``canvas.py`` and are found by their
+``subtask_type`` when a dict comes back from the wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
+
+from .message import new_id
 
 if TYPE_CHECKING:
     from .app import Taskq
-    from .result import AsyncResult
+    from .canvas import chain
+
+# Options a Celery signature can carry that are Celery's own bookkeeping, never a call
+# option: dropped when taskq sends the call (stamp keys are dropped by name too).
+CELERY_ONLY_OPTIONS = frozenset(
+    {"stamped_headers", "stamps", "chord_size", "subtask_type", "producer", "connection",
+     "router", "result_cls", "publisher", "is_eager", "disable_sync_subtasks"}
+)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Signature:
-    """An immutable description of one task call; ``set``/``clone`` return copies."""
+class Signature(dict[str, Any]):
+    """One task call: ``add.s(2, 2)``, ``Signature("proj.add", (2, 2), app=app)``."""
 
-    task: str
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
-    immutable: bool = False
-    subtask_type: str | None = None
-    app: Taskq | None = field(default=None, compare=False, repr=False)
+    # subtask_type -> class, filled by canvas.py, so a dict from the wire finds its kind.
+    KINDS: ClassVar[dict[str, type[Signature]]] = {}
+
+    def __init__(
+        self,
+        task: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+        subtask_type: str | None = None,
+        app: Taskq | None = None,
+    ):
+        super().__init__(
+            task=task,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            options=dict(options or {}),
+            subtask_type=subtask_type,
+            immutable=bool(immutable),
+        )
+        self.app = app
+
+    # -- Celery's attribute view of the dict
+    @property
+    def task(self) -> str:
+        return str(self["task"])
+
+    name = task
 
     @property
-    def name(self) -> str:
-        return self.task
+    def args(self) -> tuple[Any, ...]:
+        return tuple(self["args"])
 
-    def set(self, **options: Any) -> Signature:
-        """A copy with more ``apply_async`` options (queue, countdown, priority, ...)."""
-        return replace(self, options={**self.options, **options})
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self["kwargs"]  # type: ignore[no-any-return]
 
-    def set_immutable(self, immutable: bool) -> Signature:
-        return replace(self, immutable=immutable)
+    @property
+    def options(self) -> dict[str, Any]:
+        return self["options"]  # type: ignore[no-any-return]
+
+    @property
+    def immutable(self) -> bool:
+        return bool(self["immutable"])
+
+    @property
+    def subtask_type(self) -> str | None:
+        return self["subtask_type"]  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> str | None:
+        """The task id, once frozen (or given with ``set(task_id=...)``)."""
+        return self.options.get("task_id")
+
+    # -- changing it (in place, as Celery's) and copying it
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        if immutable is not None:
+            self.set_immutable(immutable)
+        self.options.update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
 
     def clone(
-        self, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> Signature:
-        """A copy with ``args`` appended (unless immutable), kwargs merged and options set."""
-        new_args = self.args if self.immutable else tuple(args) + self.args
-        new_kwargs = dict(self.kwargs) if self.immutable else {**self.kwargs, **(kwargs or {})}
-        return replace(self, args=new_args, kwargs=new_kwargs, options={**self.options, **options})
+        """A copy; unless immutable, ``args`` go in front and ``kwargs`` are merged."""
+        new_args, new_kwargs = self._merge(args, kwargs)
+        copy = type(self).from_dict(self, self.app)
+        copy["args"], copy["kwargs"] = new_args, new_kwargs
+        copy.options.update(options)
+        return copy
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+    def _merge(
+        self, args: Iterable[Any] | None, kwargs: Mapping[str, Any] | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.immutable:
+            return self.args, dict(self.kwargs)
+        return tuple(args or ()) + self.args, {**self.kwargs, **(kwargs or {})}
+
+    def link(self, callback: Signature) -> Signature:
+        """Run ``callback`` with this task's return value when it succeeds."""
+        return self._append_option("link", callback)
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Run ``errback`` when this task fails."""
+        return self._append_option("link_error", errback)
+
+    def on_error(self, errback: Signature) -> Signature:
+        self.link_error(errback)
+        return self
+
+    def _append_option(self, key: str, sig: Signature) -> Signature:
+        items = self.options.get(key)
+        items = [] if items is None else list(items) if isinstance(items, list | tuple) else [items]
+        if sig not in items:
+            items.append(sig)
+        self.options[key] = items
+        return sig
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Mapping[str, Any] | None = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> Any:
+        """Give the call its task id now (and group membership); returns its result."""
+        from .result import AsyncResult
+
+        opts = self.options
+        if _id is not None:
+            opts["task_id"] = _id
+        opts.setdefault("task_id", new_id())
+        for key, value in (
+            ("group_id", group_id),
+            ("chord", chord),
+            ("root_id", root_id),
+            ("parent_id", parent_id),
+            ("group_index", group_index),
+        ):
+            if value is not None:
+                opts[key] = value
+        return AsyncResult(opts["task_id"], app=self._app())
+
+    # -- composing
+    def __or__(self, other: Any) -> chain:  # type: ignore[override]  # composing, not merging
+        from .canvas import chain
+
+        if isinstance(other, Signature):
+            return chain(self, other, app=self.app or other.app)
+        return NotImplemented
+
+    # -- calling
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
     def apply_async(
         self,
-        args: tuple[Any, ...] | list[Any] = (),
+        args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult[Any]:
+    ) -> Any:
+        """Send the call: partial args merged, options over the signature's own."""
         app = self._app()
-        sig = self.clone(tuple(args), kwargs, **options)
-        return app.send_task(sig.task, sig.args, dict(sig.kwargs), **dict(sig.options))
+        new_args, new_kwargs = self._merge(args, kwargs)
+        # Options the signature carries may come from a Celery client and name things
+        # taskq does not do: those are dropped. Options given here are checked.
+        merged = {**call_options(self.options, strict=False), **call_options(options)}
+        return app.send_task(self.task, new_args, new_kwargs, **merged)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here, now, in this process."""
-        sig = self.clone(args, kwargs)
-        return self._app().tasks[sig.task](*sig.args, **sig.kwargs)
+        new_args, new_kwargs = self._merge(args, kwargs)
+        return self._app().tasks[self.task](*new_args, **new_kwargs)
 
     def as_dict(self) -> dict[str, Any]:
-        options = {k: _encode_option(v) for k, v in self.options.items()}
+        """A plain-dict copy, nested signatures included, as it goes on the wire."""
         return {
             "task": self.task,
             "args": list(self.args),
-            "kwargs": dict(self.kwargs),
-            "options": options,
+            "kwargs": _plain(self.kwargs),
+            "options": _plain(self.options),
             "subtask_type": self.subtask_type,
             "immutable": self.immutable,
         }
@@ -79,41 +208,105 @@ class Signature:
         if self.app is None:
             raise TypeError(
                 f"signature {self.task!r} is not bound to an app; build it with "
-                "task.s(...) or Signature.from_dict(data, app=app)"
+                "task.s(...) or signature(data, app=app)"
             )
         return self.app
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], app: Taskq | None = None) -> Signature:
-        options = dict(data.get("options") or {})
-        for key in ("link", "link_error"):
-            if key in options and options[key] is not None:
-                options[key] = [cls.from_dict(s, app) for s in _as_list(options[key])]
-        return cls(
+        """The signature (of the right kind) that a dict from the wire describes."""
+        kind = Signature.KINDS.get(str(data.get("subtask_type") or ""), Signature)
+        if cls is not Signature and kind is Signature:
+            kind = cls
+        sig = Signature.__new__(kind)
+        dict.__init__(
+            sig,
             task=str(data["task"]),
             args=tuple(data.get("args") or ()),
-            kwargs=dict(data.get("kwargs") or {}),
-            options=options,
-            immutable=bool(data.get("immutable", False)),
+            # Only a composite's kwargs hold signatures (a chain's tasks, a chord's parts);
+            # a plain task's kwargs are the user's, passed as they came.
+            kwargs=_revive(dict(data.get("kwargs") or {}), app)
+            if data.get("subtask_type")
+            else dict(data.get("kwargs") or {}),
+            options=_revive(dict(data.get("options") or {}), app),
             subtask_type=data.get("subtask_type"),
-            app=app,
+            immutable=bool(data.get("immutable", False)),
         )
+        sig.app = app if app is not None else getattr(data, "app", None)
+        return sig
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
+def signature(
+    varies: str | Mapping[str, Any],
+    args: Iterable[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    app: Taskq | None = None,
+    **more_options: Any,
+) -> Signature:
+    """``signature("proj.add", args=(2, 2), app=app)`` or ``signature(a_dict, app=app)``."""
+    if isinstance(varies, Mapping):
+        if isinstance(varies, Signature) and app is None:
+            return varies.clone()
+        return Signature.from_dict(varies, app)
+    return Signature(varies, args, kwargs, {**(options or {}), **more_options}, app=app)
 
 
-def _encode_option(value: Any) -> Any:
+def maybe_signature(value: Any, app: Taskq | None = None) -> Signature | None:
+    if value is None:
+        return None
+    if isinstance(value, Signature):
+        if app is not None and value.app is None:
+            value.app = app
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a signature (a dict with a 'task'), not {value!r}")
+    return Signature.from_dict(value, app)
+
+
+def _revive(data: dict[str, Any], app: Taskq | None) -> dict[str, Any]:
+    """Nested signature dicts (links, a chain's tasks, a chord's parts) as signatures."""
+    for key in ("link", "link_error", "tasks", "header", "body", "task"):
+        value = data.get(key)
+        if _is_sig(value):
+            data[key] = Signature.from_dict(value, app)
+        elif isinstance(value, list | tuple) and value and all(_is_sig(v) for v in value):
+            data[key] = [Signature.from_dict(v, app) for v in value]
+    return data
+
+
+def _is_sig(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return isinstance(value, Mapping) and isinstance(value.get("task"), str) and "args" in value
+
+
+def _plain(value: Any) -> Any:
     if isinstance(value, Signature):
         return value.as_dict()
-    if isinstance(value, list | tuple) and any(isinstance(v, Signature) for v in value):
-        return [_encode_option(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
+def call_options(options: Mapping[str, Any], strict: bool = True) -> dict[str, Any]:
+    """A signature's options as ``send_task`` takes them: Celery's bookkeeping dropped,
+    and with ``strict=False`` any name ``send_task`` does not know."""
+    from .calling import OPTION_NAMES
+
+    stamps = options.get("stamped_headers") or ()
+    return {
+        k: v
+        for k, v in options.items()
+        if k not in CELERY_ONLY_OPTIONS
+        and k not in stamps
+        and v is not None
+        and (strict or k in OPTION_NAMES)
+    }
+
+
 def signature_dicts(value: Any) -> tuple[dict[str, Any], ...]:
-    """Normalize a ``link=``/``link_error=`` option to a tuple of signature dicts."""
+    """Normalize a ``link=``/``link_error=``/``chain=`` option to a tuple of plain dicts."""
     if value is None:
         return ()
     items = value if isinstance(value, list | tuple) else [value]
@@ -122,7 +315,7 @@ def signature_dicts(value: Any) -> tuple[dict[str, Any], ...]:
         if isinstance(item, Signature):
             out.append(item.as_dict())
         elif isinstance(item, Mapping) and isinstance(item.get("task"), str):
-            out.append(dict(item))
+            out.append(_plain(dict(item)))
         elif hasattr(item, "s") and callable(item.s):
             out.append(item.s().as_dict())
         else:

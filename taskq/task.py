@@ -7,17 +7,18 @@ import inspect
 import random
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import ConfigurationError, Ignore, MaxRetriesExceededError, Retry
 from .signature import Signature
 
 if TYPE_CHECKING:
     from .app import Taskq
+    from .canvas import chunks, xmap, xstarmap
     from .result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
@@ -78,6 +79,7 @@ class Context:
     ignore_result: bool = False
     is_eager: bool = False
     called_directly: bool = True
+    replaced_task_nesting: int = 0
 
 
 class Task(Generic[P, R]):
@@ -261,7 +263,54 @@ class Task(Generic[P, R]):
     ) -> Signature:
         return Signature(self.name, tuple(args), dict(kwargs or {}), options, app=self.app)
 
+    def map(self, it: Iterable[Any]) -> xmap:
+        """One message: this task called on each item, in the worker that gets it."""
+        from .canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> xstarmap:
+        from .canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> chunks:
+        """The items in parts of ``n``, each part one message (a group of starmaps)."""
+        from .canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
     # -- inside a running task
+    def replace(self, sig: Signature) -> NoReturn:
+        """End this run and let ``sig`` take its place: same task id, same chain, chord
+        and callbacks, so whoever waits for this task gets ``sig``'s result. A group is
+        joined first (its list of values becomes the result)."""
+        from .canvas import chain, group
+        from .signature import maybe_signature
+
+        request = self.request
+        if request.called_directly or request.id is None:
+            raise RuntimeError(f"{self.name}.replace() called outside a task run")
+        if sig.options.get("chord"):
+            raise ConfigurationError("a signature replacing a task must not be part of a chord")
+        if isinstance(sig, chain) and not sig.tasks:
+            raise ConfigurationError("cannot replace a task with an empty chain")
+        if isinstance(sig, group):
+            sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
+        for data in request.callbacks:
+            sig.link(maybe_signature(data, self.app) or Signature(data["task"]))
+        for data in request.errbacks:
+            sig.link_error(maybe_signature(data, self.app) or Signature(data["task"]))
+        sig.freeze(request.id)
+        nesting = request.replaced_task_nesting + 1
+        sig.set(chord=request.chord, group_id=request.group, group_index=request.group_index,
+                root_id=request.root_id, replaced_task_nesting=nesting)  # fmt: skip
+        if request.chain:
+            rest = [maybe_signature(t, self.app) for t in reversed(request.chain)]
+            sig = chain(sig, *rest, app=self.app)
+        sig.apply_async(add_to_parent=False)
+        raise Ignore("Replaced by new task")
+
     def retry(
         self,
         args: tuple[Any, ...] | None = None,

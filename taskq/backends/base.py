@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,8 @@ from ..exceptions import BackendError, RemoteError, SecurityError
 from .retry import RetryPolicy, retrying
 
 KEY_PREFIX = "celery-task-meta-"
+# Celery's key for a saved GroupResult (GroupResult.save / GroupResult.restore).
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
 
 # Errors Celery stores under celery.exceptions; both sides map them to their own class.
 SHARED_ERRORS: dict[str, type[BaseException]] = {
@@ -33,6 +35,7 @@ SHARED_ERRORS: dict[str, type[BaseException]] = {
     for cls in (
         exceptions.NotRegistered,
         exceptions.TaskRevokedError,
+        exceptions.ChordError,
         exceptions.TimeLimitExceeded,
         exceptions.SoftTimeLimitExceeded,
         exceptions.WorkerLostError,
@@ -282,6 +285,56 @@ class Backend(ABC):
 
     def forget(self, task_id: str) -> None:
         self._delete(self.key_for(task_id))
+
+    def get_many(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The meta of each task, in the order asked; PENDING for those never stored.
+
+        One read per task here; a backend that can read many keys in one round trip
+        overrides it (``ResultSet`` reads its members through it).
+        """
+        return [self.get_task_meta(task_id) for task_id in task_ids]
+
+    # -- saved groups: Celery's document {"result": <the GroupResult's tuple>}
+    @property
+    def group_key_prefix(self) -> str:
+        # Celery puts the same global_keyprefix in front of group keys as of task keys:
+        # read it off key_prefix, so a backend that sets one sets both.
+        glob = self.key_prefix[: -len(KEY_PREFIX)] if self.key_prefix.endswith(KEY_PREFIX) else ""
+        return f"{glob}{GROUP_KEY_PREFIX}"
+
+    def group_key_for(self, group_id: str) -> str:
+        return f"{self.group_key_prefix}{group_id}"
+
+    def save_group(self, group_id: str, result: Sequence[Any]) -> None:
+        """Store a group's result tuple (``GroupResult.as_tuple()``), with the usual expiry."""
+        key = self.group_key_for(group_id)
+        value = dumps({"result": result})
+        try:
+            # Celery writes groups with the SUCCESS state too; a group document has no
+            # "status", so no backend's keep-a-stored-success check ever refuses it.
+            retrying(
+                self.store_policy(),
+                lambda: self._set(key, value, states.SUCCESS),
+                self.transient,
+                f"save group {group_id}",
+            )
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"Could not save group {group_id}: {exc}") from exc
+
+    def restore_group(self, group_id: str) -> list[Any] | None:
+        """The result tuple saved for the group (as JSON lists), or None if none is stored."""
+        raw = self._get(self.group_key_for(group_id))
+        if raw is None:
+            return None
+        doc = loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("result"), list):
+            raise BackendError(f"Stored group {group_id} is not a group result document")
+        return doc["result"]  # type: ignore[no-any-return]
+
+    def delete_group(self, group_id: str) -> None:
+        self._delete(self.group_key_for(group_id))
 
 
 def _status(raw: bytes | str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -11,15 +12,21 @@ from kombu.utils.json import loads
 
 from .. import exceptions, states
 from .base import Backend
+from .chords import ChordTable, KeyValueChords, MemoryChordTable, held
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(KeyValueChords, Backend):
     """Results in a dict guarded by a condition, so ``get()`` wakes as soon as one lands."""
 
     def __init__(self, expires: float | None = 86400.0, extended: bool = False, retry: Any = None):
         super().__init__(expires, extended, retry)
         self._data: dict[str, tuple[str, float | None]] = {}
         self._changed = threading.Condition()
+        self._chords = MemoryChordTable()
+        self.chord_expires = expires
+
+    def _chord_table(self) -> contextlib.AbstractContextManager[ChordTable]:
+        return held(self._changed, self._chords)
 
     def _get(self, key: str) -> str | None:
         with self._changed:

@@ -15,6 +15,7 @@ from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError, ResultNotStored
 from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
+from .redis_chord import RedisChords
 from .redis_waiter import Waiter, connect_within, within
 from .retry import RetryPolicy, retrying
 
@@ -54,7 +55,7 @@ WAIT_ERRORS = (
 WAIT_CODES = frozenset({"OOM", "MISCONF", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"})
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisChords, Backend):
     """Each state write is ``SET`` (with expiry) + ``PUBLISH`` on a channel named like the key."""
 
     def __init__(
@@ -67,6 +68,7 @@ class RedisBackend(Backend):
     ):
         super().__init__(expires, extended, retry)
         self.url = url
+        self.chord_expires = expires
         opts = {
             "socket_connect_timeout": 4.0,
             "socket_timeout": 30.0,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..exceptions import BackendError
 from .base import Backend
+from .chords import ChordTable, KeyValueChords
 from .retry import RetryPolicy
 
 SCHEMA = """
@@ -19,10 +22,63 @@ CREATE TABLE IF NOT EXISTS taskq_results (
     expires_at REAL
 )
 """
+CHORD_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS taskq_chord_keys "
+    "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)",
+    "CREATE TABLE IF NOT EXISTS taskq_chord_entries (jkey TEXT NOT NULL, member TEXT NOT NULL, "
+    "score REAL NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (jkey, member))",
+)
 SWEEP_EVERY = 60.0
 
 
-class SqliteBackend(Backend):
+class SqliteChordTable:
+    """A ``ChordTable`` on one connection, inside the caller's transaction."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute(
+            "SELECT value FROM taskq_chord_keys WHERE key = ? AND "
+            "(expires_at IS NULL OR expires_at > ?)",
+            (key, time.time()),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str, ttl: float | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO taskq_chord_keys (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, time.time() + ttl if ttl else None),
+        )
+
+    def delete(self, *keys: str) -> None:
+        self.db.executemany("DELETE FROM taskq_chord_keys WHERE key = ?", [(k,) for k in keys])
+
+    def add_entry(self, jkey: str, member: str, score: float, entry: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO taskq_chord_entries (jkey, member, score, entry) "
+            "VALUES (?, ?, ?, ?)",
+            (jkey, member, score, entry),
+        )
+
+    def count_entries(self, jkey: str) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM taskq_chord_entries WHERE jkey = ?", (jkey,)
+        ).fetchone()
+        return int(row[0])
+
+    def entries(self, jkey: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT entry FROM taskq_chord_entries WHERE jkey = ? ORDER BY score, member",
+            (jkey,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def drop_entries(self, jkey: str) -> None:
+        self.db.execute("DELETE FROM taskq_chord_entries WHERE jkey = ?", (jkey,))
+
+
+class SqliteBackend(KeyValueChords, Backend):
     """Meta documents in one table; expired rows are invisible and swept now and then."""
 
     def __init__(
@@ -37,6 +93,7 @@ class SqliteBackend(Backend):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._last_sweep = 0.0
+        self.chord_expires = expires
 
     def _db(self) -> sqlite3.Connection:
         # One connection per thread and per process: sqlite3 connections must not cross
@@ -48,6 +105,8 @@ class SqliteBackend(Backend):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(SCHEMA)
+            for statement in CHORD_SCHEMA:
+                conn.execute(statement)
             self._local.conn, self._local.pid = conn, pid
         return conn
 
@@ -75,6 +134,22 @@ class SqliteBackend(Backend):
                 (key, value, expires_at),
             )
             self._maybe_sweep(db)
+        except sqlite3.Error as exc:
+            raise BackendError(f"Result store {self.path} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _chord_table(self) -> Iterator[ChordTable]:
+        # One write transaction per call: the count and the claim cannot interleave with
+        # another process's, which is what makes the join count each member once.
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteChordTable(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise BackendError(f"Result store {self.path} failed: {exc}") from exc
 

@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from .. import states
 from ..backends import ResultContext
-from ..calling import CallOptions
+from ..backends.chords import Chords
 from ..exceptions import Ignore, Reject, Retry
+from ..join import BODY_HEADER, part_returned
 from ..message import TaskMessage
-from ..signature import Signature
 from ..task import Context
+from .links import apply_callbacks, apply_errbacks, fail_chain
 
 if TYPE_CHECKING:
     from ..app import Taskq
     from ..task import Task
 
 logger = logging.getLogger("taskq.worker")
-CALL_OPTIONS = frozenset(CallOptions.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class Outcome:
 def trace(app: Taskq, job: Job) -> Outcome:
     msg = job.message
     task = app.tasks[msg.task]
+    if not _body_copy_may_run(app, msg):
+        logger.info("Task %s[%s]: a copy of this chord body already ran; dropped", msg.task, msg.id)
+        return Outcome(states.IGNORED)
     context = _context(job)
     store = not _ignores_result(task, msg)
     backend = app.backend
@@ -86,7 +89,7 @@ def trace(app: Taskq, job: Job) -> Outcome:
         tb = traceback.format_exc()
         if store or app.conf.task_store_errors_even_if_ignored:
             backend.store_result(msg.id, exc, states.FAILURE, tb, result_context)
-        _apply_errbacks(app, msg)
+        _after_failure(app, msg, exc, tb, context)
         runtime = time.monotonic() - started
         bad_call = _bad_arguments(task, msg) if isinstance(exc, TypeError) else None
         if bad_call is not None:
@@ -95,20 +98,15 @@ def trace(app: Taskq, job: Job) -> Outcome:
     else:
         # Still inside the context: the callbacks count as children of this task, and
         # Celery sends them before the result is stored so the result can list them.
-        _apply_callbacks(app, msg, retval)
+        apply_callbacks(app, msg, retval)
     finally:
         children = app.pop_context()
-    if msg.chord is not None:
-        logger.warning(
-            "Task %s[%s] is part of a chord; taskq does not run chord bodies yet, "
-            "so %r will not be called",
-            msg.task,
-            msg.id,
-            msg.chord.get("task"),
-        )
     if store:
         done = replace(result_context, children=tuple(children))
         backend.store_result(msg.id, retval, states.SUCCESS, None, done)
+    # After the store, as Celery: the member that completes a chord sends its body.
+    part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.SUCCESS, retval,
+                  (msg.id, msg.root_id))  # fmt: skip
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
 
 
@@ -131,7 +129,25 @@ def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: st
     ):
         return
     app.backend.store_result(msg.id, exc, states.FAILURE, None, _result_context(msg, hostname))
-    _apply_errbacks(app, msg)
+    _after_failure(app, msg, exc, None, None)
+
+
+def _after_failure(
+    app: Taskq, msg: TaskMessage, exc: BaseException, tb: str | None, request: Context | None
+) -> None:
+    """Celery's order: the chord counts the failure, the chain's rest fails, errbacks run."""
+    part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.FAILURE, exc)
+    fail_chain(app, msg, exc, tb)
+    apply_errbacks(app, msg, exc, tb, request)
+
+
+def _body_copy_may_run(app: Taskq, msg: TaskMessage) -> bool:
+    mark = msg.custom_headers.get(BODY_HEADER)
+    if not isinstance(mark, str) or " " not in mark:
+        return True
+    backend = app.backend
+    group_id, token = mark.split(" ", 1)
+    return not isinstance(backend, Chords) or backend.chord_body_starts(group_id, token)
 
 
 def _result_context(msg: TaskMessage, hostname: str, queue: str | None = None) -> ResultContext:
@@ -167,6 +183,7 @@ def _context(job: Job) -> Context:
         headers=msg.custom_headers,
         ignore_result=bool(msg.ignore_result),
         called_directly=False,
+        replaced_task_nesting=msg.replaced_task_nesting,
     )
 
 
@@ -178,36 +195,6 @@ def _ignores_result(task: Task[Any, Any], msg: TaskMessage) -> bool:
 def _tracks_started(task: Task[Any, Any], app: Taskq) -> bool:
     value = task.options.track_started
     return bool(app.conf.task_track_started if value is None else value)
-
-
-def _apply_callbacks(app: Taskq, msg: TaskMessage, retval: Any) -> None:
-    for data in msg.callbacks:
-        _send_next(app, msg, data, (retval,))
-    if msg.chain:
-        *rest, following = msg.chain
-        _send_next(app, msg, following, (retval,), chain=list(rest))
-
-
-def _apply_errbacks(app: Taskq, msg: TaskMessage) -> None:
-    # A foreign worker's convention (Celery's for unregistered errbacks): the errback is
-    # sent as a task with the failed task's id prepended.
-    for data in msg.errbacks:
-        _send_next(app, msg, data, (msg.id,))
-
-
-def _send_next(
-    app: Taskq, msg: TaskMessage, data: Mapping[str, Any], prepend: tuple[Any, ...], **extra: Any
-) -> None:
-    try:
-        sig = Signature.from_dict(data, app)
-        # Celery signatures carry options taskq does not use (stamps, chord_size, ...).
-        options = {k: v for k, v in sig.options.items() if k in CALL_OPTIONS and k != "reply_to"}
-        options.setdefault("root_id", msg.root_id)
-        options["parent_id"] = msg.id
-        options.update(extra)
-        app.send_task(sig.task, sig.clone(prepend).args, dict(sig.kwargs), **options)
-    except Exception:
-        logger.exception("Task %s[%s]: could not send link %r", msg.task, msg.id, data.get("task"))
 
 
 def _format_tb(exc: Retry) -> str | None:

@@ -107,7 +107,9 @@ class Worker:
         return tuple(default if n == default.name else make_queue(n) for n in names)
 
     def banner(self) -> str:
-        tasks = "\n".join(f"  . {name}" for name in sorted(self.app.tasks)) or "  (none)"
+        # Celery's built-in names are on every app: the banner lists the app's own tasks.
+        names = sorted(n for n in self.app.tasks if not n.startswith("celery."))
+        tasks = "\n".join(f"  . {name}" for name in names) or "  (none)"
         queues = "\n".join(
             f"  . {q.name:<16} exchange={q.exchange.name or '(default)'}"
             f" routing_key={q.routing_key}"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskq import SoftTimeLimitExceeded, Taskq
+from taskq import SoftTimeLimitExceeded, Taskq, group
 
 
 def make_app(
@@ -112,6 +112,42 @@ def register(app: Taskq) -> None:
         time.sleep(seconds)
         Path(folder, f"{name}.done.{os.getpid()}.{time.monotonic_ns()}").write_text("")
         return name
+
+    register_canvas(app)
+
+
+def register_canvas(app: Taskq) -> None:
+    """Tasks the canvas tests compose."""
+
+    @app.task(name="itest.mul")
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    @app.task(name="itest.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="itest.collect")
+    def collect(values: Any) -> Any:
+        return values
+
+    @app.task(name="itest.replaced", bind=True)
+    def replaced(self: Any, how: str, n: int) -> None:
+        add, mul = app.tasks["itest.add"], app.tasks["itest.mul"]
+        if how == "chain":
+            self.replace(add.s(n, 1) | mul.s(10))
+        elif how == "group":
+            self.replace(group(add.s(n, i) for i in range(3)))
+        self.replace(add.s(n, 100))
+
+    @app.task(name="itest.errback_with_request")
+    def errback_with_request(request: Any, exc: BaseException, tb: str, folder: str) -> None:
+        # Celery's three-argument errback, called in the worker with the failed request.
+        Path(folder, f"errback.{request.id}").write_text(f"{type(exc).__name__}: {exc}")
+
+    @app.task(name="itest.errback_by_id")
+    def errback_by_id(task_id: str, *, folder: str) -> None:
+        Path(folder, f"errback-id.{task_id}").write_text(task_id)
 
 
 # Settings a test passes to its workers as ITEST_SETTINGS (JSON).

@@ -91,7 +91,7 @@ def test_wrong_arguments_fail_at_the_call_site() -> None:
         add.apply_async((1, 2), countdown=1, eta=dt.datetime.now(dt.UTC))
 
 
-def test_signatures_are_values() -> None:
+def test_signatures_change_in_place_and_clone_copies() -> None:
     app = Taskq("proj", broker="memory://")
 
     @app.task
@@ -99,7 +99,10 @@ def test_signatures_are_values() -> None:
         return x + y
 
     sig = add.s(2)
-    assert sig.set(queue="q").options == {"queue": "q"} and sig.options == {}
+    # As Celery's: set() changes the signature itself; clone() copies it.
+    copy = sig.clone()
+    assert sig.set(queue="q") is sig and sig.options == {"queue": "q"}
+    assert copy.options == {} and copy == add.s(2)
     assert sig.clone((1,)).args == (1, 2)
     assert add.si(1, 1).clone((5,)).args == (1, 1)
     assert sig(3) == 5

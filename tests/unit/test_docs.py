@@ -31,7 +31,7 @@ DOCS = ROOT / "docs"
 INTERNAL_CALL_OPTIONS = frozenset(
     {
         "retries", "root_id", "parent_id", "group_id", "group_index", "chain", "chord",
-        "origin", "reply_to", "add_to_parent",
+        "origin", "reply_to", "add_to_parent", "replaced_task_nesting",
     }
 )  # fmt: skip
 
