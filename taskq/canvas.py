@@ -165,6 +165,8 @@ class chain(Signature):
                 flat.append(sig)
         steps: list[Signature] = []
         for sig in flat:
+            if isinstance(sig, group) and len(sig.tasks) == 1:
+                sig = sig.tasks[0]  # a group of one is that one task (as Celery unrolls it)
             if steps and isinstance(steps[-1], group):
                 steps[-1] = chord(steps[-1], body=sig, app=self.app)
             else:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kombu.utils.json import dumps, loads
@@ -48,10 +48,14 @@ def part_returned(
     state: str,
     result: Any,
     parent: tuple[str, str | None] | None = None,
+    store: Callable[[], None] | None = None,
 ) -> None:
-    """Count a header member that ended in ``state`` (SUCCESS, FAILURE or REVOKED)."""
+    """Count a header member that ended in ``state`` (SUCCESS, FAILURE or REVOKED), after
+    ``store`` (the member's own result, stored with the count where the backend can)."""
     backend = app.backend
     if body is None or not group_id or not isinstance(backend, Chords):
+        if store is not None:
+            store()
         return
     # Celery's member key and score, so a member run by both kinds of worker counts once.
     member = f"{task_id}:{group_index if group_index is not None else '+inf'}"
@@ -59,7 +63,7 @@ def part_returned(
     value = encode_exception(result) if isinstance(result, BaseException) else result
     entry = dumps([1, task_id, state, value])
     token = uuid.uuid4().hex
-    part = backend.chord_part(group_id, member, score, entry, token, CLAIM_S)
+    part = backend.chord_part(group_id, member, score, entry, token, CLAIM_S, store)
     deadline = time.monotonic() + CLAIM_S + SEND_CLAIM_S
     while part.complete and not part.claimed and not part.done:
         # All are in, and another worker holds the claim: it is sending the body, or it

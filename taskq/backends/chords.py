@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,9 +71,20 @@ class Chords(ABC):
 
     @abstractmethod
     def chord_part(
-        self, group_id: str, member: str, score: float, entry: str, token: str, claim_s: int
+        self,
+        group_id: str,
+        member: str,
+        score: float,
+        entry: str,
+        token: str,
+        claim_s: int,
+        before: Callable[[], None] | None = None,
     ) -> PartReturn:
-        """Count one member's result (once per ``member``); claim the body if it was the last."""
+        """Count one member's result (once per ``member``); claim the body if it was the last.
+
+        ``before`` stores the member's own result first: in the same transaction where the
+        backend has transactions (SQLite), so a member is stored and counted, or neither.
+        """
 
     @abstractmethod
     def chord_entries(self, group_id: str) -> list[str]:
@@ -136,10 +147,19 @@ class KeyValueChords(Chords):
             t.put(key, str(int(t.get(key) or 0) + count), self._ttl())
 
     def chord_part(
-        self, group_id: str, member: str, score: float, entry: str, token: str, claim_s: int
+        self,
+        group_id: str,
+        member: str,
+        score: float,
+        entry: str,
+        token: str,
+        claim_s: int,
+        before: Callable[[], None] | None = None,
     ) -> PartReturn:
         k = self._keys(group_id)
         with self._chord_table() as t:
+            if before is not None:
+                before()
             if t.get(k["c"]) == DONE:
                 return PartReturn(-1, None, False)
             t.add_entry(k["j"], member, score, entry)

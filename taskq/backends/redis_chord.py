@@ -136,8 +136,17 @@ class RedisChords(Chords):
         self._run(f"grow chord {group_id}", lambda c: c.incrby(key, count))
 
     def chord_part(
-        self, group_id: str, member: str, score: float, entry: str, token: str, claim_s: int
+        self,
+        group_id: str,
+        member: str,
+        score: float,
+        entry: str,
+        token: str,
+        claim_s: int,
+        before: Callable[[], None] | None = None,
     ) -> PartReturn:
+        if before is not None:
+            before()  # the store, then the count, as Celery's order
         g = self.group_key
         keys = [g(group_id, ".j"), g(group_id, ".t"), g(group_id, ".s"), g(group_id, ".d"),
                 g(group_id), g(group_id, ".c")]  # fmt: skip

@@ -101,12 +101,15 @@ def trace(app: Taskq, job: Job) -> Outcome:
         apply_callbacks(app, msg, retval)
     finally:
         children = app.pop_context()
-    if store:
-        done = replace(result_context, children=tuple(children))
-        backend.store_result(msg.id, retval, states.SUCCESS, None, done)
-    # After the store, as Celery: the member that completes a chord sends its body.
+    done = replace(result_context, children=tuple(children))
+    keep = (
+        (lambda: backend.store_result(msg.id, retval, states.SUCCESS, None, done))
+        if store
+        else None
+    )
+    # The store, then (as Celery) the chord's count: the last member sends the body.
     part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.SUCCESS, retval,
-                  (msg.id, msg.root_id))  # fmt: skip
+                  (msg.id, msg.root_id), keep)  # fmt: skip
     return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
 
 
@@ -147,7 +150,11 @@ def _body_copy_may_run(app: Taskq, msg: TaskMessage) -> bool:
         return True
     backend = app.backend
     group_id, token = mark.split(" ", 1)
-    return not isinstance(backend, Chords) or backend.chord_body_starts(group_id, token)
+    if isinstance(backend, Chords) and not backend.chord_body_starts(group_id, token):
+        return False  # another copy of the body was sent after this one and runs instead
+    # This copy may run, and may have: its worker can die after the run, before the ack.
+    # A body that finished is not run again (the join promises it runs once).
+    return bool(backend.get_task_meta(msg.id)["status"] != states.SUCCESS)
 
 
 def _result_context(msg: TaskMessage, hostname: str, queue: str | None = None) -> ResultContext:

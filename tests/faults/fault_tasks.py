@@ -21,6 +21,7 @@ from tests.faults.ledger import record
 WORK = "faults.work"
 DIE_ONCE = "faults.die_once"
 POISON = "faults.poison"
+COLLECT = "faults.collect"
 
 
 def make_app(broker: str | None, backend: str | None, settings: dict[str, Any]) -> Taskq:
@@ -69,6 +70,13 @@ def register(app: Taskq) -> None:
             _die(task_id)
         record(_ledger(), "end", task_id)
         return task_id
+
+    @app.task(name=COLLECT, bind=True)
+    def collect(self: Any, values: list[Any]) -> int:
+        # A chord body: each of its runs is in the ledger.
+        task_id = _start(self)
+        record(_ledger(), "end", task_id)
+        return len(values)
 
     @app.task(name=POISON, bind=True)
     def poison(self: Any) -> None:

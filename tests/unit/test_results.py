@@ -360,6 +360,7 @@ class CountingBackend(MemoryBackend):
         super().__init__()
         self.batches: list[int] = []
         self.waits = 0
+        self.on_wait: Any = None
 
     def get_many(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         self.batches.append(len(task_ids))
@@ -369,6 +370,8 @@ class CountingBackend(MemoryBackend):
         self, task_id: str, timeout: float | None = None, interval: float = 0.5
     ) -> Mapping[str, Any]:
         self.waits += 1
+        if self.on_wait is not None:
+            self.on_wait()  # the result lands only once someone waits for it
         return super().wait_for(task_id, timeout, interval)
 
 
@@ -380,11 +383,9 @@ def test_join_of_a_large_set_reads_in_batches_and_waits_only_when_needed() -> No
     members = [AsyncResult[Any](f"t{i}", backend=backend) for i in range(10_000)]
     members.append(AsyncResult[Any]("late", backend=backend))
     rs = ResultSet(members, backend=backend)
-    timer = later(0.1, lambda: backend.store_result("late", "last", states.SUCCESS))
-    try:
-        values = rs.join(timeout=20)
-    finally:
-        timer.cancel()
+    backend.on_wait = lambda: later(0.05, lambda: backend.store_result("late", "last", "SUCCESS"))
+    values = rs.join(timeout=20)
+    backend.on_wait = None
     assert values == [*range(10_000), "last"]
     assert sum(backend.batches) == 10_001 and len(backend.batches) == 11
     assert backend.waits == 1  # only "late" was unfinished when its batch was read
