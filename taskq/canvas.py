@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.chords import Chords
 from .exceptions import ConfigurationError
 from .message import new_id
-from .signature import Signature, call_options, maybe_signature
+from .signature import Signature, maybe_signature
 
 if TYPE_CHECKING:
     from .app import Taskq
@@ -412,62 +412,10 @@ class chord(Signature):
         return result
 
 
-class xmap(Signature):
-    """``task.map(items)``: one message, the task called once per item, in the worker."""
-
-    TASK = "celery.map"
-    KIND = "xmap"
-
-    def __init__(self, task: Any, it: Iterable[Any], app: Taskq | None = None, **options: Any):
-        sig = maybe_signature(task, app)
-        assert sig is not None
-        super().__init__(
-            self.TASK, (), {"task": sig, "it": list(it)}, options, subtask_type=self.KIND,
-            app=app or sig.app,
-        )  # fmt: skip
-
-
-class xstarmap(xmap):
-    """``task.starmap(items)``: as map, each item spread as the arguments."""
-
-    TASK = "celery.starmap"
-    KIND = "xstarmap"
-
-
-class chunks(Signature):
-    """``task.chunks(items, n)``: the items cut into parts of ``n``, one message each."""
-
-    def __init__(
-        self, task: Any, it: Iterable[Any], n: int, app: Taskq | None = None, **options: Any
-    ):
-        if int(n) < 1:
-            raise ValueError("chunks need a size of at least 1")
-        sig = maybe_signature(task, app)
-        assert sig is not None
-        super().__init__(
-            "celery.chunks", (), {"task": sig, "it": [list(i) for i in it], "n": int(n)},
-            options, subtask_type="chunks", app=app or sig.app,
-        )  # fmt: skip
-
-    def group(self) -> group:
-        task, items, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
-        parts = [items[i : i + n] for i in range(0, len(items), n)]
-        return group([xstarmap(task, part, app=self.app) for part in parts], app=self.app)
-
-    def apply_async(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> GroupResult:
-        return self.group().apply_async(args, kwargs, **call_options({**self.options, **options}))
-
-    def __call__(self, **options: Any) -> GroupResult:
-        return self.apply_async(**options)
-
-
-for _kind, _cls in (("chain", chain), ("group", group), ("chord", chord), ("xmap", xmap),
-                    ("xstarmap", xstarmap), ("chunks", chunks)):  # fmt: skip
+for _kind, _cls in (("chain", chain), ("group", group), ("chord", chord)):
     Signature.KINDS[_kind] = _cls
+
+# The map kinds build on group; they are importable from here, as from Celery's canvas.
+from .chunks import chunks, xmap, xstarmap  # noqa: E402
 
 __all__ = ["chain", "chord", "chunks", "group", "xmap", "xstarmap"]
