@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -193,6 +193,17 @@ class RedisBackend(RedisChords, Backend):
         except redis.RedisError as exc:
             raise self._error(exc) from exc
         return value  # type: ignore[no-any-return]
+
+    def get_many(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        # One MGET for the lot (a group's join reads its members in batches this way).
+        keys = [self.key_for(task_id) for task_id in task_ids]
+        if not keys:
+            return []
+        try:
+            values: list[Any] = self._thread_client().mget(keys)
+        except redis.RedisError as exc:
+            raise self._error(exc) from exc
+        return [self.decode_meta(t, v) for t, v in zip(task_ids, values, strict=True)]
 
     def _drop_client(self) -> None:
         # Only after a read: _thread_client() settled any store in flight before it.

@@ -26,7 +26,7 @@ from ..exceptions import (
 from ..message import TaskMessage
 from .keeper import InlineKeeper, Keeper
 from .redelivery import Redelivery, send_acks_now, was_redelivered
-from .tracer import Job, Outcome, store_failure
+from .tracer import Job, Outcome, store_failure, store_revoked
 
 if TYPE_CHECKING:
     from kombu import Queue
@@ -276,9 +276,7 @@ class Request:
         logger.info("Task %r %s: not run", self, reason)
         self.keeper.keep(
             f"store the REVOKED state of task {self!r}",
-            functools.partial(
-                self.app.backend.store_result, self.id, TaskRevokedError(reason), states.REVOKED
-            ),
+            functools.partial(store_revoked, self.app, self.message, TaskRevokedError(reason)),
             then=self.ack,
             give_up=self._bury_unstored,
             holder=self,

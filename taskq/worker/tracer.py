@@ -135,6 +135,14 @@ def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: st
     _after_failure(app, msg, exc, None, None)
 
 
+def store_revoked(app: Taskq, msg: TaskMessage, exc: BaseException) -> None:
+    """Record REVOKED from the consumer (expired or revoked, not run); a chord counts it,
+    and a chain does not wait for steps that will never run."""
+    app.backend.store_result(msg.id, exc, states.REVOKED)
+    part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.REVOKED, exc)
+    fail_chain(app, msg, exc, None)
+
+
 def _after_failure(
     app: Taskq, msg: TaskMessage, exc: BaseException, tb: str | None, request: Context | None
 ) -> None:
