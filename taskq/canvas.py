@@ -60,6 +60,27 @@ def _listed(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _check_joins(app: Taskq) -> Chords:
+    backend = app.backend
+    if not isinstance(backend, Chords):
+        raise ConfigurationError(
+            "chords need a result backend to join their results; set result_backend "
+            "(redis://, sqlite:///path) or use a group and join it in the client"
+        )
+    return backend
+
+
+def _place_in_group(sig: Signature, group_id: str) -> None:
+    """Make ``sig`` (its last task, for a chain; its body, for a chord) a member of
+    ``group_id``."""
+    if isinstance(sig, chain) and sig.tasks:
+        _place_in_group(sig.tasks[-1], group_id)
+    elif isinstance(sig, chord):
+        _place_in_group(sig.body, group_id)
+    else:
+        sig.options["group_id"] = group_id
+
+
 def _root(result: Any) -> Any:
     while getattr(result, "parent", None) is not None:
         result = result.parent
@@ -124,7 +145,12 @@ class chain(Signature):
         placement = {"group_id": group_id, "chord": chord, "group_index": group_index}
         steps = self._prepared(None, None, {"task_id": _id, **placement})
         self.kwargs["tasks"] = steps
-        return self._results(steps)
+        result = self._results(steps)
+        if steps:
+            # The chain's id is its result's (its last task's, as Celery's): what a worker
+            # failing a chord whose body is this chain stores the failure under.
+            self.options["task_id"] = result.id
+        return result
 
     def apply_async(
         self,
@@ -138,6 +164,8 @@ class chain(Signature):
         steps = self._prepared(args, kwargs, placed, [maybe_signature(s, app) for s in rest][::-1])
         if not steps:
             raise ValueError("cannot apply an empty chain")
+        if any(isinstance(s, chord) for s in steps):
+            _check_joins(app)  # before anything is sent
         result = self._results(steps)
         first, following = steps[0], steps[1:]
         first.apply_async(chain=[s.as_dict() for s in reversed(following)] or None, **sending)
@@ -300,6 +328,8 @@ class chord(Signature):
         elif not isinstance(header, group):
             header = group(header, app=app)
         body_sig = maybe_signature(body, app)
+        if header.app is None:
+            header.app = app or (body_sig.app if body_sig is not None else None)
         super().__init__(
             "celery.chord", args,
             {"header": header, "body": body_sig, "kwargs": dict(kwargs or {})},
@@ -329,6 +359,18 @@ class chord(Signature):
         if body is not None:
             self.kwargs["body"] = maybe_signature(body, self.app)
         return self.apply_async(**options)
+
+    def as_dict(self) -> dict[str, Any]:
+        # Unapplied (inside a chain's message), the header's members carry no copy of the
+        # body: applying the chord gives it to them, and a message then grows with the
+        # header, not with header x body.
+        data = super().as_dict()
+        header = data["kwargs"].get("header")
+        members = header.get("kwargs", {}).get("tasks") if isinstance(header, dict) else header
+        for member in members or ():
+            if isinstance(member, dict):
+                member.get("options", {}).pop("chord", None)
+        return data
 
     def link(self, callback: Signature) -> Signature:
         return self.body.link(callback)
@@ -363,8 +405,12 @@ class chord(Signature):
         gid = self.header.options.get("task_id") or self.options.get("task_id") or new_id()
         self.options["task_id"] = gid
         body = self.body
+        if group_id is not None:
+            # Its place in an outer group (or chord) wins over the header's id it may have
+            # been given when frozen alone (a task replaced by this chord, in a chord).
+            _place_in_group(body, group_id)
         body_result = body.freeze(
-            _id, group_id=group_id or gid, chord=chord, group_index=group_index,
+            _id, group_id=gid, chord=chord, group_index=group_index,
             root_id=root_id, parent_id=parent_id,
         )  # fmt: skip
         header_result = self.header.freeze(gid, chord=body.as_dict())
@@ -401,12 +447,7 @@ class chord(Signature):
         if not header.tasks:
             body.apply_async(([],))
             return result
-        backend = app.backend
-        if not isinstance(backend, Chords):
-            raise ConfigurationError(
-                "chords need a result backend to join their results; set result_backend "
-                "(redis://, sqlite:///path) or use a group and join it in the client"
-            )
+        backend = _check_joins(app)
         backend.set_chord_size(str(copy.options["task_id"]), len(header.tasks))
         header.send_members(sending)
         return result

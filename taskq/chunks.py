@@ -23,13 +23,13 @@ class xmap(Signature):
     """``task.map(items)``: one message, the task called once per item, in the worker."""
 
     TASK = "celery.map"
-    KIND = "xmap"
 
     def __init__(self, task: Any, it: Iterable[Any], app: Taskq | None = None, **options: Any):
         sig = maybe_signature(task, app)
         assert sig is not None
+        # Immutable, as Celery's: the items are the arguments, never a previous step's value.
         super().__init__(
-            self.TASK, (), {"task": sig, "it": list(it)}, options, subtask_type=self.KIND,
+            self.TASK, (), {"task": sig, "it": list(it)}, options, immutable=True,
             app=app or sig.app,
         )  # fmt: skip
 
@@ -38,7 +38,6 @@ class xstarmap(xmap):
     """``task.starmap(items)``: as map, each item spread as the arguments."""
 
     TASK = "celery.starmap"
-    KIND = "xstarmap"
 
 
 class chunks(Signature):
@@ -53,7 +52,7 @@ class chunks(Signature):
         assert sig is not None
         super().__init__(
             "celery.chunks", (), {"task": sig, "it": [list(i) for i in it], "n": int(n)},
-            options, subtask_type="chunks", app=app or sig.app,
+            options, immutable=True, app=app or sig.app,
         )  # fmt: skip
 
     def group(self) -> group:

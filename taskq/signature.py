@@ -105,7 +105,8 @@ class Signature(dict[str, Any]):
         new_args, new_kwargs = self._merge(args, kwargs)
         copy = type(self).from_dict(self, self.app)
         copy["args"], copy["kwargs"] = new_args, new_kwargs
-        copy.options.update(options)
+        # Options nest (headers, links, a chain's rest): a copy shares none of them.
+        copy["options"] = {**_copied(self.options), **options}
         return copy
 
     def _merge(
@@ -151,8 +152,11 @@ class Signature(dict[str, Any]):
         if _id is not None:
             opts["task_id"] = _id
         opts.setdefault("task_id", new_id())
+        if group_id is not None:
+            # Its first group stays its group (as Celery's): a chord frozen again by its
+            # own apply must not move its body out of the group it is a member of.
+            opts.setdefault("group_id", group_id)
         for key, value in (
-            ("group_id", group_id),
             ("chord", chord),
             ("root_id", root_id),
             ("parent_id", parent_id),
@@ -277,6 +281,16 @@ def _revive(data: dict[str, Any], app: Taskq | None) -> dict[str, Any]:
 
 def _is_sig(value: Any) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(value, Mapping) and isinstance(value.get("task"), str) and "args" in value
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, Signature):
+        return value.clone()
+    if isinstance(value, Mapping):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copied(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
