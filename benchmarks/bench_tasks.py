@@ -23,3 +23,4 @@ if os.environ.get("BENCH_CONFIRM", "1") == "0":
     app.conf.broker_transport_options = {"confirm_publish": False}
 
 add = app.task(name="bench.add")(counter.add)
+tsum = app.task(name="bench.tsum")(counter.tsum)

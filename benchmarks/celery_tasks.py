@@ -1,8 +1,8 @@
 """The Celery side of the benchmark, run from benchmarks/.venv-celery (never from .venv).
 
-The same task body (``counter.add``) under the same name, with the same ``BENCH_*``
-environment as benchmarks/bench_tasks.py. Everything else is Celery's default, except the
-start-up retry flag that only silences a deprecation warning.
+The same task bodies (``counter.add``, ``counter.tsum``) under the same names, with the same
+``BENCH_*`` environment as benchmarks/bench_tasks.py. Everything else is Celery's default,
+except the start-up retry flag that only silences a deprecation warning.
 """
 
 from __future__ import annotations
@@ -24,3 +24,4 @@ app.conf.update(
 )
 
 add = app.task(name="bench.add")(counter.add)
+tsum = app.task(name="bench.tsum")(counter.tsum)

@@ -4,7 +4,8 @@
 its own, so both frameworks pay exactly the same side effect. Completion number 1 and number
 ``BENCH_TARGET`` also store their wall-clock time: the harness reads first and last
 completion from Redis instead of polling finely, and a completion is counted once however
-many pool processes there are (INCR is atomic and orders them).
+many pool processes there are (INCR is atomic and orders them). ``tsum(values)``, the
+chord scenario's body, sums the header's list.
 
 Configured through the environment, because the worker is a separate command line:
 ``BENCH_COUNTER_URL`` (default db 2 of a local Redis) and ``BENCH_TARGET`` (0: stamp only
@@ -53,3 +54,8 @@ def add(x: Any, y: Any) -> Any:
     """The benchmark task: ints in the common case, strings for the payload-size sweep."""
     count()
     return x + y
+
+
+def tsum(values: list[int]) -> int:
+    """The chord scenario's body: the sum of the header's values (not counted)."""
+    return sum(values)

@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CELERY_PYTHON = ROOT / "benchmarks" / ".venv-celery" / "bin" / "python"
 STEPS = (
-    "main", "defaults", "results", "unconfirmed", "concurrency", "sizes", "big", "ceiling",
+    "main", "defaults", "results", "unconfirmed", "concurrency", "sizes", "chord", "big",
+    "ceiling",
 )  # fmt: skip
 KB, MB = 1024, 1024 * 1024
 
@@ -63,12 +64,13 @@ class Plan:
     huge: int = 50  # 1 MB arguments
     big: int = 100_000
     celery_default: int = 2_000  # Celery with its default start-up flags
+    chord: int = 1_000  # members of the chord's header
     ceiling: int = 200_000
 
 
 QUICK = Plan(
     reps=1, main=1_000, results=300, latency=50, concurrency=1_000, small=300, huge=5,
-    big=3_000, celery_default=300, ceiling=20_000,
+    big=3_000, celery_default=300, chord=200, ceiling=20_000,
 )  # fmt: skip
 
 
@@ -100,6 +102,13 @@ def rows(p: Plan) -> list[Row]:
         Row("rss_10pct", f"5 worker RSS at 10% of the {p.big:,} drain", "MB"),
         Row("rss_end", f"5 worker RSS at the end of the {p.big:,} drain", "MB"),
         Row("rss_growth_pct", "5 RSS growth, 10% → end", "%"),
+        Row("chord", f"6 chord: {p.chord:,} x add, body sums them; call → body's get()", "ms"),
+        Row("chord_publish", f"6 chord: the chord(...)(body) call alone ({p.chord:,} sent)",
+            "ms"),
+        Row("chord_unconfirmed", f"6 chord, taskq without publisher confirms (as Celery "
+            f"sends): {p.chord:,}", "ms", celery_key="chord"),
+        Row("chord_publish_unconfirmed", "6 chord, the call alone, taskq without publisher "
+            "confirms", "ms", celery_key="chord_publish"),
     ]  # fmt: skip
 
 
@@ -147,6 +156,17 @@ def steps(bench: Bench, p: Plan, only: set[str]) -> list[Step]:
         sizes = (("100b", 100, p.small), ("10kb", 10 * KB, p.small), ("1mb", MB, p.huge))
         for key, size, n in sizes:
             out.append((f"drain {key}", drain_as(f"drain_{key}", n=n, size=size), None))
+    if "chord" in only:
+        out.append((f"chord of {p.chord:,}", lambda fw: scenarios.chord(bench, fw, p.chord), None))
+    if "chord" in only and bench.broker_url.startswith("amqp"):
+        # As for rows 3 and 4: the header's members are sent the way Celery sends them.
+        def chord_unconfirmed(fw: Framework) -> dict[str, float]:
+            out = scenarios.chord(bench, fw, p.chord, confirm=False)
+            return renamed(
+                out, chord_unconfirmed="chord", chord_publish_unconfirmed="chord_publish"
+            )
+
+        out.append(("chord without publisher confirms", chord_unconfirmed, "taskq"))
     return out
 
 

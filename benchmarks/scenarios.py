@@ -233,6 +233,22 @@ def results_and_latency(
     }
 
 
+def chord(bench: Bench, fw: Framework, n: int, confirm: bool = True) -> dict[str, float]:
+    """Scenario 6: one chord of ``n`` x ``add`` summed by its body, against a running worker
+    with the Redis result backend (the join is the backend's: Celery's keys on both sides).
+
+    ``confirm=False``: taskq's client publishes without RabbitMQ's publisher confirms.
+    """
+    bench.reset()
+    worker = bench.worker(fw, 2, results=True, target=0)
+    try:
+        out = bench.client(fw, "chord", n, results=True, confirm=confirm)
+        worker.check_alive()
+    finally:
+        worker.stop()
+    return {"chord": out["chord_ms"], "chord_publish": out["publish_ms"]}
+
+
 def percentile(ordered: list[float], pct: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))

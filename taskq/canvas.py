@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.chords import Chords
 from .exceptions import ConfigurationError
 from .message import new_id
+from .result import GroupResult
 from .signature import Signature, maybe_signature
 
 if TYPE_CHECKING:
@@ -68,6 +69,16 @@ def _check_joins(app: Taskq) -> Chords:
             "(redis://, sqlite:///path) or use a group and join it in the client"
         )
     return backend
+
+
+def _counted(sig: Signature) -> int:
+    """How many members a header part counts for in its chord's join (Celery's rule): a
+    chain counts as its last step, a group as its members, a chord as its body."""
+    if isinstance(sig, chain):
+        return _counted(sig.tasks[-1]) if sig.tasks else 0
+    if isinstance(sig, group):
+        return sum(_counted(m) for m in sig.members())
+    return 1
 
 
 def _place_in_group(sig: Signature, group_id: str) -> None:
@@ -281,11 +292,24 @@ class group(Signature):
         from .result import GroupResult
 
         gid = _id or self.options.get("task_id") or new_id()
-        self.options["task_id"] = gid
+        opts = self.options
+        opts["task_id"] = gid
+        # A group that is itself a member (the last step of a chain in a chord's header)
+        # makes its members members of the outer group, as Celery does: each one counts.
+        if group_id is not None:
+            opts["group_id"] = group_id
+        if chord is not None:
+            opts["chord"] = chord
         members = self.members()
         self.kwargs["tasks"] = members
         results = [
-            m.freeze(group_id=gid, chord=chord, group_index=i, root_id=root_id, parent_id=parent_id)
+            m.freeze(
+                group_id=opts.get("group_id") or gid,
+                chord=opts.get("chord"),
+                group_index=i,
+                root_id=root_id,
+                parent_id=parent_id,
+            )
             for i, m in enumerate(members)
         ]
         return GroupResult(gid, results, app=self._app())
@@ -300,7 +324,9 @@ class group(Signature):
         sending.pop("chain", None)  # a chain never continues after a group (see chain)
         copy = self.clone(args, kwargs)
         _link_all(copy, placed)
-        result = copy.freeze(placed.get("task_id"), chord=placed.get("chord"))
+        result = copy.freeze(
+            placed.get("task_id"), group_id=placed.get("group_id"), chord=placed.get("chord")
+        )
         copy.send_members(sending)
         return result
 
@@ -448,7 +474,13 @@ class chord(Signature):
             body.apply_async(([],))
             return result
         backend = _check_joins(app)
-        backend.set_chord_size(str(copy.options["task_id"]), len(header.tasks))
+        gid = str(copy.options["task_id"])
+        backend.set_chord_size(gid, sum(_counted(m) for m in header.tasks))
+        header_result = _root(result)
+        if any(isinstance(r, GroupResult) for r in header_result.results):
+            # A member whose result is a group (a chain ending in one): the join needs the
+            # header's shape to give the body nested values, as Celery's client saves it.
+            header_result.save(backend)
         header.send_members(sending)
         return result
 

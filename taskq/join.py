@@ -37,6 +37,7 @@ DONE_S = 300  # how long "done" turns away late copies of members
 WAIT_STEP = 0.25
 # On a body copy sent by a taskq worker: "<group id> <token>" (see chords.py).
 BODY_HEADER = "taskq_chord"
+JOIN_TIMEOUT_S = 30.0  # every member is counted, so stored: this is a bound, not a wait
 
 
 def part_returned(
@@ -91,7 +92,7 @@ def _send_body(
         return
     try:
         if verdict == "go":
-            values, failure = _unpack(backend.chord_entries(group_id))
+            values, failure = _joined(app, backend, group_id)
             if failure is not None:
                 backend.chord_body_starts(group_id, token)  # no copy of the body may run
                 fail_body(app, body, failure)
@@ -115,6 +116,33 @@ def _publish(
     if parent is not None:
         extra["parent_id"], extra["root_id"] = parent
     body.apply_async((values,), **extra)
+
+
+def _joined(app: Taskq, backend: Chords, group_id: str) -> tuple[list[Any], ChordError | None]:
+    """The header's values in order: nested as the header was, when the client saved its
+    shape (a member whose result is a group); else from the join's entries."""
+    saved = app.backend.restore_group(group_id)
+    if saved is None:
+        return _unpack(backend.chord_entries(group_id))
+    from .result import GroupResult, result_from_tuple
+
+    header = result_from_tuple(saved, app)
+    if not isinstance(header, GroupResult):
+        return _unpack(backend.chord_entries(group_id))
+    try:
+        values = header.join(timeout=JOIN_TIMEOUT_S, disable_sync_subtasks=False)
+    except Exception as exc:
+        failed = next((r.id for r in _flat(header) if r.failed()), group_id)
+        return [], ChordError(f"Dependency {failed} raised {exc!r}")
+    return list(values), None
+
+
+def _flat(result: Any) -> Iterator[Any]:
+    for member in getattr(result, "results", None) or [result]:
+        if hasattr(member, "results"):
+            yield from _flat(member)
+        else:
+            yield member
 
 
 def _unpack(entries: list[str]) -> tuple[list[Any], ChordError | None]:

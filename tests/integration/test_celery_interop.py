@@ -18,8 +18,15 @@ broker, each with its own pair of workers:
 every test also proves which worker took the message. The whole matrix runs on RabbitMQ
 and on Redis (results always in Redis). Waits are bounded and fail when they run out.
 
-Chords are not covered: a taskq worker does not join Celery chord headers yet (see
-docs/celery.md).
+The canvas crosses over too. In each phase the client of the other framework builds chain,
+group, chord, chunks and map/starmap and the worker that owns ``celery`` expands and runs
+them; both clients read the results. A chord whose header is split between the two workers
+(half its members on the queue only the Celery worker consumes, half on the one only the
+taskq worker consumes) is joined in Redis under Celery 5.7's keys
+(``celery-taskset-meta-<gid>.j/.d/.s/.t/.c``) by whichever worker ends the last member: the
+tests choose which (that member waits for a gate file, opened once the others are counted),
+so both joins are exercised from both clients, and the body runs exactly once. A chord
+with a failed member fails its body with a ChordError naming the member.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,6 +73,7 @@ QUEUES = (DEFAULT_QUEUE, TASKQ_ONLY, CELERY_ONLY)
 BROKER_DB, BACKEND_DB = 11, 12
 RESULT_TIMEOUT = 20.0
 READY_TIMEOUT = 45.0
+SETTLE_TIMEOUT = 60.0  # for the queues to empty after a test, and for chord members to count
 META_KEYS = {"status", "result", "traceback", "children", "date_done", "task_id"}
 
 
@@ -255,6 +264,16 @@ class Phase:
     def worker(self, kind: str) -> Worker:
         return next(w for w in self.workers if w.kind == kind)
 
+    def queue_of(self, kind: str) -> str:
+        """The queue that only the worker of ``kind`` consumes in this phase."""
+        args = self.worker(kind).process.args
+        return args[args.index("-Q") + 1] if "-Q" in args else DEFAULT_QUEUE
+
+    @property
+    def default_owner(self) -> str:
+        """The kind of worker that consumes ``celery``, where unrouted tasks go."""
+        return next(w.kind for w in self.workers if "-Q" not in w.process.args)
+
 
 @contextlib.contextmanager
 def _phase(b: Broker, workers: list[Worker]) -> Iterator[Phase]:
@@ -300,14 +319,18 @@ def _show_logs_on_failure(phase: Phase) -> Iterator[None]:
 # --------------------------------------------------------------------------- helpers
 
 
-def celery_get(result: Any, timeout: float = RESULT_TIMEOUT) -> Any:
-    """Celery's own ``AsyncResult.get()``; raises celery's TimeoutError when it runs out."""
+def celery_get(result: Any, timeout: float = RESULT_TIMEOUT, **options: Any) -> Any:
+    """Celery's own ``get()`` (of an AsyncResult or a GroupResult); raises celery's
+    TimeoutError when it runs out."""
     try:
-        return result.get(timeout=timeout)
-    except celery.exceptions.TimeoutError:
-        # Unsubscribe now, while Redis is up: Celery's AsyncResult.__del__ would otherwise
-        # try it at interpreter exit, after the test servers are gone, and print errors.
-        result.backend.remove_pending_result(result)
+        return result.get(timeout=timeout, **options)
+    except Exception:
+        # A get() that raised (timed out, or re-raised a failed parent's error before its
+        # own result came) leaves the result subscribed. Unsubscribe now, while Redis is up:
+        # Celery's AsyncResult.__del__ would otherwise try it at interpreter exit, after the
+        # test servers are gone, and print errors.
+        for pending in getattr(result, "results", None) or [result]:
+            pending.backend.remove_pending_result(pending)
         raise
 
 
@@ -316,6 +339,49 @@ def raw_meta(b: Broker, task_id: str) -> dict[str, Any]:
     assert raw is not None, f"no celery-task-meta-{task_id} in the result store"
     meta: dict[str, Any] = json.loads(raw)
     return meta
+
+
+def tasks(app: celery.Celery | taskq.Taskq) -> Any:
+    """The interop tasks of one client app by short name: ``tasks(app).add.s(2, 2)``."""
+    return SimpleNamespace(**{n.split(".", 1)[1]: app.tasks[n] for n in interop_tasks.NAMES})
+
+
+def join_state(b: Broker, group_id: str) -> dict[str, Any]:
+    """What is left of the chord join of ``group_id`` under Celery 5.7's keys: the claim
+    ``.c`` (``b"done"`` once a worker sent the body) and which of ``.j .d .s .t`` exist."""
+    base = f"celery-taskset-meta-{group_id}"
+    left = [s for s in (".j", ".d", ".s", ".t") if b.store.exists(base + s)]
+    return {"claim": b.store.get(base + ".c"), "left": left}
+
+
+def in_flight(b: Broker, conn: Connection) -> dict[str, int]:
+    """Messages waiting in each interop queue and, on Redis, taken but not yet acked.
+
+    RabbitMQ does not count a delivered, unacked message in a queue's ``message_count``;
+    there the check sees what is queued only (a Celery worker acks when the task starts).
+    """
+    channel = conn.default_channel
+    counts = {
+        name: Queue(name, Exchange(name, "direct"), routing_key=name)(channel)
+        .queue_declare()
+        .message_count
+        for name in QUEUES
+    }
+    if b.name == "redis":
+        client = conn.default_channel.client
+        counts["unacked"] = int(client.hlen("unacked"))
+    return counts
+
+
+def wait_queues_empty(b: Broker) -> None:
+    """Wait (bounded) until no interop message is queued or, on Redis, held unacked."""
+    with Connection(b.url, connect_timeout=10) as conn:
+        wait_for(
+            lambda: not any(in_flight(b, conn).values()),
+            SETTLE_TIMEOUT,
+            f"the interop queues to be empty on {b.name}",
+            interval=0.1,
+        )
 
 
 def taskq_settings_in_use(app: taskq.Taskq) -> set[str]:
@@ -361,11 +427,127 @@ def test_joining_a_celery_fleet_takes_one_setting() -> None:
         "celery.accumulate", "celery.chord", "celery.group", "celery.chain",
         "celery.backend_cleanup",
     }  # fmt: skip
-    assert (
-        interop_names
-        == {n for n in app.tasks if not n.startswith("celery.")}
-        == {"interop.add", "interop.fail", "interop.whoami", "interop.tag", "interop.note"}
+    assert interop_names == {n for n in app.tasks if not n.startswith("celery.")}
+    assert interop_names == set(interop_tasks.NAMES)
+
+
+# --------------------------------------------------------------------------- split chords
+
+SPLIT_KINDS = ("celery", "taskq", "celery", "taskq")  # who runs each header member
+
+
+@dataclass(frozen=True)
+class SplitChord:
+    """A chord sent by a ``client`` of either kind, whose header members run on both
+    workers (``SPLIT_KINDS``). Its member ``gated_id``, on the worker of kind ``last``, ends
+    only once ``gate`` exists, so that worker counts the last member and joins the chord."""
+
+    client: str
+    last: str
+    gate: Path
+    tally: Path  # the body writes a line here per run
+    member_ids: list[str]
+    gated_id: str
+    result: Any  # the body's result, Celery's or taskq's AsyncResult
+
+    @property
+    def group_id(self) -> str:
+        return str(self.result.parent.id)
+
+    def runs(self) -> list[str]:
+        """Who ran the body, once per run."""
+        return self.tally.read_text().splitlines() if self.tally.exists() else []
+
+    def get(self) -> Any:
+        if self.client == "celery":
+            return celery_get(self.result)
+        return self.result.get(timeout=RESULT_TIMEOUT)
+
+
+def start_split_chord(
+    p: Phase, client: str, last: str, folder: Path, fail_index: int | None = None
+) -> SplitChord:
+    """Send a split chord; the member at ``fail_index``, if given, raises
+    ``ValueError("member", index)`` on its worker instead of returning ``[index, runner]``."""
+    t = tasks(p.celery if client == "celery" else p.taskq)
+    gate, tally = folder / f"gate-{client}-{last}", folder / f"tally-{client}-{last}"
+    gated_index = max(i for i, kind in enumerate(SPLIT_KINDS) if kind == last)
+    member_ids = [str(uuid.uuid4()) for _ in SPLIT_KINDS]
+    header = []
+    for i, kind in enumerate(SPLIT_KINDS):
+        member = t.gated.s(i, str(gate)) if i == gated_index else t.tag.s(i)
+        if i == fail_index:
+            member = t.fail.si("member", i)
+        header.append(member.set(queue=p.queue_of(kind), task_id=member_ids[i]))
+    build = celery.chord if client == "celery" else taskq.chord
+    result = build(header, t.tally.s(str(tally))).apply_async()
+    return SplitChord(client, last, gate, tally, member_ids, member_ids[gated_index], result)
+
+
+def end_last(b: Broker, split: SplitChord) -> None:
+    """Open the gate of ``split`` once every other member is counted in its join (``.j``),
+    so that the gated member ends last and its worker joins the chord."""
+    jkey = f"celery-taskset-meta-{split.group_id}.j"
+    wait_for(
+        lambda: b.store.zcard(jkey) == len(SPLIT_KINDS) - 1,
+        SETTLE_TIMEOUT,
+        f"the other members of the {split.client} client's chord to be counted",
     )
+    assert split.runs() == [], "the body ran before the last member ended"
+    split.gate.touch()
+
+
+def check_split_chord_failure(p: Phase, client: str, fail_index: int, folder: Path) -> None:
+    """A split chord whose member ``fail_index`` fails on one kind of worker and whose join
+    is made by the other kind: the body never runs; its result is a ChordError naming the
+    member, read by both clients."""
+    last = "taskq" if SPLIT_KINDS[fail_index] == "celery" else "celery"
+    split = start_split_chord(p, client, last, folder, fail_index=fail_index)
+    end_last(p.broker, split)
+    bad_id = split.member_ids[fail_index]
+    # The body's own result (not its failed parent's: see the Celery-client failure test).
+    body = CeleryResult(split.result.id, app=p.celery)
+    with pytest.raises(celery.exceptions.ChordError, match=r"Dependency .* raised") as info:
+        celery_get(body, follow_parents=False)
+    assert bad_id in str(info.value) and f"ValueError('member', {fail_index})" in str(info.value)
+    with pytest.raises(taskq.ChordError, match=bad_id):
+        p.taskq.AsyncResult(split.result.id).get(timeout=RESULT_TIMEOUT)
+    # The member's own error, stored by the worker that ran it, reads the same on both sides.
+    with pytest.raises(ValueError):
+        celery_get(CeleryResult(bad_id, app=p.celery))
+    wait_queues_empty(p.broker)
+    assert split.runs() == [], "the body of a failed chord ran"
+
+
+def check_split_chords(p: Phase, folder: Path) -> None:
+    """Split chords from both clients, each joined once by each kind of worker; every
+    body runs exactly once, on the worker that owns ``celery``."""
+    b = p.broker
+    done: list[SplitChord] = []
+    # Two rounds, so that each worker holds one gated member at a time (it has two pool
+    # processes: the other one runs the members that are not gated).
+    for lasts in (("celery", "taskq"), ("taskq", "celery")):
+        clients = zip(("celery", "taskq"), lasts, strict=True)
+        chords = [start_split_chord(p, client, last, folder) for client, last in clients]
+        for split in chords:
+            end_last(b, split)
+        for split in chords:
+            value = [[[i, kind] for i, kind in enumerate(SPLIT_KINDS)], p.default_owner]
+            assert split.get() == value, split
+            assert split.runs() == [p.default_owner], split
+            # The worker that ran the last member sent the body, from inside that task.
+            body_meta = raw_meta(b, split.result.id)
+            assert body_meta["parent_id"] == split.gated_id, split
+            # Both clients read the body's result.
+            assert celery_get(CeleryResult(split.result.id, app=p.celery)) == value
+            assert p.taskq.AsyncResult(split.result.id).get(timeout=RESULT_TIMEOUT) == value
+        done.extend(chords)
+    # Settle: nothing is queued (or, on Redis, held) any more, so no second copy of a body
+    # is on its way; each body still ran once, and each join was cleaned up, marked done.
+    wait_queues_empty(b)
+    for split in done:
+        assert split.runs() == [p.default_owner], split
+        assert join_state(b, split.group_id) == {"claim": b"done", "left": []}, split
 
 
 # =========================================================================== phase 1
@@ -453,6 +635,134 @@ class TestTaskqClientCeleryWorker:
         assert p.taskq.AsyncResult(callback_id).get(timeout=RESULT_TIMEOUT) == [5, "taskq"]
         assert celery_get(CeleryResult(callback_id, app=p.celery)) == [5, "taskq"]
         assert raw_meta(p.broker, callback_id)["parent_id"] == tparent.id
+
+    def test_taskq_client_canvas_runs_on_celery_worker(self, celery_worker_phase: Phase) -> None:
+        """(2) taskq's chain, group, chord, chunks and map/starmap, expanded and run by the
+        Celery worker; taskq's and Celery's clients read the results."""
+        p = celery_worker_phase
+        t = tasks(p.taskq)
+        chained = (t.add.s(2, 2) | t.add.s(4) | t.mul.s(8) | t.tag.s()).delay()
+        assert chained.get(timeout=RESULT_TIMEOUT) == [64, "celery"]
+        assert chained.parent.get(timeout=RESULT_TIMEOUT) == 64
+        assert celery_get(CeleryResult(chained.id, app=p.celery)) == [64, "celery"]
+        # A group followed by a task is a chord (the chord is built on the client).
+        upgraded = taskq.chain(t.add.s(1, 1), taskq.group(t.mul.s(2), t.mul.s(3)), t.tsum.s())
+        assert upgraded.delay().get(timeout=RESULT_TIMEOUT) == 10
+
+        grouped = taskq.group(t.tag.s(i) for i in range(4)).delay()
+        assert grouped.get(timeout=RESULT_TIMEOUT) == [[i, "celery"] for i in range(4)]
+        grouped.save()  # under Celery's key: Celery's client restores it
+        restored = p.celery.GroupResult.restore(grouped.id)
+        assert restored is not None and [r.id for r in restored.results] == [
+            r.id for r in grouped.results
+        ]
+        assert celery_get(restored) == [[i, "celery"] for i in range(4)]
+
+        chorded = taskq.chord((t.add.s(i, i) for i in range(10)), t.tag.s()).delay()
+        assert chorded.get(timeout=RESULT_TIMEOUT) == [[2 * i for i in range(10)], "celery"]
+        assert celery_get(CeleryResult(chorded.id, app=p.celery)) == [
+            [2 * i for i in range(10)],
+            "celery",
+        ]
+        # A chain in the header, and a chain as the body (Celery's worker applies it).
+        header = [t.add.s(1, 1) | t.mul.s(10), t.add.s(2, 2)]
+        chained_body = taskq.chord(header, t.tsum.s() | t.tag.s()).delay()
+        assert chained_body.get(timeout=RESULT_TIMEOUT) == [24, "celery"]
+
+        pairs = list(zip(range(10), range(10), strict=True))
+        parts = t.add.chunks(pairs, 4).delay()
+        assert parts.get(timeout=RESULT_TIMEOUT) == [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18]]
+        assert [celery_get(CeleryResult(r.id, app=p.celery)) for r in parts.results] == [
+            [0, 2, 4, 6], [8, 10, 12, 14], [16, 18],
+        ]  # fmt: skip
+        mapped = t.tag.map([1, 2]).delay()
+        assert mapped.get(timeout=RESULT_TIMEOUT) == [[1, "celery"], [2, "celery"]]
+        assert celery_get(CeleryResult(mapped.id, app=p.celery)) == [[1, "celery"], [2, "celery"]]
+        assert t.add.starmap([(1, 2), (3, 4)]).delay().get(timeout=RESULT_TIMEOUT) == [3, 7]
+
+        # A chord inside a chain, a group of chains, and a chord whose body goes to the
+        # queue only the taskq worker reads (the Celery worker's join sends it there).
+        inner = taskq.chord([t.mul.s(2), t.mul.s(3)], t.tsum.s())
+        around = taskq.chain(t.add.s(1, 1), inner, t.add.s(7)).delay()
+        assert around.get(timeout=RESULT_TIMEOUT) == 17
+        nested = taskq.group(t.add.s(1, 1) | t.mul.s(10), t.add.s(2, 2)).delay()
+        assert nested.get(timeout=RESULT_TIMEOUT) == [20, 4]
+        routed = taskq.chord([t.add.s(1, 1), t.add.s(2, 2)], t.tag.s().set(queue=TASKQ_ONLY))
+        assert routed.delay().get(timeout=RESULT_TIMEOUT) == [[2, 4], "taskq"]
+
+    def test_taskq_client_replace_on_celery_worker_continues_on_taskq_worker(
+        self, celery_worker_phase: Phase
+    ) -> None:
+        """(2) A task of a taskq canvas that the Celery worker replaces with one that only
+        the taskq worker takes: the replacement keeps the task's id, the chain goes on
+        after it, and a chord counts it as the member it replaced."""
+        p = celery_worker_phase
+        t = tasks(p.taskq)
+        assert t.replaced.delay(1, TASKQ_ONLY).get(timeout=RESULT_TIMEOUT) == [1, "taskq"]
+        chained = (t.replaced.s(2, TASKQ_ONLY) | t.tag.s()).delay()
+        assert chained.get(timeout=RESULT_TIMEOUT) == [[2, "taskq"], "celery"]
+        assert chained.parent.get(timeout=RESULT_TIMEOUT) == [2, "taskq"]
+        chorded = taskq.chord([t.replaced.s(1, TASKQ_ONLY), t.tag.s(2)], t.tag.s()).delay()
+        assert chorded.get(timeout=RESULT_TIMEOUT) == [[[1, "taskq"], [2, "celery"]], "celery"]
+
+    def test_taskq_chord_with_a_failed_member_on_celery_worker(
+        self, celery_worker_phase: Phase
+    ) -> None:
+        """(2) The Celery worker fails the body of a taskq chord whose member failed with a
+        ChordError naming the member; taskq's client sees taskq.ChordError."""
+        p = celery_worker_phase
+        t = tasks(p.taskq)
+        result = taskq.chord([t.add.s(1, 1), t.fail.si("member", 1)], t.tsum.s()).delay()
+        bad = result.parent.results[1]
+        with pytest.raises(taskq.ChordError, match=r"Dependency .* raised") as info:
+            result.get(timeout=RESULT_TIMEOUT)
+        assert bad.id in str(info.value)
+        with pytest.raises(ValueError):
+            bad.get(timeout=RESULT_TIMEOUT)
+        meta = raw_meta(p.broker, result.id)
+        assert meta["status"] == "FAILURE"
+        assert meta["result"]["exc_type"] == "ChordError", meta
+
+    def test_celery_get_of_a_failed_chord_on_celery_worker(
+        self, celery_worker_phase: Phase
+    ) -> None:
+        """Celery's own reference: Celery's get() of a chord whose member failed on a Celery
+        worker raises the member's error (its failed parent), and the body's own result is
+        a ChordError (see the same test with the taskq worker)."""
+        p = celery_worker_phase
+        t = tasks(p.celery)
+        members = [t.add.s(1, 1), t.fail.si("member", 1), t.add.s(2, 2)]
+        result = celery.chord(members, t.tsum.s()).delay()
+        with pytest.raises(ValueError) as member_error:
+            celery_get(result)
+        assert member_error.value.args == ("member", 1)
+        with pytest.raises(celery.exceptions.ChordError, match=result.parent.results[1].id):
+            celery_get(CeleryResult(result.id, app=p.celery), follow_parents=False)
+
+    def test_celery_chord_with_a_nested_header_result_on_celery_worker(
+        self, celery_worker_phase: Phase
+    ) -> None:
+        """Celery's own reference: a header member that is a chain ending in a group gives
+        the body its values nested (Celery saves the header's GroupResult and joins it)."""
+        t = tasks(celery_worker_phase.celery)
+        header = [t.add.s(1, 1) | celery.group(t.mul.s(2), t.mul.s(3)), t.add.s(3, 3)]
+        assert celery_get(celery.chord(header, t.tag.s()).delay()) == [[[4, 6], 6], "celery"]
+
+    def test_chord_split_across_both_workers_runs_its_body_once(
+        self, celery_worker_phase: Phase, tmp_path: Path
+    ) -> None:
+        """A chord whose header is split between the Celery worker (on ``celery``) and
+        the taskq worker (on ``interop.taskq-only``), from both clients, joined by either
+        worker: the body runs once, on the Celery worker."""
+        check_split_chords(celery_worker_phase, tmp_path)
+
+    def test_split_chord_with_a_failed_member_fails_its_body(
+        self, celery_worker_phase: Phase, tmp_path: Path
+    ) -> None:
+        """A member fails on the taskq worker and the Celery worker joins the chord: it
+        reads taskq's failure entry and fails the body with a ChordError naming it."""
+        for client in ("celery", "taskq"):
+            check_split_chord_failure(celery_worker_phase, client, 1, tmp_path)
 
 
 # =========================================================================== phase 2
@@ -628,6 +938,139 @@ class TestCeleryClientTaskqWorker:
         assert p.taskq.AsyncResult(callback_id).get(timeout=RESULT_TIMEOUT) == [5, "celery"]
         meta = raw_meta(p.broker, callback_id)
         assert meta["parent_id"] == cparent.id
+
+    def test_celery_client_canvas_runs_on_taskq_worker(self, taskq_worker_phase: Phase) -> None:
+        """(1) Celery's chain, group, chord, chunks and map/starmap, expanded and run by the
+        taskq worker; Celery's and taskq's clients read the results."""
+        p = taskq_worker_phase
+        t = tasks(p.celery)
+        chained = (t.add.s(2, 2) | t.add.s(4) | t.mul.s(8) | t.tag.s()).delay()
+        assert celery_get(chained) == [64, "taskq"]
+        assert celery_get(chained.parent) == 64
+        assert p.taskq.AsyncResult(chained.id).get(timeout=RESULT_TIMEOUT) == [64, "taskq"]
+        # Celery makes the group and the task after it a chord: the taskq worker applies it.
+        upgraded = celery.chain(t.add.s(1, 1), celery.group(t.mul.s(2), t.mul.s(3)), t.tsum.s())
+        assert celery_get(upgraded.delay()) == 10
+
+        grouped = celery.group(t.tag.s(i) for i in range(4)).delay()
+        assert celery_get(grouped) == [[i, "taskq"] for i in range(4)]
+        grouped.save()  # Celery's saved group: taskq's client restores it
+        restored = p.taskq.GroupResult.restore(grouped.id)
+        assert restored is not None and [r.id for r in restored.results] == [
+            r.id for r in grouped.results
+        ]
+        assert restored.get(timeout=RESULT_TIMEOUT) == [[i, "taskq"] for i in range(4)]
+
+        chorded = celery.chord(t.add.s(i, i) for i in range(10))(t.tag.s())
+        assert celery_get(chorded) == [[2 * i for i in range(10)], "taskq"]
+        assert p.taskq.AsyncResult(chorded.id).get(timeout=RESULT_TIMEOUT) == [
+            [2 * i for i in range(10)],
+            "taskq",
+        ]
+        # A chain in the header, and a chain as the body (the taskq worker applies it).
+        header = [t.add.s(1, 1) | t.mul.s(10), t.add.s(2, 2)]
+        assert celery_get(celery.chord(header, t.tsum.s() | t.tag.s()).delay()) == [24, "taskq"]
+
+        pairs = list(zip(range(10), range(10), strict=True))
+        parts = t.add.chunks(pairs, 4).delay()
+        assert celery_get(parts) == [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18]]
+        assert [p.taskq.AsyncResult(r.id).get(timeout=RESULT_TIMEOUT) for r in parts.results] == [
+            [0, 2, 4, 6], [8, 10, 12, 14], [16, 18],
+        ]  # fmt: skip
+        mapped = t.tag.map([1, 2]).delay()
+        assert celery_get(mapped) == [[1, "taskq"], [2, "taskq"]]
+        assert p.taskq.AsyncResult(mapped.id).get(timeout=RESULT_TIMEOUT) == [
+            [1, "taskq"],
+            [2, "taskq"],
+        ]
+        assert celery_get(t.add.starmap([(1, 2), (3, 4)]).delay()) == [3, 7]
+
+        # A chord inside a chain, a group of chains, and a chord whose body goes to the
+        # queue only the Celery worker reads (the taskq worker's join sends it there).
+        inner = celery.chord([t.mul.s(2), t.mul.s(3)], t.tsum.s())
+        assert celery_get(celery.chain(t.add.s(1, 1), inner, t.add.s(7)).delay()) == 17
+        nested = celery.group(t.add.s(1, 1) | t.mul.s(10), t.add.s(2, 2)).delay()
+        assert celery_get(nested) == [20, 4]
+        routed = celery.chord([t.add.s(1, 1), t.add.s(2, 2)], t.tag.s().set(queue=CELERY_ONLY))
+        assert celery_get(routed.delay()) == [[2, 4], "celery"]
+
+    def test_celery_client_replace_on_taskq_worker_continues_on_celery_worker(
+        self, taskq_worker_phase: Phase
+    ) -> None:
+        """(1) A task of a Celery canvas that the taskq worker replaces with one that only
+        the Celery worker takes: the replacement keeps the task's id, the chain goes on
+        after it, and a chord counts it as the member it replaced."""
+        p = taskq_worker_phase
+        t = tasks(p.celery)
+        assert celery_get(t.replaced.delay(1, CELERY_ONLY)) == [1, "celery"]
+        chained = (t.replaced.s(2, CELERY_ONLY) | t.tag.s()).delay()
+        assert celery_get(chained) == [[2, "celery"], "taskq"]
+        assert celery_get(chained.parent) == [2, "celery"]
+        chorded = celery.chord([t.replaced.s(1, CELERY_ONLY), t.tag.s(2)], t.tag.s()).delay()
+        assert celery_get(chorded) == [[[1, "celery"], [2, "taskq"]], "taskq"]
+
+    def test_celery_chord_with_a_failed_member_on_taskq_worker(
+        self, taskq_worker_phase: Phase
+    ) -> None:
+        """(1) A Celery chord whose member fails on the taskq worker: the body does not run,
+        its result is Celery's ChordError naming the member."""
+        p = taskq_worker_phase
+        t = tasks(p.celery)
+        members = [t.add.s(1, 1), t.fail.si("member", 1), t.add.s(2, 2)]
+        result = celery.chord(members, t.tsum.s()).delay()
+        bad = result.parent.results[1]
+        # What Celery's get() raises here is the member's own error, not the ChordError:
+        # with follow_parents (its default), get() re-raises a failed parent's error before
+        # it waits and again after every wait (result.py, _maybe_reraise_parent_error),
+        # and the header group is the body's parent. The member's FAILURE is stored before
+        # the member is counted in the join, which is what fails the body, so by the time
+        # the body's result arrives its failed parent is always seen first. A Celery worker
+        # gives the same answer (test_celery_get_of_a_failed_chord_on_celery_worker);
+        # taskq's own get() answers with the ChordError instead.
+        with pytest.raises(ValueError) as member_error:
+            celery_get(result)
+        assert member_error.value.args == ("member", 1)
+        # The body's own result, read without its parents: Celery's ChordError.
+        with pytest.raises(celery.exceptions.ChordError, match=r"Dependency .* raised") as info:
+            celery_get(CeleryResult(result.id, app=p.celery), follow_parents=False)
+        assert bad.id in str(info.value) and "member" in str(info.value)
+        assert raw_meta(p.broker, result.id)["result"]["exc_module"] == "celery.exceptions"
+        # taskq's client reads the same body result as taskq.ChordError.
+        with pytest.raises(taskq.ChordError, match=bad.id):
+            p.taskq.AsyncResult(result.id).get(timeout=RESULT_TIMEOUT)
+
+    def test_celery_chord_with_a_nested_header_result_on_taskq_worker(
+        self, taskq_worker_phase: Phase
+    ) -> None:
+        """(1) A Celery chord whose header member is a chain ending in a group: the body
+        gets the header's values nested as the header is (Celery's worker: the test of
+        the same name on the Celery worker)."""
+        t = tasks(taskq_worker_phase.celery)
+        header = [t.add.s(1, 1) | celery.group(t.mul.s(2), t.mul.s(3)), t.add.s(3, 3)]
+        assert celery_get(celery.chord(header, t.tag.s()).delay()) == [[[4, 6], 6], "taskq"]
+        # And the same chord built by a taskq client.
+        q = tasks(taskq_worker_phase.taskq)
+        ours = [q.add.s(1, 1) | taskq.group(q.mul.s(2), q.mul.s(3)), q.add.s(3, 3)]
+        assert taskq.chord(ours, q.tag.s()).delay().get(timeout=RESULT_TIMEOUT) == [
+            [[4, 6], 6],
+            "taskq",
+        ]
+
+    def test_chord_split_across_both_workers_runs_its_body_once(
+        self, taskq_worker_phase: Phase, tmp_path: Path
+    ) -> None:
+        """A chord whose header is split between the taskq worker (on ``celery``) and
+        the Celery worker (on ``interop.celery-only``), from both clients, joined by either
+        worker: the body runs once, on the taskq worker."""
+        check_split_chords(taskq_worker_phase, tmp_path)
+
+    def test_split_chord_with_a_failed_member_fails_its_body(
+        self, taskq_worker_phase: Phase, tmp_path: Path
+    ) -> None:
+        """A member fails on the Celery worker and the taskq worker joins the chord: it
+        reads Celery's failure entry and fails the body with a ChordError naming it."""
+        for client in ("celery", "taskq"):
+            check_split_chord_failure(taskq_worker_phase, client, 0, tmp_path)
 
     # Kept last and on Redis only (the bug is in the worker, not the broker): with -x, the
     # rest of the matrix still runs before it.
