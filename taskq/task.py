@@ -286,7 +286,6 @@ class Task(Generic[P, R]):
         and callbacks, so whoever waits for this task gets ``sig``'s result. A group is
         joined first (its list of values becomes the result)."""
         from .canvas import chain, group
-        from .signature import maybe_signature
 
         request = self.request
         if request.called_directly or request.id is None:
@@ -298,15 +297,15 @@ class Task(Generic[P, R]):
         if isinstance(sig, group):
             sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
         for data in request.callbacks:
-            sig.link(maybe_signature(data, self.app) or Signature(data["task"]))
+            sig.link(Signature.from_dict(data, self.app))
         for data in request.errbacks:
-            sig.link_error(maybe_signature(data, self.app) or Signature(data["task"]))
+            sig.link_error(Signature.from_dict(data, self.app))
         sig.freeze(request.id)
         nesting = request.replaced_task_nesting + 1
         sig.set(chord=request.chord, group_id=request.group, group_index=request.group_index,
                 root_id=request.root_id, replaced_task_nesting=nesting)  # fmt: skip
         if request.chain:
-            rest = [maybe_signature(t, self.app) for t in reversed(request.chain)]
+            rest = [Signature.from_dict(t, self.app) for t in reversed(request.chain)]
             sig = chain(sig, *rest, app=self.app)
         sig.apply_async(add_to_parent=False)
         raise Ignore("Replaced by new task")

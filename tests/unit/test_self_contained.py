@@ -59,3 +59,15 @@ def test_the_check_finds_each_form(tmp_path: Path) -> None:
     clean.write_text(PRIVATE + "_task, " + PRIVATE + " memory, ./" + PRIVATE + "_data\n")
     found = offenders([*paths, clean], root=tmp_path)
     assert [f.split(":")[:2] for f in found] == [[p.name, "2"] for p in paths]
+
+
+def test_every_test_module_has_a_name_of_its_own() -> None:
+    # The test folders are not packages: pytest imports each test file by its bare name,
+    # and a second file of the same name stops the whole run at collection.
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(ROOT.glob("tests/**/test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, f"test modules with the same name: {clashes}"
