@@ -19,6 +19,7 @@ from .backends import Backend, RetryPolicy, backend_from_url
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
+from .control import Control
 from .exceptions import ConfigurationError, NotRegistered
 from .result import AsyncResult, GroupResult, bind_group_result
 from .task import Context, Task, TaskOptions
@@ -254,6 +255,11 @@ class Taskq:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         return AsyncResult(task_id, app=self)
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of the workers: ``app.control.inspect().active()``, ``.revoke(id)``."""
+        return Control(self)
 
     @functools.cached_property
     def GroupResult(self) -> type[GroupResult]:

@@ -144,59 +144,6 @@ def main(
     }
 
 
-@main.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-)
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size [default: CPUs].")
-@click.option(
-    "-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Execution pool."
-)
-@click.option("-Q", "--queues", help="Comma-separated queues to consume.")
-@click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
-@click.option("--prefetch-multiplier", type=click.IntRange(min=1))
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1))
-@click.option("--max-memory-per-child", type=click.IntRange(min=1), help="KiB of RSS.")
-@click.option("--without-heartbeat", is_flag=True, help="Turn off the AMQP connection heartbeat.")
-@click.pass_context
-@_errors_as_usage
-def worker(
-    ctx: click.Context,
-    loglevel: str,
-    concurrency: int | None,
-    pool: str | None,
-    queues: str | None,
-    hostname: str | None,
-    prefetch_multiplier: int | None,
-    max_tasks_per_child: int | None,
-    max_memory_per_child: int | None,
-    without_heartbeat: bool,
-) -> None:
-    """Start a worker."""
-    from .worker.worker import Worker, WorkerOptions
-
-    _log_to_stderr(loglevel)
-    app = _app(ctx)
-    options = WorkerOptions(
-        concurrency=concurrency,
-        pool=pool,
-        queues=tuple(q.strip() for q in (queues or "").split(",") if q.strip()),
-        hostname=hostname,
-        prefetch_multiplier=prefetch_multiplier,
-        max_tasks_per_child=max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child,
-        heartbeat=not without_heartbeat,
-    )
-    instance = Worker(app, options)
-    click.echo(instance.banner(), err=True)
-    instance.install_signal_handlers()
-    ctx.exit(instance.start())
-
-
 class _MaskingFormatter(logging.Formatter):
     """Log lines, tracebacks included, with every URL in them masked."""
 
@@ -390,3 +337,9 @@ def dead_purge(ctx: click.Context, force: bool) -> None:
     if not force:
         click.confirm(f"Delete every message in {letters.name!r}?", abort=True)
     click.echo(f"Purged {letters.purge()} dead letter(s).")
+
+
+# The worker command lives in cli_worker.py, the remote-control ones (inspect, control,
+# status, revoke) in cli_control.py and `events` in cli_events.py. Imported last, since
+# they use the helpers above; importing them adds them to `main`.
+from . import cli_control, cli_events, cli_worker  # noqa: E402, F401

@@ -263,6 +263,14 @@ SETTINGS: dict[str, Setting] = {
     "result_expires": Setting(
         DAY, _optional(_seconds), "Seconds results are kept (None: forever)."
     ),
+    "worker_state_db": Setting(
+        None,
+        _optional(_str),
+        "File where the worker keeps its revoked task ids between runs (Celery's --statedb).",
+    ),
+    "worker_enable_remote_control": Setting(
+        True, _bool, "Answer broadcast commands (celery inspect/control, taskq inspect/control)."
+    ),
     "result_chord_retry_interval": Setting(
         1.0,
         _seconds,
@@ -323,6 +331,40 @@ SETTINGS: dict[str, Setting] = {
         _optional(_seconds),
         "ETA tasks due later than this many seconds are parked on the broker, not held "
         "(None: every ETA task is held until due, as Celery does).",
+    ),
+    # remote control (Celery's names and defaults: a mixed fleet shares one mailbox)
+    "control_exchange": Setting(
+        "celery", _str, "Name of the remote-control mailbox: exchange <name>.pidbox."
+    ),
+    "control_queue_ttl": Setting(
+        300.0,
+        _optional(_seconds),
+        "Seconds a control request or reply waits in its queue before the broker drops it.",
+    ),
+    "control_queue_expires": Setting(
+        10.0,
+        _optional(_seconds),
+        "Seconds an unused node or reply queue lives before the broker deletes it.",
+    ),
+    "control_queue_durable": Setting(
+        False, _bool, "Declare the control queues durable (not with control_queue_exclusive)."
+    ),
+    "control_queue_exclusive": Setting(
+        True, _bool, "Declare the control queues exclusive to their connection."
+    ),
+    # events (Celery's names and defaults: Flower and `celery events` read them)
+    "worker_send_task_events": Setting(
+        False, _bool, "Send task events (task-received, -started, -succeeded...): -E."
+    ),
+    "task_send_sent_event": Setting(False, _bool, "Clients send a task-sent event per task."),
+    "event_exchange": Setting("celeryev", _str, "Exchange that carries events."),
+    "event_serializer": Setting("json", _str, "How events are encoded (json only)."),
+    "event_queue_prefix": Setting("celeryev", _str, "Name prefix of event receivers' queues."),
+    "event_queue_ttl": Setting(
+        5.0, _optional(_seconds), "Seconds an event waits in a receiver's queue."
+    ),
+    "event_queue_expires": Setting(
+        60.0, _optional(_seconds), "Seconds an unread receiver's queue lives."
     ),
 }
 

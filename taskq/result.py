@@ -267,7 +267,22 @@ class AsyncResult(Generic[R]):
         wait: bool = False,
         timeout: float | None = None,
     ) -> None:
-        raise NotImplementedError("remote control is not available yet")
+        """Tell every worker never to run this task (``app.control.revoke``).
+
+        ``terminate`` also stops it where it runs, with ``signal`` (the worker's default,
+        SIGTERM, when None); ``wait`` waits up to ``timeout`` seconds (default 1) for the
+        workers' replies.
+        """
+        if self.app is None:
+            raise TypeError("revoke() goes through the broker: make the AsyncResult with app=")
+        self.app.control.revoke(
+            self.id,
+            connection=connection,
+            terminate=terminate,
+            signal=signal,
+            reply=wait,
+            timeout=timeout,
+        )
 
     def as_tuple(self) -> ResultTuple:
         """Celery's serialised form: ``((id, parent's tuple or None), None)``."""

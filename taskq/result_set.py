@@ -163,7 +163,14 @@ class ResultSet:
         wait: bool = False,
         timeout: float | None = None,
     ) -> None:
-        raise NotImplementedError("remote control is not available yet")
+        """Revoke every member in one command (see ``AsyncResult.revoke``); a member group
+        stands for its tasks (no worker runs a task with the group's own id)."""
+        if self.app is None:
+            raise TypeError("revoke() goes through the broker: make the result set with app=")
+        self.app.control.revoke(
+            _task_ids(self.results), connection=connection, terminate=terminate,
+            signal=signal, reply=wait, timeout=timeout,
+        )  # fmt: skip
 
     # -- waiting
     def get(
@@ -355,6 +362,13 @@ def result_from_tuple(
         app=app,
         backend=backend,
     )
+
+
+def _task_ids(results: Sequence[Member]) -> list[str]:
+    """The ids of the tasks in ``results``, those of member groups' tasks included."""
+    return [
+        i for r in results for i in (_task_ids(r.results) if isinstance(r, GroupResult) else [r.id])
+    ]
 
 
 def _read(results: Sequence[Member]) -> dict[str, Mapping[str, Any]]:

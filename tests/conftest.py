@@ -38,6 +38,17 @@ def amqp_url(rabbit_server: RabbitServer) -> str:
     return rabbit_server.url
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_pooled_connections_between_modules() -> Iterator[None]:
+    # Celery's clients keep their connections in kombu's process-wide pools, keyed by URL:
+    # a later module's Celery app would be handed a connection an earlier one left behind,
+    # made for another test's server state. Each module starts with none.
+    yield
+    import kombu.pools
+
+    kombu.pools.reset()
+
+
 @pytest.fixture(scope="session")
 def redis_backend_url(redis_url: str) -> str:
     """Results on the session Redis, in a database of their own (db 1)."""

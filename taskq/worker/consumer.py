@@ -42,17 +42,21 @@ from .connection import (
     open_link,
 )
 from .keeper import ResultKeeper
-from .pool import BatchCallbacks, Fate, Pool
+from .monitor import Monitor
+from .pool import BatchCallbacks, Fate, Pool, Withdrawn
 from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
+from .revokes import drop_revoked
 from .shutdown import shut_down
+from .state import Revoked, WorkerState
 from .strategy import build_strategies, read_message
 from .timers import Timers
 from .tracer import Outcome
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from .control import ControlPanel
 
 logger = logging.getLogger("taskq.worker")
 
@@ -73,12 +77,24 @@ class ConsumerOptions:
 
 
 class Consumer:
-    def __init__(self, app: Taskq, pool: Pool, options: ConsumerOptions):
+    def __init__(
+        self,
+        app: Taskq,
+        pool: Pool,
+        options: ConsumerOptions,
+        state: WorkerState | None = None,
+        monitor: Monitor | None = None,
+    ):
         self.app = app
         self.pool = pool
         self.options = options
+        self.state = state or WorkerState()
+        self.monitor = monitor or Monitor(app, options.hostname, heartbeat=None)
+        self.monitor.load = lambda: (len(self.active), sum(self.state.total.values()))
         self.strategies = build_strategies(app, self, options.hostname)
-        self.revoked: set[str] = set()
+        self.control: ControlPanel | None = None  # set by the worker: remote control
+        self._revoked_seen = self.state.revoked.version
+        self._bumped: set[int] = set()  # held keys that raised the prefetch count
         self.inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.ready: deque[Request] = deque()
         self.active: dict[int, Request] = {}
@@ -106,6 +122,14 @@ class Consumer:
         self._waiting = False  # in drain_events, to be woken by call_soon
         self._chores: list[Callable[[], None]] = []  # run at every turn (see watch)
         self._watched: list[int] = []
+
+    @property
+    def revoked(self) -> Revoked:
+        return self.state.revoked
+
+    def acknowledge_revokes(self) -> None:
+        """The revoked ids as they are now are acted on (by the caller): no need to look."""
+        self._revoked_seen = self.state.revoked.version
 
     def watch(self, fd: int, chore: Callable[[], None]) -> None:
         """Run ``chore`` on this thread at every turn of the loop, and wake when ``fd`` has input.
@@ -145,15 +169,22 @@ class Consumer:
         bump = raise_prefetch and self.qos is not None
         if bump:
             self.qos.increment_eventually()  # type: ignore[union-attr]
+            self._bumped.add(key)
 
         def release() -> None:
-            if self.held.pop(key, None) is None:
-                return
-            if bump and self.qos is not None:
-                self.qos.decrement_eventually()
-            then(request)
+            if self.unhold(key) is not None:
+                then(request)
 
         self.call_later(delay, release)
+
+    def unhold(self, key: int) -> Request | None:
+        """Stop holding ``key`` (its timer then finds nothing to release)."""
+        request = self.held.pop(key, None)
+        if key in self._bumped:
+            self._bumped.discard(key)
+            if self.qos is not None:
+                self.qos.decrement_eventually()
+        return request
 
     # -- the loop
     def run(self) -> None:
@@ -205,6 +236,9 @@ class Consumer:
         # Nothing is held at connect time: reconnecting forgot what the old connection held.
         self.connection, self.qos, self._wake = link.connection, link.qos, link.wake
         self.kombu_consumers = list(link.consumers)
+        if self.control is not None:
+            self.control.listen(self.connection)
+        self.monitor.connect(self.connection, self.call_later)
         logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
 
     def _between_attempts(self) -> None:
@@ -283,9 +317,14 @@ class Consumer:
         self.pool.poll_results()
         self.run_inbox()
         self.timers.run_due()
+        if self.state.revoked.version != self._revoked_seen:
+            self._revoked_seen = self.state.revoked.version
+            drop_revoked(self)
         self._dispatch()
+        self.state.save_now_and_then()
         if self.qos is not None:
             self.qos.update()
+        self.monitor.flush()
 
     def run_chores(self) -> None:
         for chore in self._chores:
@@ -320,8 +359,21 @@ class Consumer:
         def done(fates: list[Fate], error: BaseException | None) -> None:
             self.call_soon(lambda: self._finish(keys, fates, error))
 
+        def started(pid: int) -> None:
+            for request in batch:
+                request.worker_pid = pid  # a plain write, read for inspect and terminate
+                monitor.task("task-started", request.id)
+                if log_starts:
+                    logger.info("Task %r started", request)
+
+        now = time.time()
+        monitor = self.monitor
+        log_starts = logger.isEnabledFor(logging.INFO)
+        for request in batch:
+            request.time_start = now
         early = None if first.policy.acks_late else (lambda: self.call_soon(first.on_accepted))
-        self.pool.apply([r.job() for r in batch], BatchCallbacks(done, early), limits)
+        callbacks = BatchCallbacks(done, early, started)
+        self.pool.apply([r.job() for r in batch], callbacks, limits)
 
     def _finish(self, keys: list[int], fates: list[Fate], error: BaseException | None) -> None:
         self.batches_in_flight -= 1
@@ -331,7 +383,11 @@ class Consumer:
             request = self.active.pop(key, None)
             if request is None:
                 continue  # given back already (cold stop)
+            if isinstance(fate, Withdrawn) and request.id in self.state.revoked:
+                request.revoke("revoked")  # taken back from the pool before it started
+                continue
             if isinstance(fate, Outcome):
+                self.state.total[request.name] += 1
                 self.runtimes.observe(request.name, fate.runtime)
                 self.prefetch.observe(fate.runtime, len(request.raw.body or b""))
             if settle(request, fate, error):
@@ -357,6 +413,9 @@ class Consumer:
             return
         handler = self.strategies.get(message.task)
         if handler is None:
+            self.monitor.task(
+                "task-failed", message.id, exception=repr(NotRegistered(message.task))
+            )
             logger.error(
                 "Received unregistered task %r (id %s). Is the worker running the module "
                 "that defines it (-A)?",
@@ -386,12 +445,14 @@ class Consumer:
         # memory can no longer be acked, so drop them and let running ones finish unacked.
         self.ready.clear()
         self.held.clear()
+        self._bumped.clear()
         self.timers.clear()
         for request in self.active.values():
             request.stale = True
         self.keeper.mark_stale()
 
     def close_connection(self) -> None:
+        self.monitor.dispatcher.disconnect()
         close_quietly(self.connection)
         self.connection = None
         self.kombu_consumers = []

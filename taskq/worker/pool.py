@@ -12,13 +12,15 @@ for solo); the consumer only ever turns it into a message for its own thread.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import states
 from .tracer import Job, Outcome, trace
@@ -72,6 +74,7 @@ class BatchCallbacks:
 
     on_done: Callable[[list[Fate], BaseException | None], None]
     on_accepted: Callable[[], None] | None = None
+    on_started: Callable[[int], None] | None = None  # the pid of the process running it
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,25 @@ class Pool(ABC):
         it ends. Either way the report comes through the batch's ``on_done``, once.
         """
 
+    def withdraw_tasks(self, task_ids: set[str]) -> None:  # noqa: B027 - solo runs at once
+        """Take back the batches holding any of these tasks that no process started yet;
+        their members are reported ``Withdrawn`` (a revoke: they never run)."""
+
+    def terminate_job(self, request: Any, signal_name: str) -> bool:
+        """Signal the process running ``request``; False where tasks share this process."""
+        return False
+
+    def info(self) -> dict[str, Any]:
+        """Celery's ``stats()["pool"]``."""
+        return {
+            "implementation": type(self).__name__,
+            "max-concurrency": self.limit,
+            "processes": [],
+            "max-tasks-per-child": self.options.max_tasks_per_child or "N/A",
+            "put-guarded-by-semaphore": False,
+            "timeouts": [0, 0],
+        }
+
     def stop(self) -> None:  # noqa: B027
         """Wait for running jobs, then release the pool."""
 
@@ -205,6 +227,8 @@ def _run_here(
 ) -> None:
     """Run a batch in the calling thread and report it (solo and threads)."""
     marks = [QUEUED] * len(jobs)
+    if callbacks.on_started is not None:
+        callbacks.on_started(os.getpid())
     if callbacks.on_accepted is not None:
         callbacks.on_accepted()
     try:
@@ -235,6 +259,7 @@ class ThreadPool(Pool):
         self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
         self._stopping = threading.Event()
         self._waiting: dict[Future[None], tuple[int, BatchCallbacks]] = {}
+        self._ids: dict[Future[None], set[str]] = {}
         self._lock = threading.Lock()
 
     def apply(
@@ -243,11 +268,20 @@ class ThreadPool(Pool):
         future = self._executor.submit(_run_here, self.app, jobs, callbacks, self._stopping.is_set)
         with self._lock:
             self._waiting[future] = (len(jobs), callbacks)
+            self._ids[future] = {job.message.id for job in jobs}
         future.add_done_callback(self._forget)
+
+    def withdraw_tasks(self, task_ids: set[str]) -> None:
+        with self._lock:
+            waiting = [(f, w) for f, w in self._waiting.items() if self._ids[f] & task_ids]
+        for future, (count, callbacks) in waiting:
+            if future.cancel():  # only a batch no thread has started
+                callbacks.on_done([Withdrawn() for _ in range(count)], None)
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._waiting.pop(future, None)
+            self._ids.pop(future, None)
 
     def withdraw(self) -> None:
         self._stopping.set()
@@ -264,3 +298,12 @@ class ThreadPool(Pool):
 
     def terminate(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def signal_number(name: str) -> int:
+    """``"SIGTERM"``, ``"TERM"`` or ``"term"`` → 15; ValueError for no such signal."""
+    name = name.upper()
+    value = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
+    if not isinstance(value, int):
+        raise ValueError(f"unknown signal {name!r}")
+    return int(value)

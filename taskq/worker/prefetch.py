@@ -78,7 +78,7 @@ class AdaptivePrefetch:
             qos.decrement_eventually(-change)
         else:
             return
-        logger.info(
+        logger.debug(
             "Prefetch window %d -> %d: tasks take %.2f ms on average (worker_prefetch_seconds)",
             self.rule.base + before,
             self.rule.base + self.extra,

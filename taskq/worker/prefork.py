@@ -26,7 +26,17 @@ from billiard.sharedctypes import RawArray
 
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from .handoff import HandOff, Ticket
-from .pool import QUEUED, BatchCallbacks, Fate, Limits, Pool, Withdrawn, lost_fates, run_batch
+from .pool import (
+    QUEUED,
+    BatchCallbacks,
+    Fate,
+    Limits,
+    Pool,
+    Withdrawn,
+    lost_fates,
+    run_batch,
+    signal_number,
+)
 from .signal_inbox import forget_inherited_inbox
 from .tracer import Job
 
@@ -163,6 +173,7 @@ class PreforkPool(Pool):
         self._marks = RawArray(ctypes.c_ubyte, self.capacity * self.batch_size)
         self._claims = Claims(self.capacity)
         self._in_flight: dict[int, tuple[int, BatchCallbacks]] = {}  # row -> its batch
+        self._ids: dict[int, set[str]] = {}  # row -> the task ids in its batch
         self._free_rows: queue.SimpleQueue[int] = queue.SimpleQueue()
         for row in range(self.capacity):
             self._free_rows.put(row)
@@ -203,6 +214,7 @@ class PreforkPool(Pool):
             marks[first + i] = QUEUED
         self._claims.queue(row)
         self._in_flight[row] = (len(jobs), callbacks)
+        self._ids[row] = {job.message.id for job in jobs}
 
         ticket = Ticket()
         taken = _ignore if self._handoff is None else self._handoff.taken
@@ -216,8 +228,10 @@ class PreforkPool(Pool):
             left = lost_fates(marks[first : first + len(jobs)])
             self._free_row(row, callbacks, left, _translate(_unwrap(error)))
 
-        def accepted(_pid: int, _time: float) -> None:
+        def accepted(pid: int, _time: float) -> None:
             taken(ticket)  # a child read it: the pipe has that much room again
+            if callbacks.on_started is not None:
+                callbacks.on_started(pid)
             if callbacks.on_accepted is not None:
                 callbacks.on_accepted()
 
@@ -242,9 +256,38 @@ class PreforkPool(Pool):
     ) -> None:
         # A withdrawn batch was reported when it was withdrawn: its late report is dropped.
         reported = self._in_flight.pop(row, None) is None
+        self._ids.pop(row, None)
         self._free_rows.put(row)
         if not reported:
             callbacks.on_done(fates, error)
+
+    def withdraw_tasks(self, task_ids: set[str]) -> None:
+        for row, (count, callbacks) in list(self._in_flight.items()):
+            if not self._ids.get(row, set()) & task_ids:
+                continue
+            # As at a warm stop: the row stays taken until a child reads the batch.
+            if self._claims.withdraw(row) and self._in_flight.pop(row, None) is not None:
+                callbacks.on_done([Withdrawn() for _ in range(count)], None)
+
+    def terminate_job(self, request: Any, signal_name: str) -> bool:
+        pid = getattr(request, "worker_pid", None)
+        if not pid or pid not in self._pids():
+            return False  # not started yet, or its process is gone already
+        # billiard sees the process die and starts another; the batch is reported lost.
+        os.kill(pid, signal_number(signal_name))
+        return True
+
+    def info(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            **super().info(),
+            "processes": self._pids(),
+            "timeouts": [0, 0],
+            "max-memory-per-child": o.max_memory_per_child or "N/A",
+        }
+
+    def _pids(self) -> list[int]:
+        return [p.pid for p in list(self._pool._pool) if p.pid]
 
     def withdraw(self) -> None:
         self._claims.stopping[0] = 1

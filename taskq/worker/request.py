@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import states
 from ..deadletter import deliveries_of
@@ -35,6 +35,20 @@ if TYPE_CHECKING:
     from ..task import Task
 
 logger = logging.getLogger("taskq.worker")
+
+
+class TaskEvents(Protocol):
+    """Where a request reports what became of it (worker/monitor.py)."""
+
+    def task(self, event_type: str, task_id: str, **fields: Any) -> None: ...
+
+
+class _NoEvents:
+    def task(self, event_type: str, task_id: str, **fields: Any) -> None:
+        pass
+
+
+NO_EVENTS = _NoEvents()
 
 
 @dataclass(frozen=True)
@@ -82,8 +96,10 @@ class Request:
         queue: Queue,
         redelivery: Redelivery,
         keeper: Keeper | None = None,
+        events: TaskEvents = NO_EVENTS,
     ):
         self.app = app
+        self.events = events
         self.keeper: Keeper = keeper or InlineKeeper(app.backend)
         self.message = message
         self.raw = raw
@@ -94,6 +110,10 @@ class Request:
         self.acknowledged = False
         self.stale = False  # set when the connection that delivered it is gone
         self.interrupted = False  # set when a cold stop kills its process: not its fault
+        self.terminated = False  # set when a revoke with terminate=True killed its process
+        self.signum: int | None = None  # the signal that did
+        self.worker_pid: int | None = None  # the pool process running it (prefork)
+        self.time_start: float | None = None  # when it was handed to the pool (wall time)
         self.redelivered = was_redelivered(raw)
         # Earlier deliveries of this message that ended without a result.
         self.deliveries = deliveries_of(raw.headers) + (1 if self.redelivered else 0)
@@ -212,6 +232,7 @@ class Request:
             send_acks_now(self.raw)
 
     def on_outcome(self, outcome: Outcome) -> None:
+        self._tell(outcome)
         if outcome.bury:
             logger.error("Task %r: %s", self, outcome.detail)
             self.bury(outcome.bury, store=False)  # the tracer stored the TypeError
@@ -244,9 +265,15 @@ class Request:
     def on_error(self, exc: BaseException) -> None:
         """The run ended without an outcome: its process died, it hit the hard limit, or
         its result could not be stored."""
+        if self.terminated:
+            # Revoked with terminate: its process was killed on purpose. Acked, not run
+            # again, and REVOKED, as Celery does.
+            self.revoke("terminated")
+            return
         if self.interrupted and self.policy.acks_late:
             self.give_back()
             return
+        self.events.task("task-failed", self.id, exception=repr(exc), traceback="")
         if isinstance(exc, BackendError):
             # It ran, but whoever waits for it would wait for ever: keep the message where
             # it can be seen and run again, rather than ack it as if all were well.
@@ -273,7 +300,9 @@ class Request:
 
     def revoke(self, reason: str) -> None:
         """Mark REVOKED without running (expired, or revoked), then ack the message."""
-        logger.info("Task %r %s: not run", self, reason)
+        logger.info("Task %r %s%s", self, reason, "" if reason == "terminated" else ": not run")
+        self.events.task("task-revoked", self.id, terminated=reason == "terminated",
+                         signum=self.signum, expired=reason == "expired")  # fmt: skip
         self.keeper.keep(
             f"store the REVOKED state of task {self!r}",
             functools.partial(store_revoked, self.app, self.message, TaskRevokedError(reason)),
@@ -281,6 +310,17 @@ class Request:
             give_up=self._bury_unstored,
             holder=self,
         )
+
+    def _tell(self, outcome: Outcome) -> None:
+        state, send = outcome.state, self.events.task
+        if state == states.SUCCESS:
+            send("task-succeeded", self.id, result=outcome.detail, runtime=outcome.runtime)
+        elif state == states.FAILURE:
+            send("task-failed", self.id, exception=outcome.exception, traceback=outcome.traceback)
+        elif state == states.RETRY:
+            send("task-retried", self.id, exception=outcome.exception, traceback=outcome.traceback)
+        elif state == states.REJECTED:
+            send("task-rejected", self.id, requeue=outcome.requeue)
 
     # -- states decided here, stored by the keeper before the message is settled
     def _keep_failure(

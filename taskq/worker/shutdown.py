@@ -47,6 +47,7 @@ def shut_down(consumer: Consumer) -> None:
             request.give_back()  # cold stop: what did not finish goes back
     consumer.active.clear()
     settle_unstored(consumer)
+    consumer.monitor.offline(consumer.connection)
     consumer.close_connection()
 
 

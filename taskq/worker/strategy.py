@@ -6,8 +6,9 @@ per-message work is a dict lookup and a few checks.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,17 +24,22 @@ from .request import AckPolicy, Request
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from .monitor import Monitor
 
 Handler = Callable[[TaskMessage, Any, Queue], None]
+logger = logging.getLogger("taskq.worker")
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
 
 class Reserver(Protocol):
     """What a handler needs from the consumer."""
 
-    revoked: set[str]
+    @property
+    def revoked(self) -> Container[str]: ...
+
     redelivery: Redelivery
     keeper: Keeper
+    monitor: Monitor
 
     def reserve(self, request: Request) -> None: ...
 
@@ -90,6 +96,8 @@ def _handler(
 ) -> Handler:
     bucket = TokenBucket(rate, capacity=1) if rate else None
     horizon: float | None = app.conf.worker_eta_horizon
+    info = logger.isEnabledFor(logging.INFO)  # asked once: the level is set at start
+    monitor = consumer.monitor
 
     def admit(request: Request) -> None:
         if request.id in consumer.revoked:
@@ -103,10 +111,14 @@ def _handler(
 
     def handle(message: TaskMessage, raw: Any, queue: Queue) -> None:
         request = Request(
-            app, message, raw, policy, hostname, queue, consumer.redelivery, consumer.keeper
-        )
+            app, message, raw, policy, hostname, queue, consumer.redelivery, consumer.keeper,
+            monitor,
+        )  # fmt: skip
         if not request.admit():
             return
+        monitor.received(request)
+        if info:
+            logger.info("Task %r received", request)
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0
         if wait <= 0 or request.expired():
             admit(request)

@@ -51,6 +51,8 @@ class Outcome:
     requeue: bool = False
     detail: str = ""
     bury: str | None = None  # the message itself is bad: dead-letter it with this reason
+    exception: str = ""  # a failure's or retry's exception repr and traceback, for events
+    traceback: str = ""
 
 
 def trace(app: Taskq, job: Job) -> Outcome:
@@ -77,8 +79,10 @@ def trace(app: Taskq, job: Job) -> Outcome:
         retval = task.call_with_autoretry(msg.args, msg.kwargs)
     except Retry as exc:
         reason = exc.exc if exc.exc is not None else exc
-        backend.store_result(msg.id, reason, states.RETRY, _format_tb(exc), result_context)
-        return Outcome(states.RETRY, time.monotonic() - started, detail=str(exc))
+        tb = _format_tb(exc)
+        backend.store_result(msg.id, reason, states.RETRY, tb, result_context)
+        return Outcome(states.RETRY, time.monotonic() - started, detail=str(exc),
+                       exception=_short(reason), traceback=tb or "")  # fmt: skip
     except Ignore:
         return Outcome(states.IGNORED, time.monotonic() - started)
     except Reject as exc:
@@ -92,9 +96,13 @@ def trace(app: Taskq, job: Job) -> Outcome:
         _after_failure(app, msg, exc, tb, context)
         runtime = time.monotonic() - started
         bad_call = _bad_arguments(task, msg) if isinstance(exc, TypeError) else None
+        said = _short(exc)
         if bad_call is not None:
-            return Outcome(states.FAILURE, runtime, detail=bad_call, bury=bad_call)
-        return Outcome(states.FAILURE, runtime, detail=f"{exc!r}\n{tb}")
+            return Outcome(states.FAILURE, runtime, detail=bad_call, bury=bad_call,
+                           exception=said, traceback=tb)  # fmt: skip
+        return Outcome(
+            states.FAILURE, runtime, detail=f"{exc!r}\n{tb}", exception=said, traceback=tb
+        )
     else:
         # Still inside the context: the callbacks count as children of this task, and
         # Celery sends them before the result is stored so the result can list them.

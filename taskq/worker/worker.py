@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING
 from kombu import Queue
 
 from ..amqp import make_queue
+from ..events import check_serializer
 from ..exceptions import ConfigurationError
 from ..message import JSON
 from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
+from .control import ControlPanel
+from .monitor import HEARTBEAT_FREQ, Monitor
 from .pool import Pool, PoolOptions, SoloPool, ThreadPool
 from .prefork import PreforkPool
 from .signal_inbox import STOP_SIGNALS, SignalInbox
+from .state import WorkerState
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -46,7 +50,9 @@ class WorkerOptions:
     prefetch_multiplier: int | None = None
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
-    heartbeat: bool = True
+    task_events: bool | None = None  # -E
+    heartbeat: float | None = HEARTBEAT_FREQ  # seconds between worker-heartbeat events
+    statedb: str | None = None
 
 
 def node_name(hostname: str | None) -> str:
@@ -62,8 +68,9 @@ class Worker:
         self.app = app
         o = options or WorkerOptions()
         c = app.conf
-        if not o.heartbeat:
-            c.broker_heartbeat = 0
+        self.task_events = c.worker_send_task_events if o.task_events is None else o.task_events
+        self.heartbeat = o.heartbeat
+        check_serializer(app)
         self.hostname = node_name(o.hostname)
         self.pool_name = o.pool or c.worker_pool
         if self.pool_name not in POOLS:
@@ -94,6 +101,7 @@ class Worker:
             max_message_size=c.task_max_message_size,
             prefetch_seconds=c.worker_prefetch_seconds,
         )
+        self.state = WorkerState(o.statedb or c.worker_state_db)
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
         self._inbox: SignalInbox | None = None
@@ -127,6 +135,7 @@ class Worker:
             f"- concurrency: {self.pool_options.concurrency} ({self.pool_name})\n"
             f"- prefetch:    {self.consumer_options.prefetch_count}\n"
             f"- acks:        {acks}\n"
+            f"- events:      {'task events on (-E)' if self.task_events else 'worker only'}\n"
             f"[queues]\n{queues}\n[tasks]\n{tasks}\n"
         )
 
@@ -138,7 +147,13 @@ class Worker:
         """
         self.pool = POOLS[self.pool_name](self.app, self.pool_options)
         self.pool.start()
-        consumer = Consumer(self.app, self.pool, self.consumer_options)
+        self.state.load()
+        monitor = Monitor(
+            self.app, self.hostname, task_events=self.task_events, heartbeat=self.heartbeat
+        )
+        consumer = Consumer(self.app, self.pool, self.consumer_options, self.state, monitor)
+        if self.app.conf.worker_enable_remote_control:
+            consumer.control = ControlPanel(consumer, on_shutdown=self.stop)
         if self._inbox is not None:
             consumer.watch(self._inbox.fd, self._act_on_signals)
         self.consumer = consumer
@@ -146,6 +161,7 @@ class Worker:
         try:
             consumer.run()
         finally:
+            self.state.save()
             self.app.close()
         if consumer.cold_stop:
             logger.warning("%s stopped cold: running tasks were cut short.", self.hostname)

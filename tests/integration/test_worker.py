@@ -222,7 +222,7 @@ def test_a_batch_whose_process_dies_charges_only_the_task_that_killed_it(
         if reruns:
             break
     assert reruns, "the dying task never had batch-mates waiting behind it"
-    # Short tasks deepened the window from -c 1 x 16 to two full batches of 16.
+    # Short tasks deepened the window from -c 1 x 16 to two full batches of 16 (a DEBUG line).
     assert any("Prefetch window 16 -> 32" in log for log in logs), logs[-1]
     app.close()
 
@@ -238,7 +238,7 @@ def _batch_death_round(setup: Setup, app: Taskq, folder: Path) -> tuple[int, str
     results = [record.delay(str(folder), names[0])]
     results.append(die.delay(str(folder / "marker")))
     results += [record.delay(str(folder), name) for name in names[1:]]
-    worker = setup.worker("-c", "1", "--prefetch-multiplier", "16").start()
+    worker = setup.worker("-c", "1", "--prefetch-multiplier", "16", "-l", "debug").start()
     try:
         assert [r.get(timeout=30) for r in warm] == ["survived"] * 8 + ["w0", "w1", "w2", "w3"]
         assert [r.get(timeout=30) for r in results] == [names[0], "survived", *names[1:]]

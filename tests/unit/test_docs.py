@@ -19,7 +19,7 @@ import pytest
 
 from taskq.calling import CallOptions
 from taskq.cli import main as cli_main
-from taskq.cli import worker as worker_command
+from taskq.cli_worker import worker as worker_command
 from taskq.config import SETTINGS
 from taskq.task import TaskOptions
 
@@ -200,7 +200,8 @@ def test_every_worker_option_is_documented() -> None:
 
 
 def test_every_command_and_global_option_is_documented() -> None:
-    text = read("worker.md")
+    # The worker's commands in worker.md, the fleet's (inspect, control, ...) in monitoring.md.
+    text = read("worker.md") + read("monitoring.md")
     assert isinstance(cli_main, click.Group)
     missing = [f"taskq {name}" for name in cli_main.commands if f"taskq {name}" not in text]
     for name, command in cli_main.commands.items():

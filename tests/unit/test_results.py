@@ -217,13 +217,6 @@ def test_as_tuple_and_as_list_follow_the_parents(app: Taskq) -> None:
     assert grandparent.as_tuple() == (("gp", None), None)
 
 
-def test_revoke_is_not_available_yet(app: Taskq) -> None:
-    with pytest.raises(NotImplementedError, match="remote control"):
-        app.AsyncResult("t").revoke()
-    with pytest.raises(NotImplementedError, match="remote control"):
-        ResultSet([app.AsyncResult("t")]).revoke()
-
-
 def test_waiting_inside_a_worker_task_is_refused(app: Taskq, backend: MemoryBackend) -> None:
     done(backend, "t", 1)
     result = app.AsyncResult("t")

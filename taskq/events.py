@@ -1,0 +1,267 @@
+"""Events: Celery's monitoring stream, sent by workers (and clients) and read by monitors.
+
+One JSON object per event on the exchange ``celeryev`` (topic on RabbitMQ, fanout on
+Redis), routing key the event type with dots (``task-succeeded`` → ``task.succeeded``),
+transient, with the sender's node name in the ``hostname`` header. Every event carries
+``type``, ``hostname``, ``timestamp``, ``utcoffset``, ``pid`` and a Lamport ``clock``. A
+worker batches its task events and sends them as one JSON array under ``task.multi``,
+so a busy worker sends one message per loop turn, not one per event; receivers take an
+array or an object. So ``celery events``, Flower and Celery's ``EventReceiver`` read
+taskq's events, and taskq's receiver reads Celery's.
+
+Shared by client and worker: the worker wires the dispatcher into its loop
+(worker/monitor.py); ``taskq events`` and tests use the receiver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from kombu import Consumer, Exchange, Producer, Queue
+from kombu.clocks import LamportClock
+
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .app import Taskq
+
+logger = logging.getLogger("taskq.events")
+
+Event = dict[str, Any]
+Handler = Callable[[Event], object]
+BATCHED = "task."  # events of this prefix are buffered and sent as arrays
+MULTI_KEY = "task.multi"
+BATCH_MAX = 24  # events per array, as Celery's worker sends them
+BUFFER_MAX = 10_000  # events kept while the broker cannot take them; the oldest go first
+TRANSIENT = 1
+SW_IDENT = "py-taskq"
+
+
+def utcoffset() -> float:
+    """The local offset from UTC in hours, positive west of Greenwich (Celery's sign)."""
+    offset = time.altzone if time.daylight and time.localtime().tm_isdst else time.timezone
+    return offset / 3600
+
+
+def routing_key(event_type: str) -> str:
+    return event_type.replace("-", ".")
+
+
+def client_hostname() -> str:
+    """The sender name of a process that is not a worker, as Celery's clients name theirs."""
+    return f"gen{os.getpid()}@{socket.gethostname()}"
+
+
+def event_exchange(app: Taskq, connection: Any) -> Exchange:
+    # Redis has no topic exchanges that fan out to subscribers: kombu's fanout is PUBLISH,
+    # which is what Celery's receivers subscribe to there.
+    kind = "fanout" if connection.transport.driver_type == "redis" else "topic"
+    return Exchange(app.conf.event_exchange, type=kind, delivery_mode=TRANSIENT)
+
+
+def fans_out(connection: Any) -> bool:
+    """Whether a message on this connection can reach other processes' subscribers."""
+    return "fanout" in connection.transport.implements.exchange_type
+
+
+def check_serializer(app: Taskq) -> None:
+    if app.conf.event_serializer != "json":
+        raise ConfigurationError(
+            f"event_serializer={app.conf.event_serializer!r}: taskq sends events as JSON only "
+            "(Celery's default, what Flower and `celery events` read); set it to 'json'."
+        )
+
+
+class EventDispatcher:
+    """Sends events on one connection.
+
+    ``send`` may be called from any thread: task events only go into a buffer, which the
+    owner empties with ``flush`` on the thread that owns the connection. Other events
+    are published at once, so only that thread may send them. Nothing is sent while
+    ``enabled`` is false for task events; worker events follow ``heartbeats``.
+    """
+
+    def __init__(
+        self,
+        app: Taskq,
+        hostname: str,
+        *,
+        clock: LamportClock | None = None,
+        batch: bool = False,
+        task_events: bool = True,
+    ):
+        check_serializer(app)
+        self.app = app
+        self.hostname = hostname
+        self.clock = clock or LamportClock()
+        self.batch = batch
+        self.task_events = task_events
+        self.pid = os.getpid()
+        self.utcoffset = utcoffset()
+        self._buffer: deque[Event] = deque(maxlen=BUFFER_MAX)
+        self._producer: Producer | None = None
+
+    # -- the connection
+    def connect(self, connection: Any) -> bool:
+        """Publish on ``connection`` from now on; False when its transport cannot fan out."""
+        self._producer = None
+        if not fans_out(connection):
+            return False
+        channel = connection.channel()
+        exchange = event_exchange(self.app, connection)
+        self._producer = Producer(channel, exchange=exchange, serializer="json")
+        exchange(channel).declare()
+        return True
+
+    def disconnect(self) -> None:
+        self._producer = None  # the channel closes with its connection
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    # -- sending
+    def event(self, event_type: str, **fields: Any) -> Event:
+        return {
+            "hostname": self.hostname,
+            "utcoffset": self.utcoffset,
+            "pid": self.pid,
+            "clock": self.clock.forward(),
+            **fields,
+            "timestamp": fields.get("timestamp") or time.time(),
+            "type": event_type,
+        }
+
+    def send(self, event_type: str, **fields: Any) -> None:
+        if event_type.startswith(BATCHED):
+            if not self.task_events:
+                return
+            if self.batch:
+                self._buffer.append(self.event(event_type, **fields))
+                return
+        self.publish(routing_key(event_type), self.event(event_type, **fields))
+
+    def flush(self) -> None:
+        """Publish what the buffer holds, as arrays of up to ``BATCH_MAX`` events."""
+        buffer = self._buffer
+        while buffer and self._producer is not None:
+            chunk = [buffer.popleft() for _ in range(min(BATCH_MAX, len(buffer)))]
+            try:
+                self.publish(MULTI_KEY, chunk)
+            except Exception:
+                buffer.extendleft(reversed(chunk))  # kept for the next connection
+                raise
+
+    def publish(self, key: str, body: Event | list[Event]) -> None:
+        producer = self._producer
+        if producer is None:
+            return  # no broker that can carry events: monitoring is best effort
+        producer.publish(
+            body,
+            routing_key=key,
+            headers={"hostname": self.hostname},
+            delivery_mode=TRANSIENT,
+            retry=False,
+        )
+
+
+class EventReceiver:
+    """Reads events: a queue of its own, bound to every event, gone when it disconnects.
+
+    ``handlers`` maps event types to callables; ``"*"`` gets the types with no handler of
+    their own. A worker's arrays of task events arrive here one event at a time.
+    """
+
+    def __init__(
+        self,
+        app: Taskq,
+        connection: Any,
+        handlers: Mapping[str, Handler],
+        *,
+        key: str = "#",
+        clock: LamportClock | None = None,
+    ):
+        check_serializer(app)
+        self.app = app
+        self.connection = connection
+        self.handlers = dict(handlers)
+        self.clock = clock or LamportClock()
+        c = app.conf
+        exchange = event_exchange(app, connection)
+        self.queue = Queue(
+            f"{c.event_queue_prefix}.{uuid.uuid4()}",
+            exchange=exchange,
+            routing_key=key,
+            durable=False,
+            auto_delete=True,
+            exclusive=True,
+            message_ttl=c.event_queue_ttl,
+            expires=c.event_queue_expires,
+        )
+
+    def capture(
+        self,
+        limit: int | None = None,
+        timeout: float | None = None,
+        wakeup: bool = True,
+    ) -> int:
+        """Dispatch events until ``limit`` were read or ``timeout`` seconds passed; the count.
+
+        ``wakeup`` asks every worker for a heartbeat at once, as Celery's receiver does,
+        so a monitor sees the fleet without waiting for the next beat.
+        """
+        seen = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in self.itercapture(wakeup=wakeup, deadline=deadline):
+            seen += 1
+            if limit is not None and seen >= limit:
+                break
+        return seen
+
+    def itercapture(self, wakeup: bool = True, deadline: float | None = None) -> Iterator[Event]:
+        if not fans_out(self.connection):
+            raise ConfigurationError(
+                "Events need a broker that can broadcast (Redis or RabbitMQ); this "
+                "broker's transport cannot."
+            )
+        got: deque[Event] = deque()
+        channel = self.connection.channel()
+        consumer = Consumer(
+            channel, queues=[self.queue], callbacks=[lambda body, m: got.extend(_events(body))],
+            accept=["json"], no_ack=True,
+        )  # fmt: skip
+        with consumer:
+            if wakeup:
+                self.app.control.broadcast("heartbeat", connection=self.connection)
+            while True:
+                while got:
+                    event = got.popleft()
+                    self.dispatch(event)
+                    yield event
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                try:
+                    self.connection.drain_events(timeout=1.0 if left is None else min(left, 1.0))
+                except TimeoutError:
+                    continue
+
+    def dispatch(self, event: Event) -> None:
+        if event.get("type") != "task-sent":  # clients do not keep their clocks in step
+            self.clock.adjust(int(event.get("clock") or 0))
+        handler = self.handlers.get(str(event.get("type"))) or self.handlers.get("*")
+        if handler is not None:
+            handler(event)
+
+
+def _events(body: Any) -> list[Event]:
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict)]
+    return [body] if isinstance(body, dict) else []
