@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CELERY_PYTHON = ROOT / "benchmarks" / ".venv-celery" / "bin" / "python"
 STEPS = (
-    "main", "defaults", "results", "unconfirmed", "concurrency", "sizes", "chord", "big",
-    "ceiling",
+    "main", "defaults", "results", "unconfirmed", "concurrency", "sizes", "chord", "events",
+    "big", "ceiling",
 )  # fmt: skip
 KB, MB = 1024, 1024 * 1024
 
@@ -109,6 +109,8 @@ def rows(p: Plan) -> list[Row]:
             f"sends): {p.chord:,}", "ms", celery_key="chord"),
         Row("chord_publish_unconfirmed", "6 chord, the call alone, taskq without publisher "
             "confirms", "ms", celery_key="chord_publish"),
+        Row("drain_events", f"7 drain with task events (-E): {p.main:,} queued, -c 2",
+            "tasks/s", vs_ceiling=True),
     ]  # fmt: skip
 
 
@@ -167,6 +169,8 @@ def steps(bench: Bench, p: Plan, only: set[str]) -> list[Step]:
             )
 
         out.append(("chord without publisher confirms", chord_unconfirmed, "taskq"))
+    if "events" in only:
+        out.append(("drain with -E", drain_as("drain_events", n=p.main, events=True), None))
     return out
 
 

@@ -40,8 +40,10 @@ class Framework:
     name: str  # "taskq" or "celery"
     python: str  # the interpreter of the environment that has it
 
-    def worker_argv(self, concurrency: int, celery_defaults: bool = False) -> list[str]:
-        common = ["worker", "-c", str(concurrency), "-l", "warning"]
+    def worker_argv(
+        self, concurrency: int, celery_defaults: bool = False, events: bool = False
+    ) -> list[str]:
+        common = ["worker", "-c", str(concurrency), "-l", "warning", *(["-E"] if events else [])]
         if self.name == "taskq":
             return [self.python, "-m", "taskq", "-A", "benchmarks.bench_tasks", *common]
         flags = [] if celery_defaults else list(CELERY_FAST_FLAGS)
@@ -132,12 +134,18 @@ class Bench:
         return result
 
     def worker(
-        self, fw: Framework, concurrency: int, results: bool, target: int, defaults: bool = False
+        self,
+        fw: Framework,
+        concurrency: int,
+        results: bool,
+        target: int,
+        defaults: bool = False,
+        events: bool = False,
     ) -> Worker:
         log = self.workdir / f"{fw.name}-worker.log"
         with open(log, "a") as f:
             f.write(f"\n=== {time.strftime('%H:%M:%S')} c={concurrency} target={target}\n")
-        argv = fw.worker_argv(concurrency, celery_defaults=defaults)
+        argv = fw.worker_argv(concurrency, celery_defaults=defaults, events=events)
         worker = Worker(argv, self.env(results=results, target=target), ROOT, log)
         worker.sample_memory(self.sample_interval)
         return worker
@@ -175,11 +183,14 @@ def drain(
     concurrency: int = 2,
     celery_defaults: bool = False,
     series: bool = False,
+    events: bool = False,
 ) -> dict[str, Any]:
-    """Scenarios 1, 2 and 5: enqueue ``n`` tasks (results off), then start a worker."""
+    """Scenarios 1, 2, 5 and 7: enqueue ``n`` tasks (results off), then start a worker."""
     bench.reset()
     sent = bench.client(fw, "enqueue", n, size=size)
-    worker = bench.worker(fw, concurrency, results=False, target=n, defaults=celery_defaults)
+    worker = bench.worker(
+        fw, concurrency, results=False, target=n, defaults=celery_defaults, events=events
+    )
     try:
         first, last = bench.wait_for_count(worker, n)
         time.sleep(2 * bench.sample_interval)  # one more memory sample after the last task

@@ -20,6 +20,7 @@ from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
 from .control import Control
+from .events import EventDispatcher, client_hostname, send_task_sent
 from .exceptions import ConfigurationError, NotRegistered
 from .result import AsyncResult, GroupResult, bind_group_result
 from .task import Context, Task, TaskOptions
@@ -251,6 +252,8 @@ class Taskq:
             retry_policy=call.retry_policy,
             compression=call.compression,
         )
+        if self.conf.task_send_sent_event:
+            send_task_sent(self, self._sent_events, msg, route)
         return AsyncResult(msg.id, app=self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
@@ -260,6 +263,10 @@ class Taskq:
     def control(self) -> Control:
         """Remote control of the workers: ``app.control.inspect().active()``, ``.revoke(id)``."""
         return Control(self)
+
+    @functools.cached_property
+    def _sent_events(self) -> EventDispatcher:
+        return EventDispatcher(self, client_hostname())
 
     @functools.cached_property
     def GroupResult(self) -> type[GroupResult]:

@@ -22,14 +22,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kombu import Consumer, Exchange, Producer, Queue
 from kombu.clocks import LamportClock
 
 from .exceptions import ConfigurationError
+from .message import TaskMessage, args_repr, kwargs_repr
 
 if TYPE_CHECKING:
+    from .amqp import Route
     from .app import Taskq
 
 logger = logging.getLogger("taskq.events")
@@ -48,6 +51,10 @@ def utcoffset() -> float:
     """The local offset from UTC in hours, positive west of Greenwich (Celery's sign)."""
     offset = time.altzone if time.daylight and time.localtime().tm_isdst else time.timezone
     return offset / 3600
+
+
+def iso_or_none(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def routing_key(event_type: str) -> str:
@@ -103,7 +110,6 @@ class EventDispatcher:
         self.clock = clock or LamportClock()
         self.batch = batch
         self.task_events = task_events
-        self.pid = os.getpid()
         self.utcoffset = utcoffset()
         self._buffer: deque[Event] = deque(maxlen=BUFFER_MAX)
         self._producer: Producer | None = None
@@ -132,7 +138,7 @@ class EventDispatcher:
         return {
             "hostname": self.hostname,
             "utcoffset": self.utcoffset,
-            "pid": self.pid,
+            "pid": os.getpid(),
             "clock": self.clock.forward(),
             **fields,
             "timestamp": fields.get("timestamp") or time.time(),
@@ -170,6 +176,39 @@ class EventDispatcher:
             delivery_mode=TRANSIENT,
             retry=False,
         )
+
+
+def send_task_sent(app: Taskq, dispatcher: EventDispatcher, msg: TaskMessage, route: Route) -> None:
+    """``task-sent`` for a task just published, on a pooled publishing connection.
+
+    Best effort, as every event: the task is on its way whatever happens here, so a failure
+    is logged, never raised to the caller.
+    """
+    event = dispatcher.event(
+        "task-sent",
+        uuid=msg.id,
+        root_id=msg.root_id or msg.id,
+        parent_id=msg.parent_id,
+        name=msg.task,
+        args=args_repr(msg),
+        kwargs=kwargs_repr(msg),
+        retries=msg.retries,
+        eta=iso_or_none(msg.eta),
+        expires=iso_or_none(msg.expires),
+        queue=route.queue.name if route.queue is not None else route.routing_key,
+        exchange=route.exchange,
+        routing_key=route.routing_key,
+    )
+    try:
+        with app.amqp.producers.acquire(block=True, timeout=10) as producer:
+            exchange = event_exchange(app, producer.connection)
+            producer.publish(
+                event, exchange=exchange, routing_key="task.sent", serializer="json",
+                headers={"hostname": dispatcher.hostname}, delivery_mode=TRANSIENT,
+                declare=[exchange], retry=False,
+            )  # fmt: skip
+    except Exception as exc:
+        logger.warning("The task-sent event of %s[%s] was not sent: %r", msg.task, msg.id, exc)
 
 
 class EventReceiver:

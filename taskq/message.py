@@ -99,6 +99,15 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
+def args_repr(msg: TaskMessage) -> str:
+    """The arguments as logs and monitors show them (the sender's own repr when it sent one)."""
+    return msg.argsrepr if msg.argsrepr is not None else _short_repr(msg.args)
+
+
+def kwargs_repr(msg: TaskMessage) -> str:
+    return msg.kwargsrepr if msg.kwargsrepr is not None else _short_repr(dict(msg.kwargs))
+
+
 def to_headers(msg: TaskMessage) -> dict[str, Any]:
     """The protocol-2 header table, in the order and shape a Celery 5.7 client sends."""
     headers: dict[str, Any] = {
@@ -114,10 +123,8 @@ def to_headers(msg: TaskMessage) -> dict[str, Any]:
         "timelimit": [msg.time_limit, msg.soft_time_limit],
         "root_id": msg.root_id or msg.id,
         "parent_id": msg.parent_id,
-        "argsrepr": msg.argsrepr if msg.argsrepr is not None else _short_repr(msg.args),
-        "kwargsrepr": msg.kwargsrepr
-        if msg.kwargsrepr is not None
-        else _short_repr(dict(msg.kwargs)),
+        "argsrepr": args_repr(msg),
+        "kwargsrepr": kwargs_repr(msg),
         "origin": msg.origin or origin_name(),
         "ignore_result": msg.ignore_result,
         "replaced_task_nesting": msg.replaced_task_nesting,

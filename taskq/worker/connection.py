@@ -143,21 +143,26 @@ def _set_up(conn: Any, spec: LinkSpec, on_message: OnMessage, on_decode: OnDecod
     qos.update()
     # One kombu consumer per queue, so each message knows the queue it came from: returns
     # and dead letters name it, whatever exchange delivered the message.
-    consumers = []
-    for source in spec.queues:
-        consumer = KombuConsumer(
-            channel,
-            [source],
-            on_message=functools.partial(on_message, queue=source),
-            # kombu re-raises a body it could not decompress unless told otherwise, which
-            # would lose the message; the same handler takes it instead.
-            on_decode_error=functools.partial(on_decode, queue=source),
-            accept=None,
-            auto_declare=True,
-        )
-        consumer.consume()
-        consumers.append(consumer)
+    consumers = [consume_from(channel, source, on_message, on_decode) for source in spec.queues]
     return Link(conn, qos, tuple(consumers), wake)
+
+
+def consume_from(
+    channel: Any, source: Queue, on_message: OnMessage, on_decode: OnDecodeError
+) -> Any:
+    """A started kombu consumer of ``source`` on ``channel`` (declared first)."""
+    consumer = KombuConsumer(
+        channel,
+        [source],
+        on_message=functools.partial(on_message, queue=source),
+        # kombu re-raises a body it could not decompress unless told otherwise, which
+        # would lose the message; the same handler takes it instead.
+        on_decode_error=functools.partial(on_decode, queue=source),
+        accept=None,
+        auto_declare=True,
+    )
+    consumer.consume()
+    return consumer
 
 
 def cancel_consumers(consumers: Sequence[Any]) -> None:

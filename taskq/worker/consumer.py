@@ -32,18 +32,21 @@ from ..backoff import Backoff, Incident
 from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
 from ..message import JSON, recover_identity
 from ..url import mask_url
-from .batch import Runtimes, batch_size, gather, settle
+from .batch import Runtimes
 from .connection import (
     LinkSpec,
     SetUpRefused,
     Stopped,
+    cancel_consumers,
     close_quietly,
     connection_errors,
+    consume_from,
     open_link,
 )
+from .dispatch import dispatch
 from .keeper import ResultKeeper
 from .monitor import Monitor
-from .pool import BatchCallbacks, Fate, Pool, Withdrawn
+from .pool import Pool
 from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
@@ -52,7 +55,6 @@ from .shutdown import shut_down
 from .state import Revoked, WorkerState
 from .strategy import build_strategies, read_message
 from .timers import Timers
-from .tracer import Outcome
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -112,6 +114,7 @@ class Consumer:
         self.connection: Any = None
         self.qos: QoS | None = None
         self.kombu_consumers: list[Any] = []
+        self.queues: list[Queue] = list(options.queues)  # add_consumer, cancel_consumer
         self.redelivery = Redelivery(app, options.hostname)
         self.keeper = ResultKeeper(app.backend, self.call_soon)
         self.backoff = Backoff()
@@ -147,6 +150,10 @@ class Consumer:
         if wake is not None and self._waiting:  # a busy consumer finds it without help
             wake()
 
+    def next_key(self) -> int:
+        """A key for ``active`` or ``held``, never used before."""
+        return next(self._seq)
+
     # -- called by the strategy, on this thread
     def reserve(self, request: Request) -> None:
         self.ready.append(request)
@@ -164,7 +171,7 @@ class Consumer:
         # A held message stays unacked, so it uses a prefetch slot: for ETA tasks raise the
         # count while they wait so they do not starve the pool (not for rate-limit waits,
         # whose whole point is to slow intake down).
-        key = next(self._seq)
+        key = self.next_key()
         self.held[key] = request
         bump = raise_prefetch and self.qos is not None
         if bump:
@@ -224,8 +231,8 @@ class Consumer:
         self.close_connection()
         fd = self.pool.result_fd
         spec = LinkSpec(
-            self.options.queues,
-            self.options.prefetch_count + self.prefetch.extra,
+            tuple(self.queues),
+            self.prefetch.rule.base + self.prefetch.extra,
             self.options.hostname,
             watch=(*(() if fd is None else (fd,)), *self._watched),
         )
@@ -320,7 +327,7 @@ class Consumer:
         if self.state.revoked.version != self._revoked_seen:
             self._revoked_seen = self.state.revoked.version
             drop_revoked(self)
-        self._dispatch()
+        dispatch(self)
         self.state.save_now_and_then()
         if self.qos is not None:
             self.qos.update()
@@ -337,64 +344,6 @@ class Consumer:
             except queue.Empty:
                 return
             fn()
-
-    def _dispatch(self) -> None:
-        # Up to two batches per pool process (one running, one waiting) keep the children
-        # busy while this thread is between polls, without handing the pool everything.
-        pool = self.pool
-        while self.ready and self.batches_in_flight < pool.capacity:
-            free = pool.capacity - self.batches_in_flight
-            size = batch_size(len(self.ready), free, pool.batch_size)
-            batch = gather(self.ready, size, self.runtimes)
-            if batch:
-                self._execute(batch)
-
-    def _execute(self, batch: list[Request]) -> None:
-        keys = [next(self._seq) for _ in batch]
-        self.active.update(zip(keys, batch, strict=True))
-        self.batches_in_flight += 1
-        first = batch[0]  # a task with limits or an early ack is always alone
-        limits = first.time_limits() if len(batch) == 1 else (None, None)
-
-        def done(fates: list[Fate], error: BaseException | None) -> None:
-            self.call_soon(lambda: self._finish(keys, fates, error))
-
-        def started(pid: int) -> None:
-            for request in batch:
-                request.worker_pid = pid  # a plain write, read for inspect and terminate
-                monitor.task("task-started", request.id)
-                if log_starts:
-                    logger.info("Task %r started", request)
-
-        now = time.time()
-        monitor = self.monitor
-        log_starts = logger.isEnabledFor(logging.INFO)
-        for request in batch:
-            request.time_start = now
-        early = None if first.policy.acks_late else (lambda: self.call_soon(first.on_accepted))
-        callbacks = BatchCallbacks(done, early, started)
-        self.pool.apply([r.job() for r in batch], callbacks, limits)
-
-    def _finish(self, keys: list[int], fates: list[Fate], error: BaseException | None) -> None:
-        self.batches_in_flight -= 1
-        again = []
-        deeper = self.prefetch.extra
-        for key, fate in zip(keys, fates, strict=True):
-            request = self.active.pop(key, None)
-            if request is None:
-                continue  # given back already (cold stop)
-            if isinstance(fate, Withdrawn) and request.id in self.state.revoked:
-                request.revoke("revoked")  # taken back from the pool before it started
-                continue
-            if isinstance(fate, Outcome):
-                self.state.total[request.name] += 1
-                self.runtimes.observe(request.name, fate.runtime)
-                self.prefetch.observe(fate.runtime, len(request.raw.body or b""))
-            if settle(request, fate, error):
-                again.append(request)
-        self.ready.extendleft(reversed(again))
-        if self.qos is not None:
-            self.prefetch.apply(self.qos, deeper)
 
     # -- receiving
     def _on_message(self, raw: Any, queue: Queue) -> None:
@@ -450,6 +399,30 @@ class Consumer:
         for request in self.active.values():
             request.stale = True
         self.keeper.mark_stale()
+
+    # -- the queues consumed (remote control changes them)
+    def consume_queue(self, source: Queue) -> bool:
+        """Consume ``source`` from now on, after reconnects too; False if it already is."""
+        if any(q.name == source.name for q in self.queues):
+            return False
+        self.queues.append(source)
+        if self.connection is not None:
+            channel = self.connection.default_channel
+            started = consume_from(channel, source, self._on_message, self._on_decode_error)
+            self.kombu_consumers.append(started)
+        logger.info("Started consuming from %s", source.name)
+        return True
+
+    def cancel_queue(self, name: str) -> bool:
+        """Stop consuming the queue ``name`` (what was reserved from it still runs)."""
+        if not any(q.name == name for q in self.queues):
+            return False
+        self.queues = [q for q in self.queues if q.name != name]
+        for consumer in [c for c in self.kombu_consumers if c.queues[0].name == name]:
+            cancel_consumers([consumer])
+            self.kombu_consumers.remove(consumer)
+        logger.info("Stopped consuming from %s", name)
+        return True
 
     def close_connection(self) -> None:
         self.monitor.dispatcher.disconnect()

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..control import make_mailbox
 from ..url import mask_url
-from . import revokes
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -167,7 +166,7 @@ def cmd_revoked(panel: ControlPanel, **_: Any) -> list[str]:
 
 @command
 def cmd_active_queues(panel: ControlPanel, **_: Any) -> list[dict[str, Any]]:
-    return [dict(q.as_dict(recurse=True)) for q in panel.consumer.options.queues]
+    return [dict(q.as_dict(recurse=True)) for q in panel.consumer.queues]
 
 
 @command
@@ -190,7 +189,7 @@ def cmd_stats(panel: ControlPanel, **_: Any) -> dict[str, Any]:
         "uptime": round(time.time() - panel.state.started),
         "pool": c.pool.info(),
         "broker": broker,
-        "prefetch_count": c.options.prefetch_count + c.prefetch.extra,
+        "prefetch_count": c.prefetch.rule.base + c.prefetch.extra,
         "rusage": rusage,
     }
 
@@ -213,73 +212,8 @@ def cmd_report(panel: ControlPanel, **_: Any) -> dict[str, Any]:
 
 
 @command
-def cmd_revoke(
-    panel: ControlPanel,
-    task_id: Any = None,
-    terminate: bool = False,
-    signal: str | None = None,
-    **_: Any,
-) -> dict[str, Any]:
-    ids = [task_id] if isinstance(task_id, str) else [str(i) for i in task_id or ()]
-    consumer = panel.consumer
-    held_here = {r.id for _, r in panel.requests()}
-    panel.state.revoked.add(ids)
-    consumer.acknowledge_revokes()
-    dropped = revokes.drop_revoked(consumer)
-    for one in ids:
-        if one not in held_here:
-            revokes.mark_elsewhere(consumer, one)
-    logger.info("Tasks flagged as revoked: %s", ", ".join(ids))
-    if dropped:
-        logger.info("Revoked before they ran: %s", ", ".join(dropped))
-    if terminate:
-        killed = revokes.terminate(consumer, ids, signal or "SIGTERM")
-        return ok(f"terminate: {', '.join(killed)}" if killed else "terminate: tasks unknown")
-    return ok(f"tasks {set(ids)} flagged as revoked")  # Celery's text, a set's repr
-
-
-@command
-def cmd_terminate(panel: ControlPanel, signal: str, task_id: Any, **_: Any) -> dict[str, Any]:
-    """``celery control terminate SIGNAL ID...``: revoke and kill, with that signal."""
-    reply: dict[str, Any] = cmd_revoke(panel, task_id, terminate=True, signal=signal)
-    return reply
-
-
-@command
 def cmd_clock(panel: ControlPanel, **_: Any) -> dict[str, Any]:
     return {"clock": panel.consumer.monitor.clock.value}
-
-
-@command
-def cmd_enable_events(panel: ControlPanel, **_: Any) -> dict[str, Any]:
-    monitor = panel.consumer.monitor
-    if monitor.task_events:
-        return ok("task events already enabled")
-    monitor.task_events = True
-    logger.info("Task events enabled by remote control.")
-    return ok("task events enabled")
-
-
-@command
-def cmd_disable_events(panel: ControlPanel, **_: Any) -> dict[str, Any]:
-    monitor = panel.consumer.monitor
-    if not monitor.task_events:
-        return ok("task events already disabled")
-    monitor.task_events = False
-    logger.info("Task events disabled by remote control.")
-    return ok("task events disabled")
-
-
-@command
-def cmd_heartbeat(panel: ControlPanel, **_: Any) -> None:
-    """A monitor that just started wants to see every worker now, not in 2 s."""
-    panel.consumer.monitor.heartbeat()
-
-
-@command
-def cmd_shutdown(panel: ControlPanel, msg: str = "Got shutdown from remote", **_: Any) -> None:
-    logger.warning(msg)
-    panel.on_shutdown()
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
@@ -288,3 +222,7 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v if isinstance(v, simple) else getattr(v, "__name__", str(v)) for k, v in data.items()
     }
+
+
+# The commands that change the worker live in commands.py; importing it registers them.
+from . import commands  # noqa: E402, F401

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.clocks import LamportClock
 
-from ..events import SW_IDENT, EventDispatcher
+from ..events import SW_IDENT, EventDispatcher, iso_or_none
+from ..message import args_repr, kwargs_repr
 from .connection import connection_errors
 
 if TYPE_CHECKING:
@@ -30,10 +31,6 @@ logger = logging.getLogger("taskq.worker")
 HEARTBEAT_FREQ = 2.0  # Celery's interval: monitors call a worker gone after two missed
 Load = Callable[[], tuple[int, int]]  # (tasks running now, tasks finished since start)
 Later = Callable[[float, Callable[[], None]], None]
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 class Monitor:
@@ -137,13 +134,13 @@ class Monitor:
             "task-received",
             uuid=m.id,
             name=m.task,
-            args=m.argsrepr if m.argsrepr is not None else repr(list(m.args)),
-            kwargs=m.kwargsrepr if m.kwargsrepr is not None else repr(dict(m.kwargs)),
+            args=args_repr(m),
+            kwargs=kwargs_repr(m),
             root_id=m.root_id,
             parent_id=m.parent_id,
             retries=m.retries,
-            eta=_iso(m.eta),
-            expires=_iso(m.expires),
+            eta=iso_or_none(m.eta),
+            expires=iso_or_none(m.expires),
         )
 
 

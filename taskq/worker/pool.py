@@ -201,6 +201,13 @@ class Pool(ABC):
         """Signal the process running ``request``; False where tasks share this process."""
         return False
 
+    def resize(self, change: int) -> int:
+        """Add ``change`` processes (fewer when negative); the number added or removed."""
+        raise ValueError(
+            f"the {type(self).__name__} cannot change its size (only prefork can): restart "
+            "the worker with another -c"
+        )
+
     def info(self) -> dict[str, Any]:
         """Celery's ``stats()["pool"]``."""
         return {

@@ -32,6 +32,7 @@ from .pool import (
     Fate,
     Limits,
     Pool,
+    PoolOptions,
     Withdrawn,
     lost_fates,
     run_batch,
@@ -39,6 +40,8 @@ from .pool import (
 )
 from .signal_inbox import forget_inherited_inbox
 from .tracer import Job
+
+GROWTH = 4  # pool_grow may take the pool to this many times its starting size
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -160,6 +163,17 @@ class _Billiard(BilliardPool):  # type: ignore[misc]
 class PreforkPool(Pool):
     """billiard's process pool: each batch in a child process, with time limits."""
 
+    def __init__(self, app: Taskq, options: PoolOptions):
+        super().__init__(app, options)
+        self._size = options.concurrency
+        # The shared rows are made before the fork, for as many processes as pool_grow may
+        # ever reach: a child forked later sees the same memory.
+        self._most = options.concurrency * GROWTH
+
+    @property
+    def limit(self) -> int:
+        return self._size
+
     @property
     def batch_size(self) -> int:
         # billiard counts jobs, not tasks, towards max_tasks_per_child, and checks the
@@ -170,12 +184,13 @@ class PreforkPool(Pool):
     def start(self) -> None:
         o = self.options
         # One row of marks per batch in flight; a batch owns its row until it is reported.
-        self._marks = RawArray(ctypes.c_ubyte, self.capacity * self.batch_size)
-        self._claims = Claims(self.capacity)
+        rows = self._most * 2  # the capacity of the largest pool
+        self._marks = RawArray(ctypes.c_ubyte, rows * self.batch_size)
+        self._claims = Claims(rows)
         self._in_flight: dict[int, tuple[int, BatchCallbacks]] = {}  # row -> its batch
         self._ids: dict[int, set[str]] = {}  # row -> the task ids in its batch
         self._free_rows: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for row in range(self.capacity):
+        for row in range(rows):
             self._free_rows.put(row)
         self._pool = _Billiard(
             processes=o.concurrency,
@@ -276,6 +291,25 @@ class PreforkPool(Pool):
         # billiard sees the process die and starts another; the batch is reported lost.
         os.kill(pid, signal_number(signal_name))
         return True
+
+    def resize(self, change: int) -> int:
+        if change > 0:
+            if self._size + change > self._most:
+                raise ValueError(
+                    f"the pool can grow to {self._most} processes at most ({GROWTH} times "
+                    f"-c {self.options.concurrency}); restart the worker with a larger -c"
+                )
+            self._pool.grow(change)  # billiard's supervisor starts them
+            self._size += change
+            return change
+        if self._size + change < 1:
+            raise ValueError(f"the pool has {self._size} process(es) and keeps at least one")
+        before = self._pool._processes
+        try:
+            self._pool.shrink(-change)  # idle processes only; ValueError when all are busy
+        finally:
+            self._size -= before - self._pool._processes
+        return int(self._pool._processes - before)
 
     def info(self) -> dict[str, Any]:
         o = self.options

@@ -40,7 +40,7 @@ def drop_revoked(consumer: Consumer) -> list[str]:
             request.revoke("revoked")
     waiting = {r.id for r in consumer.active.values() if r.id in revoked and not r.worker_pid}
     if waiting:
-        # Handed to the pool, not started: the batches come back Withdrawn (see _finish).
+        # Handed to the pool, not started: the batches come back Withdrawn (see dispatch.finish).
         consumer.pool.withdraw_tasks(waiting)
     if any(r.id in revoked for r in consumer.ready):
         keep: deque[Request] = deque()

@@ -37,9 +37,15 @@ class Reserver(Protocol):
     @property
     def revoked(self) -> Container[str]: ...
 
-    redelivery: Redelivery
-    keeper: Keeper
-    monitor: Monitor
+    # Read-only to the handlers (properties, so the consumer's own types may be narrower).
+    @property
+    def redelivery(self) -> Redelivery: ...
+
+    @property
+    def keeper(self) -> Keeper: ...
+
+    @property
+    def monitor(self) -> Monitor: ...
 
     def reserve(self, request: Request) -> None: ...
 
@@ -82,13 +88,20 @@ def read_message(raw: Any, accept: frozenset[str], limit: int | None) -> TaskMes
 
 
 def build_strategies(app: Taskq, consumer: Reserver, hostname: str) -> dict[str, Handler]:
-    strategies: dict[str, Handler] = {}
-    default_rate = app.conf.task_default_rate_limit
+    return {name: strategy_for(app, consumer, hostname, name) for name in app.tasks}
+
+
+def strategy_for(app: Taskq, consumer: Reserver, hostname: str, name: str) -> Handler:
+    """The handler of one task, from its options as they are now (a rate_limit or
+    time_limit command changes them, then builds it again)."""
+    task = app.tasks[name]
     limits_off = app.conf.worker_disable_rate_limits
-    for name, task in app.tasks.items():
-        rate = None if limits_off else parse_rate(task.options.rate_limit or default_rate)
-        strategies[name] = _handler(app, consumer, hostname, AckPolicy.for_task(app, task), rate)
-    return strategies
+    rate = (
+        None
+        if limits_off
+        else parse_rate(task.options.rate_limit or app.conf.task_default_rate_limit)
+    )
+    return _handler(app, consumer, hostname, AckPolicy.for_task(app, task), rate)
 
 
 def _handler(

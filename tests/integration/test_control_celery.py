@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import taskq  # noqa: E402
+from taskq.events import EventReceiver  # noqa: E402
 from tests.integration import interop_tasks  # noqa: E402
 from tests.integration.helpers import WorkerProcess, run_cli, wait_for  # noqa: E402
 
@@ -213,3 +215,30 @@ def test_cli_against_the_celery_worker(fleet: Fleet) -> None:
     done = fleet.cli("status", "-d", "nobody@nowhere", "-t", "0.5")
     assert done.returncode == 69
     assert done.stderr.startswith("Error: No nodes replied within time constraint")
+
+
+def test_taskq_reads_a_celery_workers_events(fleet: Fleet) -> None:
+    # Started without -E: taskq's client turns its task events on, then taskq's receiver
+    # reads its heartbeats and a task's events (Celery sends them as task.multi arrays).
+    control = fleet.client.control
+    done = control.enable_events(fleet.dest, reply=True, timeout=WAIT)
+    assert done == [{fleet.node: {"ok": "task events enabled"}}]
+    got: list[dict[str, Any]] = []
+    with fleet.client.connection() as conn:
+        receiver = EventReceiver(fleet.client, conn, {"*": got.append})
+        events = receiver.itercapture(deadline=time.monotonic() + RESULT_TIMEOUT)
+        for event in events:
+            if event["type"] == "worker-heartbeat" and event["hostname"] == fleet.node:
+                break
+        result = fleet.client.send_task("interop.add", [20, 22])
+        for event in events:
+            if event.get("uuid") == result.id and event["type"] == "task-succeeded":
+                break
+    beat = next(e for e in got if e["type"] == "worker-heartbeat")
+    assert beat["sw_ident"] == "py-celery" and beat["hostname"] == fleet.node
+    mine = [e for e in got if e.get("uuid") == result.id]
+    assert [e["type"] for e in mine] == ["task-received", "task-started", "task-succeeded"], got
+    assert mine[0]["name"] == "interop.add" and mine[-1]["result"] == "42"
+    assert result.get(timeout=RESULT_TIMEOUT) == 42
+    done = control.disable_events(fleet.dest, reply=True, timeout=WAIT)
+    assert done == [{fleet.node: {"ok": "task events disabled"}}]

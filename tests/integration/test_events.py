@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -194,3 +195,23 @@ def test_taskq_receiver_and_cli(fleet: tuple[Setup, Taskq, str]) -> None:
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(events) == 3 and all("type" in e and "clock" in e for e in events)
     assert any(e["hostname"] == node and e["type"] == "worker-heartbeat" for e in events)
+
+
+def test_a_client_sends_task_sent(
+    fleet: tuple[Setup, Taskq, str], celery_receiver: Collector
+) -> None:
+    setup, _, node = fleet
+    got = celery_receiver
+    got.wait(lambda: got.from_node(node, "worker-heartbeat"), "a heartbeat from the worker")
+    app = setup.client()
+    app.conf.task_send_sent_event = True
+    app.conf.task_default_queue = f"ev-sent-{uuid.uuid4().hex[:6]}"  # nobody consumes it
+    try:
+        result = app.tasks["itest.add"].apply_async((7, 8), countdown=600)
+        got.wait(lambda: got.types(result.id) == ["task-sent"], f"task-sent of {result.id}")
+        sent = got.of(result.id)[0]
+        assert sent["name"] == "itest.add" and sent["args"] == "(7, 8)"
+        assert sent["queue"] == app.conf.task_default_queue and sent["eta"]
+        assert sent["hostname"] == f"gen{os.getpid()}@{socket.gethostname()}"
+    finally:
+        app.close()

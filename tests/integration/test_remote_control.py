@@ -198,3 +198,88 @@ def test_taskq_client_and_cli_on_a_taskq_worker(
 def ids_held_taskq(app: Taskq, node: str) -> set[str]:
     scheduled = app.control.inspect(destination=[node], timeout=5).scheduled() or {}
     return {t["request"]["id"] for t in scheduled.get(node, [])}
+
+
+def test_rate_limit_and_time_limit_commands(
+    fleet: tuple[Setup, Taskq, celery.Celery, str], tmp_path: Path
+) -> None:
+    _, app, capp, node = fleet
+    dest = {"destination": [node], "reply": True, "timeout": WAIT}
+    add = app.tasks["itest.add"]
+    try:
+        answer = capp.control.rate_limit("itest.add", "1/h", **dest)
+        assert replies(answer[0], node) == {"ok": "new rate limit set successfully"}
+        inspect = capp.control.inspect(destination=[node], timeout=5)
+        assert "itest.add [rate_limit=1/h]" in replies(inspect.registered("rate_limit"), node)
+        first, second = add.delay(3, 3), add.delay(4, 4)
+        assert first.get(timeout=WAIT) == 6
+        # One an hour: the second waits in the worker for its turn.
+        wait_for(lambda: second.id in ids_held(capp, node), WAIT, "the second to be held")
+        app.control.revoke(second.id, destination=[node])
+        second.get(timeout=WAIT, propagate=False)
+        assert second.state == states.REVOKED
+    finally:
+        answer = capp.control.rate_limit("itest.add", None, **dest)
+    assert replies(answer[0], node) == {"ok": "rate limit disabled successfully"}
+    assert add.delay(5, 5).get(timeout=WAIT) == 10
+    answer = capp.control.rate_limit("itest.add", "fast", **dest)
+    assert replies(answer[0], node)["error"].startswith("Invalid rate limit string")
+    answer = capp.control.rate_limit("no.such.task", "1/s", **dest)
+    assert replies(answer[0], node) == {"error": "unknown task"}
+
+    record = app.tasks["itest.record"]
+    try:
+        answer = capp.control.time_limit("itest.record", soft=None, hard=1, **dest)
+        assert replies(answer[0], node) == {"ok": "time limits set successfully"}
+        limited = record.delay(str(tmp_path), "limited", 60.0)
+        limited.get(timeout=WAIT, propagate=False)
+        assert limited.state == states.FAILURE
+        assert type(limited.result).__name__ == "TimeLimitExceeded"
+    finally:
+        capp.control.time_limit("itest.record", soft=None, hard=None, **dest)
+    assert record.delay(str(tmp_path), "free", 1.5).get(timeout=WAIT) == "free"
+
+
+def test_add_and_cancel_consumer(fleet: tuple[Setup, Taskq, celery.Celery, str]) -> None:
+    _, app, capp, node = fleet
+    queue = f"rc-extra-{uuid.uuid4().hex[:6]}"
+    waiting = app.tasks["itest.add"].apply_async((20, 22), queue=queue)
+    added = app.control.add_consumer(queue, destination=[node], reply=True, timeout=WAIT)
+    assert added == [{node: {"ok": f"add consumer {queue}"}}]
+    assert waiting.get(timeout=WAIT) == 42
+    again = app.control.add_consumer(queue, destination=[node], reply=True, timeout=WAIT)
+    assert again == [{node: {"ok": f"already consuming from {queue!r}"}}]
+
+    def consumed() -> set[str]:
+        inspect = capp.control.inspect(destination=[node], timeout=5)
+        return {q["name"] for q in replies(inspect.active_queues(), node)}
+
+    assert queue in consumed()
+    gone = capp.control.cancel_consumer(queue, destination=[node], reply=True, timeout=WAIT)
+    assert replies(gone[0], node) == {"ok": f"no longer consuming from {queue}"}
+    assert consumed() == {app.conf.task_default_queue}
+    assert app.tasks["itest.add"].delay(1, 2).get(timeout=WAIT) == 3  # its own queue still
+
+
+def test_pool_grow_and_shrink(fleet: tuple[Setup, Taskq, celery.Celery, str]) -> None:
+    _, app, capp, node = fleet
+
+    def stats() -> Any:
+        return replies(capp.control.inspect(destination=[node], timeout=5).stats(), node)
+
+    before = stats()
+    assert before["pool"]["max-concurrency"] == 2
+    grown = capp.control.pool_grow(1, destination=[node], reply=True, timeout=WAIT)
+    assert replies(grown[0], node) == {"ok": "pool will grow"}
+    wait_for(lambda: len(stats()["pool"]["processes"]) == 3, WAIT, "a third process")
+    assert stats()["prefetch_count"] >= before["prefetch_count"] + 4  # one process's share
+    assert app.tasks["itest.add"].delay(1, 1).get(timeout=WAIT) == 2
+    shrunk = capp.control.pool_shrink(1, destination=[node], reply=True, timeout=WAIT)
+    assert replies(shrunk[0], node) == {"ok": "pool will shrink"}
+    wait_for(lambda: len(stats()["pool"]["processes"]) == 2, WAIT, "back to two processes")
+    assert stats()["pool"]["max-concurrency"] == 2
+    too_many = capp.control.pool_grow(100, destination=[node], reply=True, timeout=WAIT)
+    assert "can grow to 8 processes at most" in replies(too_many[0], node)["error"]
+    scaled = capp.control.autoscale(4, 2, destination=[node], reply=True, timeout=WAIT)
+    assert replies(scaled[0], node)["error"].startswith("Autoscale not enabled")
+    assert app.tasks["itest.add"].delay(2, 2).get(timeout=WAIT) == 4
