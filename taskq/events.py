@@ -15,6 +15,7 @@ Shared by client and worker: the worker wires the dispatcher into its loop
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -39,11 +40,15 @@ logger = logging.getLogger("taskq.events")
 
 Event = dict[str, Any]
 Handler = Callable[[Event], object]
-BATCHED = "task."  # events of this prefix are buffered and sent as arrays
+TASK = "task-"  # a worker sends events of this prefix as arrays, others one by one
 MULTI_KEY = "task.multi"
-BATCH_MAX = 24  # events per array, as Celery's worker sends them
+FLUSH_SECONDS = 0.1  # how long a buffered event may wait: what a monitor lags behind
+BATCH_MAX = 256  # events per array at most (Celery's workers send up to 24; any size is read)
 BUFFER_MAX = 10_000  # events kept while the broker cannot take them; the oldest go first
 TRANSIENT = 1
+JSON = "application/json"
+# Events are plain JSON values (str, numbers, None, lists, dicts): no cycles to look for.
+_ENCODE = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 SW_IDENT = "py-taskq"
 
 
@@ -87,12 +92,13 @@ def check_serializer(app: Taskq) -> None:
 
 
 class EventDispatcher:
-    """Sends events on one connection.
+    """Makes events and publishes them on one connection.
 
-    ``send`` may be called from any thread: task events only go into a buffer, which the
-    owner empties with ``flush`` on the thread that owns the connection. Other events
-    are published at once, so only that thread may send them. Nothing is sent while
-    ``enabled`` is false for task events; worker events follow ``heartbeats``.
+    Unbuffered (a client), ``send`` publishes at once. Buffered (a worker), ``send`` only
+    appends to a buffer, from any thread, and ``flush`` publishes the buffer from the one
+    thread that owns the connection: task events as arrays under ``task.multi``, others
+    one by one, once ``FLUSH_SECONDS`` passed since the last flush or ``BATCH_MAX`` events
+    wait. Task events are dropped while ``task_events`` is false.
     """
 
     def __init__(
@@ -101,17 +107,19 @@ class EventDispatcher:
         hostname: str,
         *,
         clock: LamportClock | None = None,
-        batch: bool = False,
+        buffered: bool = False,
         task_events: bool = True,
     ):
         check_serializer(app)
         self.app = app
         self.hostname = hostname
         self.clock = clock or LamportClock()
-        self.batch = batch
+        self.buffered = buffered
         self.task_events = task_events
         self.utcoffset = utcoffset()
         self._buffer: deque[Event] = deque(maxlen=BUFFER_MAX)
+        self._flushed = 0.0  # when the buffer was last published (monotonic)
+        self._pid = os.getpid()  # a buffered dispatcher lives in one process (a worker's)
         self._producer: Producer | None = None
 
     # -- the connection
@@ -129,10 +137,6 @@ class EventDispatcher:
     def disconnect(self) -> None:
         self._producer = None  # the channel closes with its connection
 
-    @property
-    def connected(self) -> bool:
-        return self._producer is not None
-
     # -- sending
     def event(self, event_type: str, **fields: Any) -> Event:
         return {
@@ -146,32 +150,71 @@ class EventDispatcher:
         }
 
     def send(self, event_type: str, **fields: Any) -> None:
-        if event_type.startswith(BATCHED):
-            if not self.task_events:
-                return
-            if self.batch:
-                self._buffer.append(self.event(event_type, **fields))
-                return
-        self.publish(routing_key(event_type), self.event(event_type, **fields))
+        if event_type.startswith(TASK) and not self.task_events:
+            return
+        if self.buffered:
+            self.append(event_type, fields)
+        else:
+            self.publish(routing_key(event_type), self.event(event_type, **fields))
 
-    def flush(self) -> None:
-        """Publish what the buffer holds, as arrays of up to ``BATCH_MAX`` events."""
+    def append(self, event_type: str, fields: Event) -> None:
+        """Buffer ``fields`` (taken over, not copied) as an event: the worker's hot path."""
+        fields["hostname"] = self.hostname
+        fields["utcoffset"] = self.utcoffset
+        fields["pid"] = self._pid
+        fields["clock"] = self.clock.forward()
+        fields["timestamp"] = time.time()
+        fields["type"] = event_type
+        self._buffer.append(fields)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def due(self) -> bool:
+        """Whether ``flush`` would publish now."""
+        buffer = self._buffer
+        return bool(buffer) and (
+            len(buffer) >= BATCH_MAX or time.monotonic() - self._flushed >= FLUSH_SECONDS
+        )
+
+    def flush(self, force: bool = False) -> None:
+        """Publish the buffer if it is ``due`` (or ``force``); what could not be sent stays.
+
+        A busy worker so sends one message per few hundred events, not one per turn of its
+        loop: each publish costs the loop a round trip to the broker.
+        """
+        if not (force or self.due()):
+            return
+        self._flushed = time.monotonic()
         buffer = self._buffer
         while buffer and self._producer is not None:
             chunk = [buffer.popleft() for _ in range(min(BATCH_MAX, len(buffer)))]
             try:
-                self.publish(MULTI_KEY, chunk)
+                self._publish_chunk(chunk)
             except Exception:
-                buffer.extendleft(reversed(chunk))  # kept for the next connection
+                buffer.extendleft(reversed(chunk))
                 raise
+
+    def _publish_chunk(self, chunk: list[Event]) -> None:
+        tasks = [e for e in chunk if e["type"].startswith(TASK)]
+        if tasks:
+            self.publish(MULTI_KEY, tasks)
+        for event in chunk:
+            if not event["type"].startswith(TASK):
+                self.publish(routing_key(event["type"]), event)
 
     def publish(self, key: str, body: Event | list[Event]) -> None:
         producer = self._producer
         if producer is None:
             return  # no broker that can carry events: monitoring is best effort
+        # Encoded here, once, by a plain encoder: through kombu's serializer registry a
+        # worker's event stream cost its loop half as much again.
         producer.publish(
-            body,
+            _ENCODE(body),
             routing_key=key,
+            content_type=JSON,
+            content_encoding="utf-8",
             headers={"hostname": self.hostname},
             delivery_mode=TRANSIENT,
             retry=False,

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 from ..amqp import make_queue
 from . import revokes
 from .control import ControlPanel, command, ok
 from .strategy import parse_rate, strategy_for
+
+if TYPE_CHECKING:
+    from .request import Request
 
 logger = logging.getLogger("taskq.worker")
 
@@ -201,3 +205,46 @@ def cmd_autoscale(
 ) -> dict[str, Any]:
     # As a Celery worker started without --autoscale answers: taskq has no autoscaler.
     return nok("Autoscale not enabled: taskq workers have a fixed pool; use pool_grow/pool_shrink")
+
+
+@command
+def cmd_revoke_by_stamped_headers(
+    panel: ControlPanel,
+    headers: Any = None,
+    terminate: bool = False,
+    signal: str | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Revoke every task stamped with one of these values: ``{"stamp": value or [values]}``
+    (or Celery's older list form, ``["stamp=value", ...]``)."""
+    if isinstance(headers, list):
+        headers = dict(str(h).split("=", 1) for h in headers if "=" in str(h))
+    if not isinstance(headers, dict) or not headers:
+        return nok("revoke_by_stamped_headers needs headers: {stamp: value or [values]}")
+    consumer = panel.consumer
+    panel.state.revoked_stamps.add(headers)
+    dropped = revokes.drop_revoked(consumer)
+    logger.info("Stamped headers flagged as revoked: %s", headers)
+    if dropped:
+        logger.info("Revoked before they ran: %s", ", ".join(dropped))
+    if not terminate:
+        return ok(f"headers {headers} flagged as revoked, but not terminated")
+    killed: defaultdict[str, set[Any]] = defaultdict(set)
+
+    def chosen(request: Request) -> bool:
+        msg = request.message
+        hit = False
+        for header in msg.stamped_headers or ():
+            mine = msg.stamps.get(header)
+            mine = mine if isinstance(mine, list | tuple) else [mine]
+            wanted = headers.get(header, [])
+            wanted = wanted if isinstance(wanted, list | tuple) else [wanted]
+            for value in (v for v in mine if v in wanted):
+                killed[header].add(value)
+                hit = True
+        return hit
+
+    revokes.terminate_where(consumer, chosen, signal or "SIGTERM")
+    if not killed:
+        return ok(f"headers {headers} were not terminated")
+    return ok(f"headers {killed} revoked")  # Celery's text, a defaultdict's repr

@@ -50,9 +50,9 @@ from .pool import Pool
 from .prefetch import AdaptivePrefetch, PrefetchRule
 from .redelivery import Redelivery
 from .request import Request
-from .revokes import drop_revoked
+from .revokes import drop_revoked, is_revoked
 from .shutdown import shut_down
-from .state import Revoked, WorkerState
+from .state import WorkerState
 from .strategy import build_strategies, read_message
 from .timers import Timers
 
@@ -126,9 +126,8 @@ class Consumer:
         self._chores: list[Callable[[], None]] = []  # run at every turn (see watch)
         self._watched: list[int] = []
 
-    @property
-    def revoked(self) -> Revoked:
-        return self.state.revoked
+    def revoked_now(self, request: Request) -> bool:
+        return is_revoked(self.state, request)
 
     def acknowledge_revokes(self) -> None:
         """The revoked ids as they are now are acted on (by the caller): no need to look."""
@@ -284,7 +283,7 @@ class Consumer:
             elif self.active and self._wake is None:
                 timeout = BUSY_POLL
             else:
-                timeout = self.timers.next_delay(IDLE_POLL)
+                timeout = self.monitor.wait_limit(self.timers.next_delay(IDLE_POLL))
             try:
                 conn.drain_events(timeout=timeout)
             except TimeoutError:
@@ -425,7 +424,6 @@ class Consumer:
         return True
 
     def close_connection(self) -> None:
-        self.monitor.dispatcher.disconnect()
         close_quietly(self.connection)
         self.connection = None
         self.kombu_consumers = []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .batch import batch_size, gather, settle
 from .pool import BatchCallbacks, Fate, Withdrawn
 from .request import Request
+from .revokes import is_revoked
 from .tracer import Outcome
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def finish(
         request = consumer.active.pop(key, None)
         if request is None:
             continue  # given back already (cold stop)
-        if isinstance(fate, Withdrawn) and request.id in consumer.state.revoked:
+        if isinstance(fate, Withdrawn) and is_revoked(consumer.state, request):
             request.revoke("revoked")  # taken back from the pool before it started
             continue
         if isinstance(fate, Outcome):

@@ -3,9 +3,15 @@
 Worker events (``worker-online``, a ``worker-heartbeat`` every ``freq`` seconds,
 ``worker-offline``) go out by default, as Celery's do, so Flower and ``celery status``-style
 tools see the worker; ``--without-heartbeat`` stops them. Task events are sent only with
-``-E`` (``worker_send_task_events``) or after ``enable_events``. They are buffered wherever
-they happen (pool threads included) and published by the consumer thread once per turn of
-its loop, as arrays, so the task path never waits for the broker on their account.
+``-E`` (``worker_send_task_events``) or after ``enable_events``.
+
+Sending an event costs the task path one append to a buffer, from whatever thread it
+happens on. The consumer thread publishes the buffer on its own connection at most every
+``FLUSH_SECONDS`` (sooner when a few hundred wait), task events as one JSON array per few
+hundred: a busy worker sends some ten event messages a second, whatever its task rate.
+(A thread of its own would cost more: it would fight the consumer thread for the GIL.)
+The heartbeat is timed by the consumer's loop, so a worker whose loop is stuck stops
+beating, as it should.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.clocks import LamportClock
 
-from ..events import SW_IDENT, EventDispatcher, iso_or_none
+from ..events import FLUSH_SECONDS, SW_IDENT, EventDispatcher, iso_or_none
 from ..message import args_repr, kwargs_repr
 from .connection import connection_errors
 
@@ -43,14 +49,15 @@ class Monitor:
         heartbeat: float | None = HEARTBEAT_FREQ,
         clock: LamportClock | None = None,
     ):
+        self.app = app
         self.hostname = hostname
         self.freq = heartbeat
         self.clock = clock or LamportClock()
         self.dispatcher = EventDispatcher(
-            app, hostname, clock=self.clock, batch=True, task_events=task_events
+            app, hostname, clock=self.clock, buffered=True, task_events=task_events
         )
         self.load: Load = lambda: (0, 0)
-        self._online = False
+        self._online = False  # worker-online was sent
         self._said_unavailable = False
         self._generation = 0  # one beat timer per connection (a reconnect starts another)
         from .. import __version__
@@ -65,9 +72,9 @@ class Monitor:
     def task_events(self, on: bool) -> None:
         self.dispatcher.task_events = on
 
-    # -- wiring, on the consumer thread
+    # -- on the consumer thread
     def connect(self, connection: Any, call_later: Later) -> None:
-        """Send on ``connection`` (after every connect); beats are timed with ``call_later``."""
+        """Send on ``connection`` (after each connect of the consumer); time the beat."""
         if not self.dispatcher.connect(connection):
             if not self._said_unavailable:
                 logger.info("Events are not available on this broker's transport.")
@@ -75,34 +82,44 @@ class Monitor:
             return
         if self.freq is None:
             return
-        self._worker_event("worker-heartbeat" if self._online else "worker-online")
-        self._online = True
+        if not self._online:
+            self._online = True
+            self._worker_event("worker-online")
         # The consumer forgets its timers on a reconnect: the beat starts again here.
-        self._arm(call_later)
-
-    def _arm(self, call_later: Later) -> None:
         self._generation += 1
-        generation, freq = self._generation, self.freq or HEARTBEAT_FREQ
+        generation, freq = self._generation, self.freq
 
         def beat() -> None:
-            if generation == self._generation and self.dispatcher.connected:
+            if generation == self._generation:
                 self.heartbeat()
                 call_later(freq, beat)
 
         call_later(freq, beat)
 
     def heartbeat(self) -> None:
-        self._worker_event("worker-heartbeat")
-
-    def offline(self, connection: Any) -> None:
-        """Say goodbye, while ``connection`` is still open (a clean stop only)."""
-        if self.dispatcher.connected and connection is not None:
-            self._quietly(self.flush, connection)
-            if self._online:
-                self._quietly(lambda: self._worker_event("worker-offline"), connection)
+        if self._online:
+            self._worker_event("worker-heartbeat")
+            self.dispatcher.flush(force=True)  # a beat is never held back
 
     def flush(self) -> None:
+        """Publish buffered events if they are due (each turn of the consumer's loop)."""
         self.dispatcher.flush()
+
+    def wait_limit(self, timeout: float) -> float:
+        """How long the loop may wait for the broker without holding events back."""
+        return min(timeout, FLUSH_SECONDS) if self.dispatcher.pending else timeout
+
+    def offline(self, connection: Any) -> None:
+        """At a stop, while ``connection`` is still open: what is buffered, then goodbye."""
+        if connection is None:
+            return
+        if self._online:
+            self._worker_event("worker-offline")
+        try:
+            self.dispatcher.flush(force=True)
+        except connection_errors(connection) as exc:
+            logger.debug("Last events not sent, the broker is away: %r", exc)
+        self.dispatcher.disconnect()
 
     def _worker_event(self, event_type: str) -> None:
         active, processed = self.load()
@@ -115,33 +132,27 @@ class Monitor:
             **self._software,
         )
 
-    def _quietly(self, send: Callable[[], None], connection: Any) -> None:
-        try:
-            send()
-        except connection_errors(connection) as exc:
-            logger.debug("Event not sent, the broker is away: %r", exc)
-
-    # -- task events, from any thread (buffered)
+    # -- task events, from any thread
     def task(self, event_type: str, task_id: str, **fields: Any) -> None:
         if self.dispatcher.task_events:
-            self.dispatcher.send(event_type, uuid=task_id, **fields)
+            fields["uuid"] = task_id
+            self.dispatcher.append(event_type, fields)
 
     def received(self, request: Request) -> None:
         if not self.dispatcher.task_events:
             return
         m = request.message
-        self.dispatcher.send(
-            "task-received",
-            uuid=m.id,
-            name=m.task,
-            args=args_repr(m),
-            kwargs=kwargs_repr(m),
-            root_id=m.root_id,
-            parent_id=m.parent_id,
-            retries=m.retries,
-            eta=iso_or_none(m.eta),
-            expires=iso_or_none(m.expires),
-        )
+        self.dispatcher.append("task-received", {
+            "uuid": m.id,
+            "name": m.task,
+            "args": args_repr(m),
+            "kwargs": kwargs_repr(m),
+            "root_id": m.root_id,
+            "parent_id": m.parent_id,
+            "retries": m.retries,
+            "eta": iso_or_none(m.eta),
+            "expires": iso_or_none(m.expires),
+        })  # fmt: skip
 
 
 def _loadavg() -> list[float]:

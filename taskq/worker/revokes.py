@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import states
@@ -25,27 +26,36 @@ from .pool import signal_number
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .request import Request
+    from .state import WorkerState
 
 logger = logging.getLogger("taskq.worker")
 
 
+def is_revoked(state: WorkerState, request: Request) -> bool:
+    """Revoked by id, or by one of its stamps (``revoke_by_stamped_headers``)."""
+    if request.id in state.revoked:
+        return True
+    stamps, msg = state.revoked_stamps, request.message
+    return bool(stamps) and stamps.match(msg.stamped_headers, msg.stamps)
+
+
 def drop_revoked(consumer: Consumer) -> list[str]:
     """Revoke what waits in this worker and is now revoked; the ids revoked."""
-    revoked = consumer.state.revoked
+    state = consumer.state
     dropped = []
-    for key in [k for k, r in consumer.held.items() if r.id in revoked]:
+    for key in [k for k, r in consumer.held.items() if is_revoked(state, r)]:
         request = consumer.unhold(key)
         if request is not None:
             dropped.append(request.id)
             request.revoke("revoked")
-    waiting = {r.id for r in consumer.active.values() if r.id in revoked and not r.worker_pid}
+    waiting = {r.id for r in consumer.active.values() if not r.worker_pid and is_revoked(state, r)}
     if waiting:
         # Handed to the pool, not started: the batches come back Withdrawn (see dispatch.finish).
         consumer.pool.withdraw_tasks(waiting)
-    if any(r.id in revoked for r in consumer.ready):
+    if any(is_revoked(state, r) for r in consumer.ready):
         keep: deque[Request] = deque()
         for request in consumer.ready:
-            if request.id in revoked:
+            if is_revoked(state, request):
                 dropped.append(request.id)
                 request.revoke("revoked")
             else:
@@ -67,9 +77,16 @@ def mark_elsewhere(consumer: Consumer, task_id: str) -> None:
 def terminate(consumer: Consumer, ids: list[str], signal_name: str) -> list[str]:
     """Signal the pool process running each of these tasks; the ids signalled."""
     wanted = set(ids)
+    return terminate_where(consumer, lambda r: r.id in wanted, signal_name)
+
+
+def terminate_where(
+    consumer: Consumer, chosen: Callable[[Request], bool], signal_name: str
+) -> list[str]:
+    """Signal the pool process running each active task ``chosen`` picks; their ids."""
     killed = []
     for request in consumer.active.values():
-        if request.id in wanted and consumer.pool.terminate_job(request, signal_name):
+        if chosen(request) and consumer.pool.terminate_job(request, signal_name):
             request.terminated = True
             request.signum = signal_number(signal_name)
             killed.append(request.id)

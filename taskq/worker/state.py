@@ -14,8 +14,9 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("taskq.worker")
 
@@ -74,6 +75,7 @@ class WorkerState:
 
     def __init__(self, statedb: str | None = None):
         self.revoked = Revoked()
+        self.revoked_stamps = RevokedStamps()
         self.total: Counter[str] = Counter()
         self.started = time.time()
         self.statedb = Path(statedb).expanduser() if statedb else None
@@ -110,3 +112,36 @@ class WorkerState:
     def save_now_and_then(self, every: float = 60.0) -> None:
         if self.statedb is not None and time.monotonic() - self._saved_at >= every:
             self.save()
+
+
+class RevokedStamps:
+    """Stamp values revoked with ``revoke_by_stamped_headers``, by stamp name.
+
+    As Celery keeps them: for the life of the worker, not in the state file. A task is
+    revoked when one of its stamped headers holds a revoked value (or a list holding one).
+    """
+
+    def __init__(self) -> None:
+        self.by_header: dict[str, list[Any]] = {}
+        self.version = 0
+
+    def add(self, headers: Mapping[str, Any]) -> None:
+        for header, values in headers.items():
+            known = self.by_header.setdefault(str(header), [])
+            known.extend(v for v in _as_list(values) if v not in known)
+        self.version += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.by_header)
+
+    def match(self, stamped_headers: Iterable[str] | None, stamps: Mapping[str, Any]) -> bool:
+        for header in stamped_headers or ():
+            revoked = self.by_header.get(header)
+            value = stamps.get(header)
+            if revoked and value is not None and any(v in revoked for v in _as_list(value)):
+                return True
+        return False
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple | set) else [value]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,8 +34,7 @@ RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 class Reserver(Protocol):
     """What a handler needs from the consumer."""
 
-    @property
-    def revoked(self) -> Container[str]: ...
+    def revoked_now(self, request: Request) -> bool: ...
 
     # Read-only to the handlers (properties, so the consumer's own types may be narrower).
     @property
@@ -113,7 +112,7 @@ def _handler(
     monitor = consumer.monitor
 
     def admit(request: Request) -> None:
-        if request.id in consumer.revoked:
+        if consumer.revoked_now(request):
             request.revoke("revoked")
         elif request.expired():
             request.revoke("expired")

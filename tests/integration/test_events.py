@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -215,3 +216,39 @@ def test_a_client_sends_task_sent(
         assert sent["hostname"] == f"gen{os.getpid()}@{socket.gethostname()}"
     finally:
         app.close()
+
+
+def test_online_heartbeats_and_offline(
+    fleet: tuple[Setup, Taskq, str], celery_receiver: Collector, tmp_path: Path
+) -> None:
+    setup = fleet[0]
+    node = f"ev-life-{uuid.uuid4().hex[:6]}@itest"
+    got = celery_receiver
+    queue = f"ev-life-{uuid.uuid4().hex[:6]}"
+    worker = setup.worker("-c", "1", "-Q", queue, "-n", node, "--heartbeat-interval", "0.5")
+    worker.start()
+    try:
+        got.wait(lambda: len(got.from_node(node, "worker-heartbeat")) >= 2, "two heartbeats")
+    finally:
+        assert worker.stop() == 0, worker.log()
+    got.wait(lambda: got.from_node(node, "worker-offline"), "worker-offline")
+    online = got.from_node(node, "worker-online")
+    assert len(online) == 1 and online[0]["freq"] == 0.5
+    offline = got.from_node(node, "worker-offline")[0]
+    assert offline["timestamp"] >= max(
+        e["timestamp"] for e in got.from_node(node, "worker-heartbeat")
+    )
+    # Without -E a worker sends no task event.
+    assert not [e for e in got.events if e["hostname"] == node and e["type"].startswith("task-")]
+    quiet = setup.worker("-c", "1", "-Q", queue, "-n", f"q-{node}", "--without-heartbeat")
+    quiet.start()
+    assert quiet.stop() == 0, quiet.log()
+    # A later event from the fleet's worker marks the point by which anything the quiet
+    # one sent (at its start, seconds earlier) would have arrived.
+    stopped = time.time()
+    fleet[1].control.heartbeat(destination=[fleet[2]])
+    got.wait(
+        lambda: any(e["timestamp"] > stopped for e in got.from_node(fleet[2], "worker-heartbeat")),
+        "a heartbeat sent after the quiet worker stopped",
+    )
+    assert not [e for e in got.events if e["hostname"] == f"q-{node}"]
