@@ -283,3 +283,40 @@ def test_pool_grow_and_shrink(fleet: tuple[Setup, Taskq, celery.Celery, str]) ->
     scaled = capp.control.autoscale(4, 2, destination=[node], reply=True, timeout=WAIT)
     assert replies(scaled[0], node)["error"].startswith("Autoscale not enabled")
     assert app.tasks["itest.add"].delay(2, 2).get(timeout=WAIT) == 4
+
+
+def test_revoke_by_stamped_headers(
+    fleet: tuple[Setup, Taskq, celery.Celery, str], tmp_path: Path
+) -> None:
+    # Stamps come from Celery's client (taskq's does not stamp): a task held for its ETA
+    # is revoked by its stamp, and a running one is terminated by its own.
+    _, app, capp, node = fleet
+    queue, folder = app.conf.task_default_queue, str(tmp_path)
+    first, second = (f"b{i}-{uuid.uuid4().hex[:6]}" for i in (1, 2))
+
+    def stamped(name: str, seconds: float, countdown: float | None, batch: str) -> Any:
+        sig = capp.signature("itest.record", args=(folder, name, seconds), queue=queue)
+        sig.stamp(batch=batch)
+        return sig.apply_async(countdown=countdown)
+
+    held = stamped("held", 0.0, 30, first)
+    wait_for(lambda: held.id in ids_held(capp, node), WAIT, "the worker to hold it")
+    dest = {"destination": [node], "reply": True, "timeout": WAIT}
+    answer = capp.control.revoke_by_stamped_headers({"batch": first}, **dest)
+    assert replies(answer[0], node) == {
+        "ok": f"headers {{'batch': '{first}'}} flagged as revoked, but not terminated"
+    }
+    assert app.AsyncResult(held.id).get(timeout=WAIT, propagate=False) is not None
+    assert app.AsyncResult(held.id).state == states.REVOKED
+
+    running = stamped("running", 60.0, None, second)
+    wait_for(lambda: list(tmp_path.glob("running.started.*")), WAIT, "it to start")
+    answer = capp.control.revoke_by_stamped_headers(
+        {"batch": [second]}, terminate=True, signal="SIGKILL", **dest
+    )
+    assert replies(answer[0], node) == {
+        "ok": f"headers defaultdict(<class 'set'>, {{'batch': {{'{second}'}}}}) revoked"
+    }
+    app.AsyncResult(running.id).get(timeout=WAIT, propagate=False)
+    assert app.AsyncResult(running.id).state == states.REVOKED
+    assert not list(tmp_path.glob("held.*")) and not list(tmp_path.glob("running.done.*"))
