@@ -18,7 +18,7 @@ import click
 
 from .cli import _app, _errors_as_usage, main
 from .cli_control import _Unavailable
-from .events import Event, EventReceiver
+from .events import Event, EventReceiver, fans_out
 from .exceptions import BrokerUnavailable
 from .url import mask_url, scrub
 
@@ -94,6 +94,12 @@ def events(ctx: click.Context, dump: bool, count: int | None, timeout: float | N
                 f"Could not reach the broker at {mask_url(app.broker_url)}: {scrub(str(exc))}. "
                 "Check that it is running and broker_url is right."
             ) from exc
+        if not fans_out(conn):
+            raise click.ClickException(
+                f"Events need a broker that can broadcast (Redis, RabbitMQ); the "
+                f"{conn.transport.driver_type} broker at {mask_url(app.broker_url)} cannot, "
+                "so no worker sends any."
+            )
         if not dump:
             click.echo(f"-> listening for events at {mask_url(app.broker_url)}", err=True)
         receiver = EventReceiver(app, conn, {"*": show})

@@ -244,6 +244,8 @@ def send_task_sent(app: Taskq, dispatcher: EventDispatcher, msg: TaskMessage, ro
     )
     try:
         with app.amqp.producers.acquire(block=True, timeout=10) as producer:
+            if not fans_out(producer.connection):
+                return  # no monitor could receive it (the embedded broker)
             exchange = event_exchange(app, producer.connection)
             producer.publish(
                 event, exchange=exchange, routing_key="task.sent", serializer="json",

@@ -14,7 +14,6 @@ only record (signal_inbox.py); ``watch`` lets the owner's chore act on them from
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import queue
@@ -27,10 +26,9 @@ from typing import TYPE_CHECKING, Any
 from kombu import Queue
 from kombu.common import QoS
 
-from .. import states
 from ..backoff import Backoff, Incident
-from ..exceptions import BrokerUnavailable, MalformedMessage, NotRegistered
-from ..message import JSON, recover_identity
+from ..exceptions import BrokerUnavailable
+from ..message import JSON
 from ..url import mask_url
 from .batch import Runtimes
 from .connection import (
@@ -44,6 +42,7 @@ from .connection import (
     open_link,
 )
 from .dispatch import dispatch
+from .intake import receive
 from .keeper import ResultKeeper
 from .monitor import Monitor
 from .pool import Pool
@@ -53,7 +52,7 @@ from .request import Request
 from .revokes import drop_revoked, is_revoked
 from .shutdown import shut_down
 from .state import WorkerState
-from .strategy import build_strategies, read_message
+from .strategy import build_strategies
 from .timers import Timers
 
 if TYPE_CHECKING:
@@ -344,45 +343,9 @@ class Consumer:
                 return
             fn()
 
-    # -- receiving
+    # -- receiving (intake.py)
     def _on_message(self, raw: Any, queue: Queue) -> None:
-        o = self.options
-        try:
-            message = read_message(raw, o.accept, o.max_message_size)
-        except Exception as exc:
-            # Whatever the reason, a message that cannot be read is kept as a dead letter:
-            # left unsettled it would come back for ever, and stall the worker meanwhile.
-            bad = (
-                exc
-                if isinstance(exc, MalformedMessage)
-                else MalformedMessage(f"could not be read: {type(exc).__name__}: {exc}")
-            )
-            self._bury_unrunnable(raw, queue, bad, bad.task_id or recover_identity(raw.headers)[0])
-            return
-        handler = self.strategies.get(message.task)
-        if handler is None:
-            self.monitor.task(
-                "task-failed", message.id, exception=repr(NotRegistered(message.task))
-            )
-            logger.error(
-                "Received unregistered task %r (id %s). Is the worker running the module "
-                "that defines it (-A)?",
-                message.task,
-                message.id,
-            )
-            self._bury_unrunnable(raw, queue, NotRegistered(message.task), message.id)
-            return
-        handler(message, raw, queue)
-
-    def _bury_unrunnable(self, raw: Any, queue: Queue, exc: Exception, task_id: str | None) -> None:
-        self.redelivery.bury_unrunnable(raw, queue, exc)
-        if task_id:
-            self.keeper.keep(
-                f"store the FAILURE of task {task_id}",
-                functools.partial(self.app.backend.store_result, task_id, exc, states.FAILURE),
-                then=_nothing,
-                give_up=functools.partial(_unrecorded, task_id),
-            )
+        receive(self, raw, queue)
 
     def _on_decode_error(self, raw: Any, exc: BaseException, queue: Queue) -> None:
         self._on_message(raw, queue)  # raw.errors is set: it is buried as malformed
@@ -427,11 +390,3 @@ class Consumer:
         close_quietly(self.connection)
         self.connection = None
         self.kombu_consumers = []
-
-
-def _nothing() -> None:
-    pass
-
-
-def _unrecorded(task_id: str, reason: str) -> None:
-    logger.error("Task %s is dead-lettered, but %s", task_id, reason)

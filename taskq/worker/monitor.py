@@ -79,6 +79,7 @@ class Monitor:
             if not self._said_unavailable:
                 logger.info("Events are not available on this broker's transport.")
                 self._said_unavailable = True
+            self.task_events = False  # nothing would ever send them
             return
         if self.freq is None:
             return
