@@ -49,7 +49,6 @@ class Monitor:
         heartbeat: float | None = HEARTBEAT_FREQ,
         clock: LamportClock | None = None,
     ):
-        self.app = app
         self.hostname = hostname
         self.freq = heartbeat
         self.clock = clock or LamportClock()
