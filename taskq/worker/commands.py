@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..amqp import make_queue
 from . import revokes
 from .control import ControlPanel, command, ok
+from .state import matching_stamps
 from .strategy import parse_rate, strategy_for
 
 if TYPE_CHECKING:
@@ -233,16 +234,10 @@ def cmd_revoke_by_stamped_headers(
 
     def chosen(request: Request) -> bool:
         msg = request.message
-        hit = False
-        for header in msg.stamped_headers or ():
-            mine = msg.stamps.get(header)
-            mine = mine if isinstance(mine, list | tuple) else [mine]
-            wanted = headers.get(header, [])
-            wanted = wanted if isinstance(wanted, list | tuple) else [wanted]
-            for value in (v for v in mine if v in wanted):
-                killed[header].add(value)
-                hit = True
-        return hit
+        found = matching_stamps(headers, msg.stamped_headers, msg.stamps)
+        for header, values in found.items():
+            killed[header].update(values)
+        return bool(found)
 
     revokes.terminate_where(consumer, chosen, signal or "SIGTERM")
     if not killed:

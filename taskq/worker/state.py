@@ -135,12 +135,24 @@ class RevokedStamps:
         return bool(self.by_header)
 
     def match(self, stamped_headers: Iterable[str] | None, stamps: Mapping[str, Any]) -> bool:
-        for header in stamped_headers or ():
-            revoked = self.by_header.get(header)
-            value = stamps.get(header)
-            if revoked and value is not None and any(v in revoked for v in _as_list(value)):
-                return True
-        return False
+        return bool(matching_stamps(self.by_header, stamped_headers, stamps))
+
+
+def matching_stamps(
+    wanted: Mapping[str, Any], stamped_headers: Iterable[str] | None, stamps: Mapping[str, Any]
+) -> dict[str, list[Any]]:
+    """The stamp values of a message (its stamped headers) that ``wanted`` names, by stamp;
+    a value in either may be one value or a list of them."""
+    found: dict[str, list[Any]] = {}
+    for header in stamped_headers or ():
+        value = stamps.get(header)
+        if header not in wanted or value is None:
+            continue
+        names = _as_list(wanted[header])
+        hits = [v for v in _as_list(value) if v in names]
+        if hits:
+            found[header] = hits
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:

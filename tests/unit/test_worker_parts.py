@@ -96,3 +96,18 @@ def test_a_worker_retrying_its_broker_still_reads_its_pools_reports() -> None:
         assert reported.is_set()
     finally:
         pool.terminate()
+
+
+def test_stamps_match_as_celery_compares_them() -> None:
+    from taskq.worker.state import RevokedStamps, matching_stamps
+
+    stamps = {"batch": ["b1", "b2"], "user": "ann", "other": "x"}
+    stamped = ["batch", "user"]  # "other" is not a stamped header: never matched
+    assert matching_stamps({"batch": "b2", "other": "x"}, stamped, stamps) == {"batch": ["b2"]}
+    assert matching_stamps({"user": ["bob", "ann"]}, stamped, stamps) == {"user": ["ann"]}
+    assert matching_stamps({"user": "bob"}, stamped, stamps) == {}
+    assert matching_stamps({"user": "ann"}, None, stamps) == {}
+    revoked = RevokedStamps()
+    assert not revoked and not revoked.match(stamped, stamps)
+    revoked.add({"batch": "b1"})
+    assert revoked.match(stamped, stamps) and not revoked.match(["user"], stamps)
