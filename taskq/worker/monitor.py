@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.clocks import LamportClock
 
-from ..events import FLUSH_SECONDS, SW_IDENT, EventDispatcher, iso_or_none
+from ..events import (
+    FLUSH_SECONDS,
+    SW_IDENT,
+    EventDispatcher,
+    iso_or_none,
+    json_fields,
+    json_text,
+)
 from ..message import args_repr, kwargs_repr
 from .connection import connection_errors
 
@@ -132,27 +139,31 @@ class Monitor:
             **self._software,
         )
 
-    # -- task events, from any thread
+    # -- task events, from any thread: the hot ones written field by field
     def task(self, event_type: str, task_id: str, **fields: Any) -> None:
         if self.dispatcher.task_events:
-            fields["uuid"] = task_id
-            self.dispatcher.append(event_type, fields)
+            self.dispatcher.task(event_type, task_id, json_fields(fields))
+
+    def started(self, task_id: str) -> None:
+        if self.dispatcher.task_events:
+            self.dispatcher.task("task-started", task_id)
+
+    def succeeded(self, task_id: str, result: str, runtime: float) -> None:
+        if self.dispatcher.task_events:
+            rest = f',"result":{json_text(result)},"runtime":{float(runtime)!r}'
+            self.dispatcher.task("task-succeeded", task_id, rest)
 
     def received(self, request: Request) -> None:
         if not self.dispatcher.task_events:
             return
         m = request.message
-        self.dispatcher.append("task-received", {
-            "uuid": m.id,
-            "name": m.task,
-            "args": args_repr(m),
-            "kwargs": kwargs_repr(m),
-            "root_id": m.root_id,
-            "parent_id": m.parent_id,
-            "retries": m.retries,
-            "eta": iso_or_none(m.eta),
-            "expires": iso_or_none(m.expires),
-        })  # fmt: skip
+        rest = (
+            f',"name":{json_text(m.task)},"args":{json_text(args_repr(m))},'
+            f'"kwargs":{json_text(kwargs_repr(m))},"root_id":{json_text(m.root_id)},'
+            f'"parent_id":{json_text(m.parent_id)},"retries":{int(m.retries):d},'
+            f'"eta":{json_text(iso_or_none(m.eta))},"expires":{json_text(iso_or_none(m.expires))}'
+        )
+        self.dispatcher.task("task-received", m.id, rest)
 
 
 def _loadavg() -> list[float]:

@@ -42,9 +42,14 @@ class TaskEvents(Protocol):
 
     def task(self, event_type: str, task_id: str, **fields: Any) -> None: ...
 
+    def succeeded(self, task_id: str, result: str, runtime: float) -> None: ...
+
 
 class _NoEvents:
     def task(self, event_type: str, task_id: str, **fields: Any) -> None:
+        pass
+
+    def succeeded(self, task_id: str, result: str, runtime: float) -> None:
         pass
 
 
@@ -314,7 +319,7 @@ class Request:
     def _tell(self, outcome: Outcome) -> None:
         state, send = outcome.state, self.events.task
         if state == states.SUCCESS:
-            send("task-succeeded", self.id, result=outcome.detail, runtime=outcome.runtime)
+            self.events.succeeded(self.id, outcome.detail, outcome.runtime)
         elif state == states.FAILURE:
             send("task-failed", self.id, exception=outcome.exception, traceback=outcome.traceback)
         elif state == states.RETRY:

@@ -4,7 +4,10 @@ readable lines of `taskq events`, and the worker's monitor switches."""
 from __future__ import annotations
 
 import json
+import os
 import time
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +26,8 @@ from taskq.events import (
     utcoffset,
 )
 from taskq.exceptions import ConfigurationError
+from taskq.message import TaskMessage, args_repr, kwargs_repr
+from taskq.worker.monitor import Monitor
 
 
 class Recorder(EventDispatcher):
@@ -33,8 +38,8 @@ class Recorder(EventDispatcher):
         self.sent: list[tuple[str, Any]] = []
         self._producer = object()  # type: ignore[assignment]  # "connected"
 
-    def publish(self, key: str, body: Any) -> None:
-        self.sent.append((key, json.loads(json.dumps(body))))
+    def publish(self, key: str, text: str) -> None:
+        self.sent.append((key, json.loads(text)))
 
 
 @pytest.fixture
@@ -68,6 +73,52 @@ def test_buffered_task_events_go_as_arrays_and_worker_events_alone(app: Taskq) -
     assert not d.pending
 
 
+def test_a_full_array_goes_at_once_and_its_remainder_waits(app: Taskq) -> None:
+    d = Recorder(app, buffered=True)
+    d.flush(force=True)  # the interval starts now
+    for i in range(BATCH_MAX + 3):
+        d.send("task-started", uuid=str(i))
+    d.flush()
+    assert [(key, len(body)) for key, body in d.sent] == [(MULTI_KEY, BATCH_MAX)]
+    assert d.pending == 3
+
+
+def test_hot_task_events_are_the_json_a_dict_would_give(app: Taskq) -> None:
+    # The monitor writes received/started/succeeded as text: the same members, values and
+    # escapes as the general path, for any strings a task may carry.
+    odd = 'quote " back \\ newline \n tab \t nul \x00 é 雪 \U0001f600'
+    msg = TaskMessage(
+        id=f"id-{odd}", task="proj.add", args=(odd, 1.5), kwargs={"k": odd}, retries=2,
+        root_id="r", parent_id=None, eta=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )  # fmt: skip
+    monitor = Monitor(app, "w1@host", task_events=True, heartbeat=None)
+    monitor.dispatcher = recorder = Recorder(app, buffered=True)
+    monitor.received(SimpleNamespace(message=msg))  # type: ignore[arg-type]
+    monitor.started(msg.id)
+    monitor.succeeded(msg.id, odd, 0.25)
+    monitor.task("task-retried", msg.id, exception=odd, traceback="")
+    recorder.flush(force=True)
+    (key, events), = recorder.sent  # fmt: skip
+    assert key == MULTI_KEY
+    assert [e["type"] for e in events] == [
+        "task-received", "task-started", "task-succeeded", "task-retried",
+    ]  # fmt: skip
+    common = {"hostname": "w1@host", "utcoffset": utcoffset(), "pid": os.getpid(), "uuid": msg.id}
+    for e in events:
+        assert {k: e[k] for k in common} == common
+        assert isinstance(e["timestamp"], float) and isinstance(e["clock"], int)
+    assert [e["clock"] for e in events] == sorted({e["clock"] for e in events})
+    received, started, succeeded, retried = events
+    assert received["name"] == "proj.add" and received["retries"] == 2
+    assert received["args"] == args_repr(msg) and "雪" in received["args"]
+    assert received["kwargs"] == kwargs_repr(msg)
+    assert (received["root_id"], received["parent_id"]) == ("r", None)
+    assert (received["eta"], received["expires"]) == ("2026-01-02T03:04:05+00:00", None)
+    assert set(started) == {*common, "timestamp", "clock", "type"}
+    assert (succeeded["result"], succeeded["runtime"]) == (odd, 0.25)
+    assert (retried["exception"], retried["traceback"]) == (odd, "")
+
+
 def test_a_few_events_wait_for_the_flush_interval(app: Taskq) -> None:
     d = Recorder(app, buffered=True)
     d.flush(force=True)  # the interval starts now
@@ -94,7 +145,7 @@ def test_unsent_events_stay_for_the_next_connection(app: Taskq) -> None:
     d = Recorder(app, buffered=True)
     d.send("task-started", uuid="kept")
 
-    def down(key: str, body: Any) -> None:
+    def down(key: str, text: str) -> None:
         raise ConnectionResetError("gone")
 
     d.publish = down  # type: ignore[method-assign]
