@@ -31,6 +31,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .result import AsyncResult, EagerResult, GroupResult, ResultSet
+from .shared import current_app, shared_task
 from .signature import Signature, maybe_signature, signature
 from .task import Context, Task
 
@@ -72,8 +73,10 @@ __all__ = [
     "chain",
     "chord",
     "chunks",
+    "current_app",
     "group",
     "maybe_signature",
+    "shared_task",
     "signature",
     "states",
     "xmap",

@@ -10,10 +10,11 @@ import functools
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
 from .backends import Backend, RetryPolicy, backend_from_url
 from .builtins import register_builtins
@@ -22,6 +23,7 @@ from .config import Config
 from .control import Control
 from .events import EventDispatcher, client_hostname, send_task_sent
 from .exceptions import ConfigurationError, NotRegistered
+from .loader import Discovery, Packages, import_task_modules, settings_from
 from .result import AsyncResult, GroupResult, bind_group_result
 from .task import Context, Task, TaskOptions
 
@@ -49,6 +51,9 @@ class Taskq:
         main: str | None = None,
         broker: str | None = None,
         backend: str | None = None,
+        *,
+        include: Iterable[str] | None = None,
+        set_as_current: bool = True,
         **settings: Any,
     ):
         self.main = main or "__main__"
@@ -57,22 +62,76 @@ class Taskq:
             self.conf.broker_url = broker
         if backend is not None:
             self.conf.result_backend = backend
+        if include is not None:
+            self.conf.include = tuple(include)
         self.tasks = TaskRegistry()
+        self.discoveries: list[Discovery] = []
         self._amqp: Amqp | None = None
         self._backend: Backend | None = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._oid: tuple[int, str] | None = None
         register_builtins(self)
+        shared.adopt(self, set_as_current)
 
     def __repr__(self) -> str:
         return f"<Taskq {self.main}>"
 
     # -- configuration
-    def config_from_object(self, obj: object | str) -> None:
-        """Load settings from a module, a module name, a class or a mapping."""
-        self.conf.from_object(obj)
+    def config_from_object(
+        self, obj: object | str, *, namespace: str | None = None, silent: bool = False
+    ) -> None:
+        """Load settings from a module or its name, ``"module:attr"``, a class or a mapping.
+
+        ``namespace="CELERY"`` reads only ``CELERY_``-prefixed names, as a Django project
+        keeps them: ``app.config_from_object("django.conf:settings", namespace="CELERY")``.
+        ``silent`` ignores a source that cannot be imported (not a bad setting in it).
+        """
+        try:
+            found = settings_from(obj, namespace)
+        except (ConfigurationError, ImportError):
+            if silent:
+                return
+            raise
+        self.conf.update(found)
         self._reset_clients()
+
+    def config_from_envvar(self, variable_name: str, *, silent: bool = False) -> None:
+        """``config_from_object`` of the module the environment variable names."""
+        spec = os.environ.get(variable_name)
+        if not spec:
+            if silent:
+                return
+            raise ConfigurationError(
+                f"The environment variable {variable_name} is not set: it should name the "
+                "config module (for example proj.taskqconfig)."
+            )
+        self.config_from_object(spec, silent=silent)
+
+    def set_default(self) -> None:
+        """Make this the app that shared tasks act for (``taskq.current_app()``)."""
+        shared.set_default(self)
+
+    # -- where the tasks are
+    def autodiscover_tasks(
+        self,
+        packages: Packages | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Find ``<package>.tasks`` in each package (by default Django's installed apps).
+
+        The worker imports them at start; ``force=True`` imports them now. ``packages``
+        may be a callable, so a Django project's apps are listed once Django is ready.
+        """
+        discovery = Discovery(packages, related_name)
+        self.discoveries.append(discovery)
+        if force:
+            import_task_modules(self, [discovery])
+
+    def import_task_modules(self) -> list[str]:
+        """Import the ``imports``/``include`` modules and the discovered ones (worker start)."""
+        return import_task_modules(self, self.discoveries)
 
     @property
     def broker_url(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -30,28 +31,57 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
 def find_app(spec: str) -> Taskq:
-    """Import ``module[:attr]`` and return its app (``app`` or the only Taskq in it)."""
+    """The app ``-A`` names, found where Celery looks.
+
+    ``module:attr`` names it. For ``proj``: the attribute ``app``, ``taskq`` or ``celery``
+    of ``proj``; then the same in the modules ``proj.taskq`` and ``proj.celery`` (a
+    Django-style project keeps its app there); then the only Taskq app in ``proj``.
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the project dir is importable
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.UsageError(f"Cannot import app module {module_name!r}: {exc}") from exc
+    module = _import_app_module(module_name)
     if attr:
         found = getattr(module, attr, None)
         if not isinstance(found, Taskq):
             raise click.UsageError(f"{module_name}:{attr} is not a Taskq app")
         return found
-    apps = [v for v in vars(module).values() if isinstance(v, Taskq)]
-    named = getattr(module, "app", None)
-    if isinstance(named, Taskq):
-        return named
+    for candidate in (module, *_app_submodules(module)):
+        for name in APP_NAMES:
+            found = getattr(candidate, name, None)
+            if isinstance(found, Taskq):
+                return found
+    apps = {id(v): v for v in vars(module).values() if isinstance(v, Taskq)}
     if len(apps) == 1:
-        return apps[0]
+        return next(iter(apps.values()))
     if not apps:
-        raise click.UsageError(f"No Taskq app in module {module_name!r}; use -A module:attr")
+        raise click.UsageError(
+            f"No Taskq app in {module_name!r} (looked for app, taskq or celery in it, in "
+            f"{module_name}.taskq and in {module_name}.celery); name it: -A module:attr"
+        )
     raise click.UsageError(f"Several Taskq apps in {module_name!r}; name one with -A module:attr")
+
+
+APP_NAMES = ("app", "taskq", "celery")
+
+
+def _import_app_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise click.UsageError(f"Cannot import app module {name!r}: {exc}") from exc
+
+
+def _app_submodules(module: Any) -> list[Any]:
+    """``proj.taskq`` and ``proj.celery`` when ``proj`` is a package that has them."""
+    if not hasattr(module, "__path__"):
+        return []
+    found = []
+    for sub in ("taskq", "celery"):
+        name = f"{module.__name__}.{sub}"
+        if importlib.util.find_spec(name) is not None:
+            found.append(_import_app_module(name))
+    return found
 
 
 def _app(ctx: click.Context) -> Taskq:

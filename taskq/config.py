@@ -9,14 +9,14 @@ backends, pools, transports) take explicit arguments.
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
-import types
+import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Any
 
+from .celery_settings import CELERY_NAMES, OLD_NAMES
 from .exceptions import ConfigurationError
 
 Check = Callable[[Any], Any]
@@ -108,6 +108,17 @@ def _one_of(*choices: str) -> Check:
     return run
 
 
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str | tzinfo):
+        raise ValueError("expected a time zone name such as 'Europe/Paris'")
+    name = value if isinstance(value, str) else str(getattr(value, "key", value))
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("no such time zone (an IANA name such as 'Europe/Paris')") from None
+    return name
+
+
 def _routes(value: Any) -> Any:
     if isinstance(value, Mapping) or callable(value):
         return value
@@ -153,6 +164,15 @@ class Setting:
 DAY = 86400.0
 
 SETTINGS: dict[str, Setting] = {
+    # the app
+    "imports": Setting((), _str_list, "Modules of tasks the worker imports at start."),
+    "include": Setting((), _str_list, "More modules of tasks (Celery's include=[...])."),
+    "timezone": Setting(
+        None, _optional(_timezone), "Time zone of schedules (an IANA name); default UTC."
+    ),
+    "enable_utc": Setting(
+        True, _bool, "Celery's switch; taskq keeps times in UTC and reads it for schedules."
+    ),
     # broker
     "embedded_data_dir": Setting(
         None,
@@ -373,6 +393,15 @@ ENVIRONMENT = {"TASKQ_BROKER_URL": "broker_url", "TASKQ_RESULT_BACKEND": "result
 
 
 def unknown_setting(name: str) -> ConfigurationError:
+    if name in CELERY_NAMES:
+        return ConfigurationError(
+            f"{name!r} is a Celery setting that taskq does not implement yet; remove it, "
+            "or see docs/celery.md for the settings taskq shares with Celery."
+        )
+    if name in OLD_NAMES and OLD_NAMES[name] in SETTINGS:
+        return ConfigurationError(
+            f"{name!r} is Celery's old name of {OLD_NAMES[name]!r}: set that instead."
+        )
     close = difflib.get_close_matches(name.lower(), SETTINGS, n=1, cutoff=0.5)
     hint = (
         f" Did you mean {close[0]!r}?" if close else " See docs/configuration.md for every setting."
@@ -438,21 +467,8 @@ class Config:
         checked = {name: check_setting(name, value) for name, value in merged.items()}
         self._values.update(checked)
 
-    def from_object(self, obj: object | str) -> None:
-        source = importlib.import_module(obj) if isinstance(obj, str) else obj
-        items = source.items() if isinstance(source, Mapping) else vars(source).items()
-        self.update({k: v for k, v in items if _is_setting_candidate(k, v)})
-
     def is_set(self, name: str) -> bool:
         return name in self._values or name in self._env
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SETTINGS}
-
-
-def _is_setting_candidate(name: str, value: Any) -> bool:
-    # A config module also holds imports, helpers and constants: only lowercase public
-    # names that are plain data are settings, so an unknown one among those is a typo.
-    if name.startswith("_") or not name.islower():
-        return False
-    return not isinstance(value, types.ModuleType | types.FunctionType | type)

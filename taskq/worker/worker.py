@@ -66,6 +66,9 @@ def node_name(hostname: str | None) -> str:
 class Worker:
     def __init__(self, app: Taskq, options: WorkerOptions | None = None):
         self.app = app
+        # Every task is registered before the banner lists them and the first message is
+        # read: the modules the settings name and those autodiscover_tasks found.
+        app.import_task_modules()
         o = options or WorkerOptions()
         c = app.conf
         self.task_events = c.worker_send_task_events if o.task_events is None else o.task_events

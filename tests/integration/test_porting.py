@@ -1,0 +1,127 @@
+"""Celery project layouts, ported by renaming imports, run by a real `taskq -A proj worker`.
+
+Two layouts: Celery's "Next steps" ``proj`` package (``proj/celery.py`` with ``include=``,
+tasks on ``@app.task``) and a Django-style site (``site/taskq.py`` that reads ``CELERY_*``
+names from a settings module and autodiscovers ``<app>.tasks`` modules of ``@shared_task``
+functions). The client is a separate process importing the project, as a web app would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import ROOT, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+NEXT_STEPS = {
+    "proj/__init__.py": "",
+    "proj/celery.py": """
+        from taskq import Taskq
+
+        app = Taskq("proj", include=["proj.tasks"])  # broker from TASKQ_BROKER_URL
+        app.conf.update(result_expires=3600)
+    """,
+    "proj/tasks.py": """
+        from .celery import app
+
+        @app.task
+        def add(x, y):
+            return x + y
+
+        @app.task
+        def xsum(numbers):
+            return sum(numbers)
+    """,
+}
+
+DJANGO_STYLE = {
+    "site_one/__init__.py": "from .taskq import app as taskq_app\n\n__all__ = ('taskq_app',)\n",
+    "site_one/settings.py": """
+        import os
+
+        DEBUG = True
+        INSTALLED_APPS = ["polls", "pages"]
+        CELERY_BROKER_URL = os.environ["SITE_BROKER"]
+        CELERY_RESULT_BACKEND = os.environ["SITE_BACKEND"]
+        CELERY_TIMEZONE = "Europe/Paris"
+        CELERY_TASK_TIME_LIMIT = 30
+    """,
+    "site_one/taskq.py": """
+        from taskq import Taskq
+
+        from . import settings
+
+        app = Taskq("site_one")
+        app.config_from_object("site_one.settings", namespace="CELERY")
+        app.autodiscover_tasks(lambda: settings.INSTALLED_APPS)
+    """,
+    "polls/__init__.py": "",
+    "polls/tasks.py": """
+        from taskq import shared_task
+
+        @shared_task
+        def count_votes(poll_id):
+            return {"poll": poll_id, "votes": 3}
+
+        @shared_task(bind=True)
+        def whoami(self):
+            return self.request.id
+    """,
+    "pages/__init__.py": "",  # an installed app without tasks
+}
+
+
+def lay_out(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def client(root: Path, code: str, env: dict[str, str]) -> str:
+    """Run ``code`` in a fresh interpreter in the project folder; its output."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)]), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_celery_next_steps_layout(tmp_path: Path, redis_url: str, redis_backend_url: str) -> None:
+    lay_out(tmp_path, NEXT_STEPS)
+    env = {"TASKQ_BROKER_URL": redis_url, "TASKQ_RESULT_BACKEND": redis_backend_url}
+    with WorkerProcess("proj", "-c", "2", cwd=tmp_path, env=env) as worker:
+        assert "proj.tasks.add" in worker.log()  # the banner lists the included module's tasks
+        out = client(tmp_path, """
+            from proj.tasks import add, xsum
+            print(add.delay(4, 4).get(timeout=60), xsum.delay([1, 2, 3]).get(timeout=60))
+        """, env)  # fmt: skip
+    assert out == "8 6"
+
+
+def test_django_style_site_with_shared_tasks_and_autodiscovery(
+    tmp_path: Path, redis_url: str, redis_backend_url: str
+) -> None:
+    lay_out(tmp_path, DJANGO_STYLE)
+    env = {"SITE_BROKER": redis_url, "SITE_BACKEND": redis_backend_url}
+    with WorkerProcess("site_one", "-c", "2", cwd=tmp_path, env=env) as worker:
+        assert "polls.tasks.count_votes" in worker.log()
+        out = client(tmp_path, """
+            import site_one  # what Django's startup does: the app becomes the default
+            from polls.tasks import count_votes, whoami
+            result = whoami.delay()
+            print(count_votes.delay(7).get(timeout=60), result.get(timeout=60) == result.id)
+        """, env)  # fmt: skip
+    assert out == "{'poll': 7, 'votes': 3} True"
