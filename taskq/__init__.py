@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import states
 from .app import Taskq
 from .canvas import chain, chord, chunks, group, xmap, xstarmap
+from .context import Context
 from .exceptions import (
     BackendError,
     BrokerUnavailable,
@@ -33,7 +34,7 @@ from .exceptions import (
 from .result import AsyncResult, EagerResult, GroupResult, ResultSet
 from .shared import current_app, shared_task
 from .signature import Signature, maybe_signature, signature
-from .task import Context, Task
+from .task import Task
 
 __version__ = "0.1.0"
 

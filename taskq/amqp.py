@@ -22,6 +22,7 @@ from kombu.serialization import dumps
 from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
 from .publisher import Publisher, queue_known
+from .signals import after_task_publish, before_task_publish
 from .transports.amqp import Transport as AmqpTransport
 from .transports.redis import Transport as RedisTransport
 from .transports.sqlite import Transport as SqliteTransport
@@ -318,8 +319,18 @@ class Amqp:
         if reply_to:
             properties["reply_to"] = reply_to
         prio = priority if priority is not None else route.options.get("priority", d.priority)
+        payload, headers = to_body(msg), to_headers(msg)
+        declare = [route.queue] if route.queue is not None else []
+        policy = {**d.retry_policy, **(retry_policy or {})}
+        if before_task_publish.receivers:
+            # Receivers may add headers (tracing, a request id): taken as they leave them.
+            before_task_publish.send(
+                sender=msg.task, body=payload, exchange=route.exchange,
+                routing_key=route.routing_key, headers=headers, properties=properties,
+                declare=declare, retry_policy=policy,
+            )  # fmt: skip
         # Serialized here rather than by kombu, to refuse an oversized body before sending.
-        content_type, content_encoding, body = dumps(to_body(msg), serializer=d.serializer)
+        content_type, content_encoding, body = dumps(payload, serializer=d.serializer)
         if d.max_message_size is not None and len(body) > d.max_message_size:
             raise MessageTooLarge(
                 f"Task {msg.task}[{msg.id}]: the message body is {len(body)} bytes, over "
@@ -334,15 +345,20 @@ class Amqp:
             content_type=content_type,
             content_encoding=content_encoding,
             compression=compression or d.compression,
-            headers=to_headers(msg),
+            headers=headers,
             delivery_mode=delivery_mode or d.delivery_mode,
             priority=prio,
             expiration=expiration,
-            declare=[route.queue] if route.queue is not None else [],
+            declare=declare,
             retry=d.retry if retry is None else retry,
-            retry_policy={**d.retry_policy, **(retry_policy or {})},
+            retry_policy=policy,
             properties=properties,
         )
+        if after_task_publish.receivers:
+            after_task_publish.send(
+                sender=msg.task, body=payload, headers=headers, exchange=route.exchange,
+                routing_key=route.routing_key,
+            )  # fmt: skip
 
     def send_raw(self, message: RawMessage, queue: Queue) -> None:
         """Put ``message`` on ``queue`` as it is (no serializing): returns, parks, buries."""

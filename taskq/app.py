@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
@@ -20,12 +20,14 @@ from .backends import Backend, RetryPolicy, backend_from_url
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
+from .context import Context
 from .control import Control
 from .events import EventDispatcher, client_hostname, send_task_sent
 from .exceptions import ConfigurationError, NotRegistered
 from .loader import Discovery, Packages, import_task_modules, settings_from
 from .result import AsyncResult, GroupResult, bind_group_result
-from .task import Context, Task, TaskOptions
+from .signals import Signal
+from .task import Task, TaskOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +56,7 @@ class Taskq:
         *,
         include: Iterable[str] | None = None,
         set_as_current: bool = True,
+        task_cls: type[Task[Any, Any]] = Task,
         **settings: Any,
     ):
         self.main = main or "__main__"
@@ -65,12 +68,18 @@ class Taskq:
         if include is not None:
             self.conf.include = tuple(include)
         self.tasks = TaskRegistry()
+        # The class of the app's tasks: subclass it (class MyTask(app.Task)) for base=.
+        self.Task: type[Task[Any, Any]] = task_cls
         self.discoveries: list[Discovery] = []
         self._amqp: Amqp | None = None
         self._backend: Backend | None = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._oid: tuple[int, str] | None = None
+        # Celery's app signals: sent once each, by finalize (a worker or beat at start).
+        self.on_after_configure = Signal("on_after_configure", ("source",))
+        self.on_after_finalize = Signal("on_after_finalize")
+        self._finalized = False
         register_builtins(self)
         shared.adopt(self, set_as_current)
 
@@ -129,6 +138,15 @@ class Taskq:
         if force:
             import_task_modules(self, [discovery])
 
+    def finalize(self) -> None:
+        """Send ``on_after_configure`` then ``on_after_finalize``, once (worker, beat start)."""
+        with self._lock:
+            if self._finalized:
+                return
+            self._finalized = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
     def import_task_modules(self) -> list[str]:
         """Import the ``imports``/``include`` modules and the discovered ones (worker start)."""
         return import_task_modules(self, self.discoveries)
@@ -161,20 +179,54 @@ class Taskq:
 
     @overload
     def task(
-        self, fun: None = None, /, *, name: str | None = None, **options: Any
+        self,
+        fun: None = None,
+        /,
+        *,
+        bind: Literal[True],
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self,
+        fun: None = None,
+        /,
+        *,
+        bind: Literal[False] = False,
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fun: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+    def task(
+        self,
+        fun: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``.
+
+        ``base=`` a ``Task`` subclass: its option attributes are defaults, its handlers
+        run around each run (``app.Task`` is the class used when none is given).
+        """
+        cls = self.Task if base is None else base
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise ConfigurationError(f"base={cls!r} is not a subclass of taskq.Task")
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             try:
-                task_options = TaskOptions(**options)
+                task_options = TaskOptions(**{**cls._class_options, **options})
             except TypeError:
                 bad = sorted(set(options) - set(TaskOptions.__dataclass_fields__))
                 raise ConfigurationError(
                     f"Unknown task option(s) {', '.join(bad)} for {f.__qualname__}; valid "
-                    f"options: name, {', '.join(TaskOptions.__dataclass_fields__)}"
+                    f"options: name, base, {', '.join(TaskOptions.__dataclass_fields__)}"
                 ) from None
             if task_options.max_deliveries is not None and task_options.max_deliveries < 1:
                 raise ConfigurationError(
@@ -187,7 +239,7 @@ class Taskq:
                     "supported; taskq sends JSON only"
                 )
             task_name = name or self.gen_task_name(f)
-            task: Task[Any, Any] = Task(self, f, task_name, task_options)
+            task: Task[Any, Any] = cls(self, f, task_name, task_options)
             self.tasks[task_name] = task
             return task
 
@@ -356,6 +408,11 @@ class Taskq:
     def current_context(self) -> Context | None:
         stack = self._local.__dict__.get("stack")
         return stack[-1][0] if stack else None
+
+    def current_children(self) -> list[str]:
+        """The ids of the tasks the running task has sent so far."""
+        stack = self._local.__dict__.get("stack")
+        return list(stack[-1][1]) if stack else []
 
     def _add_child(self, task_id: str) -> None:
         stack = self._local.__dict__.get("stack")

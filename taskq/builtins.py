@@ -72,7 +72,7 @@ def register_builtins(app: Taskq) -> None:
 
     @app.task(name="celery.chord_unlock", bind=True, max_retries=None, ignore_result=True)
     def chord_unlock(
-        self: Task[Any, Any], group_id: str, callback: Any, interval: float | None = None,
+        self: Task[Any, Any], /, group_id: str, callback: Any, interval: float | None = None,
         max_retries: int | None = None, result: list[Any] | None = None, **kw: Any,
     ) -> None:  # fmt: skip
         _unlock(app, self, group_id, sig(callback), interval, max_retries, result or [])

@@ -12,7 +12,8 @@ from .message import TaskMessage, new_id
 from .signature import signature_dicts
 
 if TYPE_CHECKING:
-    from .task import Context, Task
+    from .context import Context
+    from .task import Task
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ TaskqError
 from __future__ import annotations
 
 import builtins
+import traceback as _traceback
 from datetime import datetime
 from typing import Any
 
@@ -183,3 +184,23 @@ class RemoteError(TaskError):
         args = self.exc_message
         text = ", ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)
         return f"{where}: {text}"
+
+
+class ExceptionInfo:
+    """What Celery hands handlers as ``einfo``: the exception, its type, its traceback.
+
+    ``traceback`` is the formatted text (as stored with a FAILURE); ``tb`` the traceback
+    object while the exception still holds it. Not an error itself.
+    """
+
+    def __init__(self, exception: BaseException, traceback: str | None = None):
+        self.exception = exception
+        self.type = type(exception)
+        self.tb = exception.__traceback__
+        self.traceback = traceback or "".join(_traceback.format_exception(exception))
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from .exceptions import ConfigurationError
 
@@ -48,7 +48,12 @@ def adopt(app: Taskq, set_as_current: bool = True) -> None:
         if set_as_current:
             _registry.default = weakref.ref(app)
     for fun, options in declared:
-        app.task(**options)(fun)
+        _register(app, fun, options)
+
+
+def _register(app: Taskq, fun: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+    make: Callable[[Callable[..., Any]], Task[Any, Any]] = app.task(**options)
+    return make(fun)
 
 
 def set_default(app: Taskq) -> None:
@@ -79,13 +84,15 @@ class SharedTask:
         self.__doc__ = fun.__doc__
         self.__name__ = getattr(fun, "__name__", "task")
         self.__module__ = getattr(fun, "__module__", __name__)
+        # The name an app gives it (an app names a task of __main__ after itself instead).
+        self.name: str = options.get("name") or f"{self.__module__}.{self.__name__}"
 
     def _task(self) -> Task[Any, Any]:
         app = current_app()
         name = self._options.get("name") or app.gen_task_name(self._fun)
         task = app.tasks.get(name)
         if task is None:  # the default app was made with set_as_current=False before us
-            task = app.task(**self._options)(self._fun)
+            task = _register(app, self._fun, self._options)
         return task
 
     def __getattr__(self, attr: str) -> Any:
@@ -105,7 +112,15 @@ def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
 
 
 @overload
-def shared_task(fun: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def shared_task(
+    fun: None = None, /, *, bind: Literal[True], **options: Any
+) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+
+@overload
+def shared_task(
+    fun: None = None, /, *, bind: Literal[False] = False, **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def shared_task(fun: Any = None, /, **options: Any) -> Any:
@@ -120,7 +135,7 @@ def shared_task(fun: Any = None, /, **options: Any) -> Any:
             _registry.declared.append((f, dict(options)))
             apps = list(_registry.apps)
         for app in apps:
-            app.task(**options)(f)
+            _register(app, f, options)
         return SharedTask(f, dict(options))
 
     return declare(fun) if fun is not None else declare

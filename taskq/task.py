@@ -5,15 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-import traceback
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from . import states
-from .exceptions import ConfigurationError, Ignore, MaxRetriesExceededError, Retry
+from .context import Context
+from .exceptions import ConfigurationError, ExceptionInfo, Ignore, MaxRetriesExceededError, Retry
 from .signature import Signature
 
 if TYPE_CHECKING:
@@ -51,39 +50,33 @@ class TaskOptions:
     max_deliveries: int | None = None
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a running task knows about its own call (``self.request`` in a bound task)."""
-
-    id: str | None = None
-    task: str | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    callbacks: tuple[dict[str, Any], ...] = ()
-    errbacks: tuple[dict[str, Any], ...] = ()
-    chain: tuple[dict[str, Any], ...] = ()
-    chord: dict[str, Any] | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
-    delivery_info: Mapping[str, Any] = field(default_factory=dict)
-    hostname: str | None = None
-    origin: str | None = None
-    reply_to: str | None = None
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    ignore_result: bool = False
-    is_eager: bool = False
-    called_directly: bool = True
-    replaced_task_nesting: int = 0
+OPTION_NAMES = frozenset(TaskOptions.__dataclass_fields__)
+HOOK_NAMES = ("before_start", "on_success", "on_retry", "on_failure", "after_return")
 
 
 class Task(Generic[P, R]):
-    """A task bound to one app. Calling it runs the function here; ``delay`` sends it."""
+    """A task bound to one app. Calling it runs the function here; ``delay`` sends it.
+
+    Subclass it to share options and handlers between tasks, as with Celery's ``Task``:
+    class attributes named like options (``max_retries = 5``, ``autoretry_for = (...)``)
+    are the defaults of every task made with ``@app.task(base=MyTask)``; the decorator's
+    own options win. The handlers (``on_failure`` and the rest) run where the task runs.
+    """
+
+    _class_options: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Option attributes become the class's option defaults, and leave the class, so
+        # that reading them (task.max_retries) always gives the task's own value.
+        own = {
+            name: value
+            for name, value in vars(cls).items()
+            if name in OPTION_NAMES and not isinstance(value, property | functools.cached_property)
+        }
+        for name in own:
+            delattr(cls, name)
+        cls._class_options = {**cls._class_options, **own}
 
     def __init__(self, app: Taskq, fun: Callable[..., R], name: str, options: TaskOptions):
         self.app = app
@@ -92,6 +85,36 @@ class Task(Generic[P, R]):
         self.options = options
         self.__doc__ = fun.__doc__
         self.__wrapped__ = fun
+        # The handlers this class defines: the tracer calls none of the others.
+        cls = type(self)
+        self.hooks = frozenset(h for h in HOOK_NAMES if getattr(cls, h) is not getattr(Task, h))
+
+    # -- handlers, Celery's names and arguments; run where the task runs (taskq/hooks.py)
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Before the function runs; raising here fails the task."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> None:
+        """After the task succeeded and its result was stored."""
+
+    def on_retry(
+        self, exc: BaseException | None, task_id: str, args: tuple[Any, ...],
+        kwargs: Mapping[str, Any], einfo: ExceptionInfo,
+    ) -> None:  # fmt: skip
+        """After the task asked to be retried (``exc``: why, if it said)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+        kwargs: Mapping[str, Any], einfo: ExceptionInfo,
+    ) -> None:  # fmt: skip
+        """After the task failed and its failure was stored."""
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+        kwargs: Mapping[str, Any], einfo: ExceptionInfo | None,
+    ) -> None:  # fmt: skip
+        """After a success or a failure (not a retry), the last handler of a run."""
 
     # -- options, read through so a Celery user finds them where they expect
     @property
@@ -188,43 +211,13 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> EagerResult[R]:
-        """Run the task here and now, retries included, and return a finished result."""
-        from .result import EagerResult
+        """Run the task here and now, retries included, and return a finished result.
 
-        unknown = set(options) - {"task_id", "retries", "throw"}
-        if unknown:
-            raise TypeError(f"apply() got unknown option(s): {', '.join(sorted(unknown))}")
-        task_id = options.get("task_id") or str(uuid.uuid4())
-        retries = int(options.get("retries", 0))
-        call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
-        self.check_arguments(call_args, call_kwargs)
-        while True:
-            context = Context(
-                id=task_id,
-                task=self.name,
-                args=call_args,
-                kwargs=call_kwargs,
-                retries=retries,
-                root_id=task_id,
-                is_eager=True,
-                called_directly=False,
-            )
-            state, value, tb = self.run_with_context(context)
-            if state != states.RETRY:
-                return EagerResult(task_id, value, state, tb, app=self.app)
-            retries += 1
+        Handlers and signals run as a worker would run them (taskq/eager.py).
+        """
+        from .eager import apply_here
 
-    def run_with_context(self, context: Context) -> tuple[str, Any, str | None]:
-        """Run with ``self.request`` set; returns (state, value or exception, traceback)."""
-        self.app.push_context(context)
-        try:
-            return states.SUCCESS, self.call_with_autoretry(context.args, context.kwargs), None
-        except Retry as exc:
-            return states.RETRY, exc, None
-        except Exception as exc:
-            return states.FAILURE, exc, traceback.format_exc()
-        finally:
-            self.app.pop_context()
+        return apply_here(self, args, kwargs, options)
 
     def call_with_autoretry(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
         if not self.options.autoretry_for:

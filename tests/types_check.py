@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from taskq import AsyncResult, Taskq
+from taskq import AsyncResult, Task, Taskq, shared_task
 
 app = Taskq("types", broker="memory://")
 
@@ -31,3 +31,30 @@ def check() -> None:
     add.delay("x", 2)  # type: ignore[arg-type]
     add.delay(1)  # type: ignore[call-arg]
     shout(3)  # type: ignore[arg-type]
+
+
+@app.task(bind=True)
+def bound(self: Task[..., int], x: int) -> int:
+    return x + self.request.retries
+
+
+def check_bound() -> None:
+    assert_type(bound.delay(1), AsyncResult[int])
+    assert_type(bound(1), int)
+    bound.delay("x")  # type: ignore[arg-type]
+
+
+@shared_task
+def shared_add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(bind=True, max_retries=1)
+def shared_bound(self: Task[..., str], text: str) -> str:
+    return text
+
+
+def check_shared() -> None:
+    assert_type(shared_add.delay(1, 2), AsyncResult[int])
+    assert_type(shared_bound.delay("a").get(), str)
+    shared_bound.delay(1)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Queue
 from kombu.common import QoS
 
+from .. import signals
 from ..backoff import Backoff, Incident
 from ..exceptions import BrokerUnavailable
 from ..message import JSON
@@ -245,6 +246,8 @@ class Consumer:
             self.control.listen(self.connection)
         self.monitor.connect(self.connection, self.call_later)
         logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
+        if first:
+            signals.worker_ready.send(sender=self)
 
     def _between_attempts(self) -> None:
         # Tasks still running report meanwhile; the pool's time limits depend on it.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Queue
 
-from .. import states
+from .. import signals, states
 from ..exceptions import MalformedMessage, NotRegistered
 from ..message import recover_identity
 from .strategy import read_message
@@ -34,6 +34,7 @@ def receive(consumer: Consumer, raw: Any, queue: Queue) -> None:
             if isinstance(exc, MalformedMessage)
             else MalformedMessage(f"could not be read: {type(exc).__name__}: {exc}")
         )
+        signals.task_rejected.send(sender=consumer, message=raw, exc=bad)
         bury_unrunnable(consumer, raw, queue, bad, bad.task_id or recover_identity(raw.headers)[0])
         return
     handler = consumer.strategies.get(message.task)
@@ -45,6 +46,9 @@ def receive(consumer: Consumer, raw: Any, queue: Queue) -> None:
             "that defines it (-A)?",
             message.task,
             message.id,
+        )
+        signals.task_unknown.send(
+            sender=consumer, message=raw, exc=unknown, name=message.task, id=message.id
         )
         bury_unrunnable(consumer, raw, queue, unknown, message.id)
         return

@@ -20,8 +20,8 @@ from ..signature import Signature
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from ..context import Context
     from ..message import TaskMessage
-    from ..task import Context
 
 logger = logging.getLogger("taskq.worker")
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.clocks import LamportClock
 
+from .. import signals
 from ..events import (
     FLUSH_SECONDS,
     SW_IDENT,
@@ -107,6 +108,7 @@ class Monitor:
         if self._online:
             self._worker_event("worker-heartbeat")
             self.dispatcher.flush(force=True)  # a beat is never held back
+            signals.heartbeat_sent.send(sender=self)
 
     def flush(self) -> None:
         """Publish buffered events if they are due (each turn of the consumer's loop)."""

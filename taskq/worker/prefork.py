@@ -24,6 +24,7 @@ from billiard.pool import Pool as BilliardPool
 from billiard.pool import ResultHandler as BilliardResultHandler
 from billiard.sharedctypes import RawArray
 
+from .. import signals
 from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from .handoff import HandOff, Ticket
 from .pool import (
@@ -121,6 +122,12 @@ def _init_child(app: Taskq, marks: Any, claims: Claims) -> None:
     _child["marks"] = marks
     _child["claims"] = claims
     _child["soft_handler"] = False
+    signals.worker_process_init.send(sender=None)
+
+
+def _child_exit(pid: int, exitcode: int) -> None:
+    # In the child, as it leaves (its tasks done, or replaced after max_tasks_per_child).
+    signals.worker_process_shutdown.send(sender=None, pid=pid, exitcode=exitcode)
 
 
 def _raise_soft_limit(signum: int, frame: Any) -> None:
@@ -201,6 +208,7 @@ class PreforkPool(Pool):
             lost_worker_timeout=o.lost_wait,
             enable_timeouts=True,
             threads=True,
+            on_process_exit=_child_exit,
         )
         # Jobs go straight into the children's pipe, not through billiard's thread.
         self._handoff = HandOff.install(self._pool)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import states
+from .. import signals, states
 from ..deadletter import deliveries_of
 from ..exceptions import (
     BackendError,
@@ -308,6 +308,11 @@ class Request:
         logger.info("Task %r %s%s", self, reason, "" if reason == "terminated" else ": not run")
         self.events.task("task-revoked", self.id, terminated=reason == "terminated",
                          signum=self.signum, expired=reason == "expired")  # fmt: skip
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(
+                sender=self.app.tasks.get(self.message.task), request=self,
+                terminated=reason == "terminated", signum=self.signum, expired=reason == "expired",
+            )  # fmt: skip
         self.keeper.keep(
             f"store the REVOKED state of task {self!r}",
             functools.partial(store_revoked, self.app, self.message, TaskRevokedError(reason)),

@@ -18,6 +18,7 @@ from kombu.utils.limits import TokenBucket
 from ..compression import inflate
 from ..exceptions import ConfigurationError, MalformedMessage
 from ..message import TaskMessage, decode_body, parse
+from ..signals import task_received as received
 from .keeper import Keeper
 from .redelivery import Redelivery
 from .request import AckPolicy, Request
@@ -129,6 +130,8 @@ def _handler(
         if not request.admit():
             return
         monitor.received(request)
+        if received.receivers:
+            received.send(sender=consumer, request=request)
         if info:
             logger.info("Task %r received", request)
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0

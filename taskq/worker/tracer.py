@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..backends import ResultContext
 from ..backends.chords import Chords
+from ..context import Context
 from ..exceptions import Ignore, Reject, Retry
+from ..hooks import RunHooks, for_run
 from ..join import BODY_HEADER, part_returned
 from ..message import TaskMessage
-from ..task import Context
 from .links import apply_callbacks, apply_errbacks, fail_chain
 
 if TYPE_CHECKING:
@@ -62,11 +63,26 @@ def trace(app: Taskq, job: Job) -> Outcome:
         logger.info("Task %s[%s]: a copy of this chord body already ran; dropped", msg.task, msg.id)
         return Outcome(states.IGNORED)
     context = _context(job)
+    hooks = for_run(task, context)
+    app.push_context(context)  # the handlers see self.request too
+    try:
+        outcome, retval = _run(app, job, task, hooks)
+        if hooks is not None:
+            hooks.after(outcome.state, retval)
+        return outcome
+    finally:
+        app.pop_context()
+
+
+def _run(app: Taskq, job: Job, task: Task[Any, Any], hooks: RunHooks | None) -> tuple[Outcome, Any]:
+    """Run the function, store what became of it; the outcome and the value or exception."""
+    msg = job.message
     store = not _ignores_result(task, msg)
     backend = app.backend
     result_context = _result_context(msg, job.hostname, job.delivery_info.get("routing_key"))
     started = time.monotonic()
-    app.push_context(context)
+    if hooks is not None:
+        hooks.prerun()
     try:
         if store and _tracks_started(task, app):
             backend.store_result(
@@ -76,40 +92,34 @@ def trace(app: Taskq, job: Job) -> Outcome:
                 None,
                 result_context,
             )
+        if hooks is not None:
+            hooks.before_start()
         retval = task.call_with_autoretry(msg.args, msg.kwargs)
     except Retry as exc:
         reason = exc.exc if exc.exc is not None else exc
         tb = _format_tb(exc)
         backend.store_result(msg.id, reason, states.RETRY, tb, result_context)
+        if hooks is not None:
+            hooks.retried(exc)
         return Outcome(states.RETRY, time.monotonic() - started, detail=str(exc),
-                       exception=_short(reason), traceback=tb or "")  # fmt: skip
-    except Ignore:
-        return Outcome(states.IGNORED, time.monotonic() - started)
+                       exception=_short(reason), traceback=tb or ""), exc  # fmt: skip
+    except Ignore as exc:
+        return Outcome(states.IGNORED, time.monotonic() - started), exc
     except Reject as exc:
-        return Outcome(
-            states.REJECTED, time.monotonic() - started, requeue=exc.requeue, detail=str(exc.reason)
-        )
+        runtime = time.monotonic() - started
+        return Outcome(states.REJECTED, runtime, requeue=exc.requeue, detail=str(exc.reason)), exc
     except Exception as exc:
         tb = traceback.format_exc()
         if store or app.conf.task_store_errors_even_if_ignored:
             backend.store_result(msg.id, exc, states.FAILURE, tb, result_context)
-        _after_failure(app, msg, exc, tb, context)
-        runtime = time.monotonic() - started
-        bad_call = _bad_arguments(task, msg) if isinstance(exc, TypeError) else None
-        said = _short(exc)
-        if bad_call is not None:
-            return Outcome(states.FAILURE, runtime, detail=bad_call, bury=bad_call,
-                           exception=said, traceback=tb)  # fmt: skip
-        return Outcome(
-            states.FAILURE, runtime, detail=f"{exc!r}\n{tb}", exception=said, traceback=tb
-        )
-    else:
-        # Still inside the context: the callbacks count as children of this task, and
-        # Celery sends them before the result is stored so the result can list them.
-        apply_callbacks(app, msg, retval)
-    finally:
-        children = app.pop_context()
-    done = replace(result_context, children=tuple(children))
+        _after_failure(app, msg, exc, tb, app.current_context())
+        if hooks is not None:
+            hooks.failed(exc, tb)
+        return _failure(task, msg, exc, tb, time.monotonic() - started), exc
+    # Still inside the context: the callbacks count as children of this task, and
+    # Celery sends them before the result is stored so the result can list them.
+    apply_callbacks(app, msg, retval)
+    done = replace(result_context, children=tuple(app.current_children()))
     keep = (
         (lambda: backend.store_result(msg.id, retval, states.SUCCESS, None, done))
         if store
@@ -118,7 +128,20 @@ def trace(app: Taskq, job: Job) -> Outcome:
     # The store, then (as Celery) the chord's count: the last member sends the body.
     part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.SUCCESS, retval,
                   (msg.id, msg.root_id), keep)  # fmt: skip
-    return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval))
+    if hooks is not None:
+        hooks.succeeded(retval)
+    return Outcome(states.SUCCESS, time.monotonic() - started, detail=_short(retval)), retval
+
+
+def _failure(
+    task: Task[Any, Any], msg: TaskMessage, exc: Exception, tb: str, runtime: float
+) -> Outcome:
+    bad_call = _bad_arguments(task, msg) if isinstance(exc, TypeError) else None
+    said = _short(exc)
+    if bad_call is not None:
+        return Outcome(states.FAILURE, runtime, detail=bad_call, bury=bad_call,
+                       exception=said, traceback=tb)  # fmt: skip
+    return Outcome(states.FAILURE, runtime, detail=f"{exc!r}\n{tb}", exception=said, traceback=tb)
 
 
 def _bad_arguments(task: Task[Any, Any], msg: TaskMessage) -> str | None:

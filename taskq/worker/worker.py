@@ -9,6 +9,7 @@ signal; the consumer's loop acts on it (signal_inbox.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kombu import Queue
 
+from .. import signals
 from ..amqp import make_queue
 from ..events import check_serializer
 from ..exceptions import ConfigurationError
@@ -66,15 +68,21 @@ def node_name(hostname: str | None) -> str:
 class Worker:
     def __init__(self, app: Taskq, options: WorkerOptions | None = None):
         self.app = app
+        o = options or WorkerOptions()
+        self.hostname = node_name(o.hostname)
+        signals.celeryd_init.send(
+            sender=self.hostname, instance=self, conf=app.conf, options=dataclasses.asdict(o)
+        )
         # Every task is registered before the banner lists them and the first message is
         # read: the modules the settings name and those autodiscover_tasks found.
+        signals.import_modules.send(sender=app)
         app.import_task_modules()
-        o = options or WorkerOptions()
+        app.finalize()
+        signals.worker_init.send(sender=self)
         c = app.conf
         self.task_events = c.worker_send_task_events if o.task_events is None else o.task_events
         self.heartbeat = o.heartbeat
         check_serializer(app)
-        self.hostname = node_name(o.hostname)
         self.pool_name = o.pool or c.worker_pool
         if self.pool_name not in POOLS:
             raise ConfigurationError(f"Unknown pool {self.pool_name!r}: use {', '.join(POOLS)}")
@@ -110,6 +118,7 @@ class Worker:
         self._inbox: SignalInbox | None = None
         self._stopping = False
         self._cold = False
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
 
     def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
         default = self.app.default_queue()
@@ -165,6 +174,7 @@ class Worker:
             consumer.run()
         finally:
             self.state.save()
+            signals.worker_shutdown.send(sender=self)
             self.app.close()
         if consumer.cold_stop:
             logger.warning("%s stopped cold: running tasks were cut short.", self.hostname)
@@ -207,6 +217,9 @@ class Worker:
                     self.hostname,
                     name,
                 )
+                signals.worker_shutting_down.send(
+                    sender=self.hostname, sig=name, how="Cold", exitcode=1
+                )
                 self.stop(cold=True)
             else:
                 logger.warning(
@@ -215,6 +228,9 @@ class Worker:
                     self.hostname,
                     name,
                     name,
+                )
+                signals.worker_shutting_down.send(
+                    sender=self.hostname, sig=name, how="Warm", exitcode=0
                 )
                 self.stop()
 

@@ -27,8 +27,8 @@ from taskq import (
 from taskq.backends import ResultContext
 from taskq.backends.memory import MemoryBackend
 from taskq.backends.sqlite import SqliteBackend
+from taskq.context import Context
 from taskq.result import AsyncResult, EagerResult, bind_group_result, result_from_tuple
-from taskq.task import Context
 
 
 @pytest.fixture
