@@ -31,6 +31,7 @@ from .exceptions import (
     TimeoutError,
     WorkerLostError,
 )
+from .log import get_task_logger
 from .result import AsyncResult, EagerResult, GroupResult, ResultSet
 from .shared import current_app, shared_task
 from .signature import Signature, maybe_signature, signature
@@ -75,6 +76,7 @@ __all__ = [
     "chord",
     "chunks",
     "current_app",
+    "get_task_logger",
     "group",
     "maybe_signature",
     "shared_task",

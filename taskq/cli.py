@@ -27,7 +27,6 @@ from .exceptions import BrokerUnavailable, TaskqError
 from .url import mask_url, scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
 def find_app(spec: str) -> Taskq:
@@ -172,19 +171,6 @@ def main(
         "backend": result_backend,
         "traceback": show_traceback,
     }
-
-
-class _MaskingFormatter(logging.Formatter):
-    """Log lines, tracebacks included, with every URL in them masked."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
-
-
-def _log_to_stderr(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_MaskingFormatter(LOG_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _json_arg(name: str, value: str, kind: type) -> Any:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from .cli import _app, _errors_as_usage, _log_to_stderr, main
+from .cli import _app, _errors_as_usage, main
+from .log import setup_logging
 
 
 @main.command()
@@ -43,6 +44,7 @@ from .cli import _app, _errors_as_usage, _log_to_stderr, main
 @click.option("--without-gossip", is_flag=True, hidden=True)  # Celery's; nothing to turn off
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("-S", "--statedb", help="File that keeps revoked task ids across restarts.")
+@click.option("-f", "--logfile", help="Write the log to this file instead of stderr.")
 @click.pass_context
 @_errors_as_usage
 def worker(
@@ -61,13 +63,14 @@ def worker(
     without_gossip: bool,
     without_mingle: bool,
     statedb: str | None,
+    logfile: str | None,
 ) -> None:
     """Start a worker."""
     from .worker.monitor import HEARTBEAT_FREQ
     from .worker.worker import Worker, WorkerOptions
 
-    _log_to_stderr(loglevel)
     app = _app(ctx)
+    setup_logging(app, loglevel, logfile)
     options = WorkerOptions(
         concurrency=concurrency,
         pool=pool,

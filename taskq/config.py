@@ -322,6 +322,22 @@ SETTINGS: dict[str, Setting] = {
         10000, _non_negative_int, "Longest sleep between two store attempts, in ms."
     ),
     # worker
+    "worker_log_format": Setting(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+        _str,
+        "Format of the worker's log lines (logging's % style).",
+    ),
+    "worker_task_log_format": Setting(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s",
+        _str,
+        "Format of task loggers' lines (get_task_logger): with the task's name and id.",
+    ),
+    "worker_hijack_root_logger": Setting(
+        True, _bool, "The worker replaces the root logger's handlers with its own."
+    ),
+    "worker_log_color": Setting(
+        None, _optional(_bool), "Colour log lines by level (None: when writing to a terminal)."
+    ),
     "worker_concurrency": Setting(
         None, _optional(_positive_int), "Pool size (default: number of CPUs)."
     ),

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .amqp import Route
     from .app import Taskq
 
-logger = logging.getLogger("taskq.events")
+logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 Handler = Callable[[Event], object]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .context import Context
     from .task import Task
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 _SIGNALS = (
     signals.task_prerun,

@@ -29,7 +29,7 @@ from .signature import Signature
 if TYPE_CHECKING:
     from .app import Taskq
 
-logger = logging.getLogger("taskq.join")
+logger = logging.getLogger(__name__)
 
 CLAIM_S = 6  # Celery's claim: max(5, 2 x its 3 s join timeout)
 SEND_CLAIM_S = 60  # the claim while the body is sent (broker retries included)

@@ -25,7 +25,7 @@ from .exceptions import ConfigurationError
 if TYPE_CHECKING:
     from .app import Taskq
 
-logger = logging.getLogger("taskq.loader")
+logger = logging.getLogger(__name__)
 
 Packages = Iterable[str] | Callable[[], Iterable[str]]
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, overload
 
 from .shared import SharedTask
 
-logger = logging.getLogger("taskq.signals")
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ANY = object()  # the key of receivers that take every sender

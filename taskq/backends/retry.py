@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ..backoff import Backoff, Incident, describe
 from ..exceptions import ResultNotStored
 
-logger = logging.getLogger("taskq.backend")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

@@ -38,7 +38,7 @@ from .redis_script import DUE_SCRIPT, HELD_KEY, RENEW_SCRIPT
 from .redis_take import TakingChannel, TakingQoS
 from .wakeup import Waker
 
-logger = logging.getLogger("taskq.transport")
+logger = logging.getLogger(__name__)
 
 PARKED_KEY = "taskq.parked"
 DEFAULT_VISIBILITY_TIMEOUT = 60.0

@@ -40,7 +40,7 @@ from .redis_script import (
     take_args,
 )
 
-logger = logging.getLogger("taskq.transport")
+logger = logging.getLogger(__name__)
 
 MIN_SERVER = (6, 2)  # BLMOVE, RPOP with a count
 SEVERAL_QUEUES_PEEK = 0.1  # an idle wait on one queue's list while others may fill

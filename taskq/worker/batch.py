@@ -19,7 +19,7 @@ from .prefetch import moving_average
 from .request import Request
 from .tracer import Outcome
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 # The most estimated work one batch holds. A hand-off costs the worker a few hundred
 # microseconds, so batching pays for tasks of a millisecond or less; a longer task gains

@@ -21,7 +21,7 @@ from .strategy import parse_rate, strategy_for
 if TYPE_CHECKING:
     from .request import Request
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 def nok(text: str) -> dict[str, Any]:

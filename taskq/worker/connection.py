@@ -24,7 +24,7 @@ from ..url import mask_url
 if TYPE_CHECKING:
     from ..app import Taskq
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 # Called as on_message(raw, queue=...) and on_decode_error(raw, exc, queue=...).
 OnMessage = Callable[..., None]

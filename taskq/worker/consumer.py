@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ..app import Taskq
     from .control import ControlPanel
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 BUSY_POLL = 0.005  # broker poll timeout while completions may arrive from the pool
 IDLE_POLL = 1.0

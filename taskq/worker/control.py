@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .request import Request
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 Handler = Callable[..., Any]
 COMMANDS: dict[str, Handler] = {}
 TASK_INFO = ("exchange", "routing_key", "rate_limit")  # Celery's default for `registered`

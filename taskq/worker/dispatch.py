@@ -21,7 +21,7 @@ from .tracer import Outcome
 if TYPE_CHECKING:
     from .consumer import Consumer
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 def dispatch(consumer: Consumer) -> None:

@@ -21,7 +21,7 @@ from .strategy import read_message
 if TYPE_CHECKING:
     from .consumer import Consumer
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 def receive(consumer: Consumer, raw: Any, queue: Queue) -> None:

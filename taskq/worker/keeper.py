@@ -27,7 +27,7 @@ from ..backends.retry import ONE_ATTEMPT
 from ..backoff import Backoff, Incident, describe
 from ..exceptions import ResultNotStored
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 class Holder(Protocol):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..context import Context
     from ..message import TaskMessage
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 def apply_callbacks(app: Taskq, msg: TaskMessage, retval: Any) -> None:

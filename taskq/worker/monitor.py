@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..app import Taskq
     from .request import Request
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_FREQ = 2.0  # Celery's interval: monitors call a worker gone after two missed
 Load = Callable[[], tuple[int, int]]  # (tasks running now, tasks finished since start)

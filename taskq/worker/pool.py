@@ -28,7 +28,7 @@ from .tracer import Job, Outcome, trace
 if TYPE_CHECKING:
     from ..app import Taskq
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 Limits = tuple[float | None, float | None]  # (hard, soft) seconds
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 SMOOTHING = 0.1  # weight of the newest run in the average
 # Reserved messages beyond the multiplier hold at most this many bytes on average: big

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ..app import Taskq
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 DEFAULT_BURY_ATTEMPTS = 5  # when task_max_deliveries is None (no cap on deliveries)
 UNBURIED_KEPT = 10_000  # identities remembered, the oldest forgotten first

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..app import Taskq
     from ..task import Task
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 class TaskEvents(Protocol):
@@ -258,13 +258,8 @@ class Request:
         elif outcome.state == states.RETRY:
             logger.info("Task %r retry: %s", self, outcome.detail)
         elif logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "Task %r %s in %.4fs: %s",
-                self,
-                outcome.state.lower(),
-                outcome.runtime,
-                outcome.detail,
-            )
+            done = "succeeded" if outcome.state == states.SUCCESS else outcome.state.lower()
+            logger.info("Task %r %s in %.4fs: %s", self, done, outcome.runtime, outcome.detail)
         self.ack()
 
     def on_error(self, exc: BaseException) -> None:

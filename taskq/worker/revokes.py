@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .request import Request
     from .state import WorkerState
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 def is_revoked(state: WorkerState, request: Request) -> bool:

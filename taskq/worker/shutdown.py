@@ -20,7 +20,7 @@ from .request import Request
 if TYPE_CHECKING:
     from .consumer import Consumer
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 DRAIN_POLL = 0.05  # while running tasks finish, how long one wait for the broker lasts
 

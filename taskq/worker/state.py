@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 REVOKES_MAX = 50_000
 REVOKE_EXPIRES = 10_800.0  # seconds

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 Handler = Callable[[TaskMessage, Any, Queue], None]
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
 

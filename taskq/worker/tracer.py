@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..app import Taskq
     from ..task import Task
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from .state import WorkerState
 if TYPE_CHECKING:
     from ..app import Taskq
 
-logger = logging.getLogger("taskq.worker")
+logger = logging.getLogger(__name__)
 
 POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from taskq import Task, Taskq, signals
+from taskq import Task, Taskq, get_task_logger, signals
 
 app = Taskq(
     "hooks",
@@ -71,6 +71,14 @@ def flaky(self: Task[..., str]) -> str:
 @app.task(name="hooks.traced", bind=True)
 def traced(self: Task[..., Any]) -> Any:
     return self.request.headers.get("x-trace-id")
+
+
+task_logger = get_task_logger(__name__)
+
+
+@app.task(name="hooks.logs")
+def logs(word: str) -> None:
+    task_logger.warning("said %s", word)
 
 
 @app.task(name="hooks.sleepy")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import ROOT, WorkerProcess
+from tests.integration.helpers import ROOT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +125,18 @@ def test_django_style_site_with_shared_tasks_and_autodiscovery(
             print(count_votes.delay(7).get(timeout=60), result.get(timeout=60) == result.id)
         """, env)  # fmt: skip
     assert out == "{'poll': 7, 'votes': 3} True"
+
+
+def test_worker_log_file(tmp_path: Path, redis_url: str, redis_backend_url: str) -> None:
+    lay_out(tmp_path, NEXT_STEPS)
+    env = {"TASKQ_BROKER_URL": redis_url, "TASKQ_RESULT_BACKEND": redis_backend_url}
+    logfile = tmp_path / "worker.log"
+    worker = WorkerProcess("proj", "-c", "1", "-f", str(logfile), cwd=tmp_path, env=env)
+    worker.start(wait_ready=False)
+    try:
+        wait_for(lambda: logfile.exists() and "Connected to" in logfile.read_text(), 60, "ready")
+        out = client(tmp_path, "from proj.tasks import add; print(add.delay(1, 1).id)", env)
+        wait_for(lambda: f"proj.tasks.add[{out}] succeeded" in logfile.read_text(), 60, "done")
+    finally:
+        worker.stop()
+    assert "Connected to" not in worker.log()  # the log went to the file, not stderr

@@ -173,6 +173,15 @@ def test_unknown_and_revoked_tasks(client: Taskq, ledger: redis.Redis) -> None:
     assert (revoked["terminated"], revoked["expired"]) == (False, False)
 
 
+def test_task_logger_lines_name_their_task(worker: WorkerProcess, client: Taskq) -> None:
+    result = client.send_task("hooks.logs", ("hello",))
+    result.get(timeout=60)
+    line = f"hooks.logs[{result.id}]: said hello"
+    wait_for(lambda: line in worker.log(), 30, "the task's log line")
+    found = next(text for text in worker.log().splitlines() if line in text)
+    assert "WARNING/ForkPoolWorker" in found  # worker_task_log_format, in the pool process
+
+
 def test_stop_signals(worker: WorkerProcess, ledger: redis.Redis) -> None:
     # Last in this module: the worker stops here.
     worker.signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from taskq.cli import _MaskingFormatter
+from taskq.log import MaskingFormatter
 from taskq.url import credentials_in_userinfo, mask_url, scrub
 
 SECRETS = ("s3cr3t", "0ther", "p@ss")
@@ -51,7 +51,7 @@ def test_urls_inside_text_are_masked_and_the_rest_kept() -> None:
 
 
 def test_log_lines_and_their_tracebacks_are_masked() -> None:
-    formatter = _MaskingFormatter("%(message)s")
+    formatter = MaskingFormatter("%(message)s")
     try:
         raise ConnectionError("cannot reach redis://:s3cr3t@h/0")
     except ConnectionError:
