@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .backends.chords import Chords
+from .eager import apply_signature
 from .exceptions import ConfigurationError
 from .message import new_id
 from .result import GroupResult
@@ -170,6 +171,8 @@ class chain(Signature):
         **options: Any,
     ) -> Any:
         app = self._app()
+        if app.conf.task_always_eager:
+            return apply_signature(self, args, kwargs, **options)
         placed, sending = _split({**self.options, **options})
         rest = sending.pop("chain", None) or []
         steps = self._prepared(args, kwargs, placed, [maybe_signature(s, app) for s in rest][::-1])
@@ -320,6 +323,8 @@ class group(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> GroupResult:
+        if self._app().conf.task_always_eager:
+            return apply_signature(self, args, kwargs, **options)  # type: ignore[no-any-return]
         placed, sending = _split({**self.options, **options})
         sending.pop("chain", None)  # a chain never continues after a group (see chain)
         copy = self.clone(args, kwargs)
@@ -450,6 +455,8 @@ class chord(Signature):
         **options: Any,
     ) -> Any:
         app = self._app()
+        if app.conf.task_always_eager:
+            return apply_signature(self, args, kwargs, **options)
         body_id = options.pop("task_id", None)  # the chord's own task_id is its group's
         placed, sending = _split({**self.options, **options})
         copy = self.clone(args, kwargs)

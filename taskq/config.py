@@ -240,6 +240,12 @@ SETTINGS: dict[str, Setting] = {
         None, _optional(_routes), "Task name (glob) -> {'queue': ...}, or router functions."
     ),
     # execution
+    "task_always_eager": Setting(
+        False, _bool, "delay()/apply_async() run the task here and now, not on a worker (tests)."
+    ),
+    "task_eager_propagates": Setting(
+        False, _bool, "In eager mode, a failing task raises at the call instead of in get()."
+    ),
     "task_acks_late": Setting(
         True, _bool, "Ack after the task ran (at-least-once). False acks when it starts."
     ),

@@ -61,6 +61,18 @@ def set_default(app: Taskq) -> None:
         _registry.default = weakref.ref(app)
 
 
+def default_app() -> Taskq | None:
+    """The default app, or None when there is none (``current_app`` raises instead)."""
+    ref = _registry.default
+    return ref() if ref is not None else None
+
+
+def restore_default(app: Taskq | None) -> None:
+    """Make ``app`` (from ``default_app``) the default again, or none at all."""
+    with _registry.lock:
+        _registry.default = weakref.ref(app) if app is not None else None
+
+
 def current_app() -> Taskq:
     """The default app: the one last made, or last given to ``set_default``."""
     ref = _registry.default

@@ -184,13 +184,25 @@ class Signature(dict[str, Any]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Send the call: partial args merged, options over the signature's own."""
+        """Send the call: partial args merged, options over the signature's own (run here
+        instead with ``task_always_eager``)."""
         app = self._app()
+        if app.conf.task_always_eager and self.task in app.tasks:
+            return self.apply(args, kwargs, **options)
         new_args, new_kwargs = self._merge(args, kwargs)
         # Options the signature carries may come from a Celery client and name things
         # taskq does not do: those are dropped. Options given here are checked.
         merged = {**call_options(self.options, strict=False), **call_options(options)}
         return app.send_task(self.task, new_args, new_kwargs, **merged)
+
+    def apply(
+        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:  # fmt: skip
+        """Run it here, now, as a worker would (a chain, group or chord too): its result."""
+        from .eager import apply_signature
+
+        return apply_signature(self, args, kwargs, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here, now, in this process."""

@@ -201,6 +201,8 @@ class Task(Generic[P, R]):
         """Send the task to a worker. Options as Celery's: countdown, eta, expires, queue,
         exchange, routing_key, priority, headers, serializer, compression, task_id, link,
         link_error, ignore_result, retry, retry_policy, time_limit, soft_time_limit."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         return self.app.send_task(
             self.name, tuple(args or ()), dict(kwargs or {}), _task=self, **options
         )

@@ -92,6 +92,7 @@ class Consumer:
         self.options = options
         self.state = state or WorkerState()
         self.monitor = monitor or Monitor(app, options.hostname, heartbeat=None)
+        self.on_ready: Callable[[], None] = _nothing  # after the first connect
         self.monitor.load = lambda: (len(self.active), sum(self.state.total.values()))
         self.strategies = build_strategies(app, self, options.hostname)
         self.control: ControlPanel | None = None  # set by the worker: remote control
@@ -248,6 +249,7 @@ class Consumer:
         logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
         if first:
             signals.worker_ready.send(sender=self)
+            self.on_ready()
 
     def _between_attempts(self) -> None:
         # Tasks still running report meanwhile; the pool's time limits depend on it.
@@ -393,3 +395,7 @@ class Consumer:
         close_quietly(self.connection)
         self.connection = None
         self.kombu_consumers = []
+
+
+def _nothing() -> None:
+    pass

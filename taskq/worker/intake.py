@@ -16,7 +16,7 @@ from kombu import Queue
 from .. import signals, states
 from ..exceptions import MalformedMessage, NotRegistered
 from ..message import recover_identity
-from .strategy import read_message
+from .strategy import read_message, strategy_for
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -38,6 +38,11 @@ def receive(consumer: Consumer, raw: Any, queue: Queue) -> None:
         bury_unrunnable(consumer, raw, queue, bad, bad.task_id or recover_identity(raw.headers)[0])
         return
     handler = consumer.strategies.get(message.task)
+    if handler is None and message.task in consumer.app.tasks:
+        # Registered after the worker started (a test defining a task): taken in now.
+        handler = consumer.strategies[message.task] = strategy_for(
+            consumer.app, consumer, o.hostname, message.task
+        )
     if handler is None:
         unknown = NotRegistered(message.task)
         consumer.monitor.task("task-failed", message.id, exception=repr(unknown))

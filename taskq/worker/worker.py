@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,7 @@ class Worker:
         self._inbox: SignalInbox | None = None
         self._stopping = False
         self._cold = False
+        self.ready = threading.Event()  # set once connected and consuming
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
 
     def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
@@ -168,6 +170,7 @@ class Worker:
             consumer.control = ControlPanel(consumer, on_shutdown=self.stop)
         if self._inbox is not None:
             consumer.watch(self._inbox.fd, self._act_on_signals)
+        consumer.on_ready = self.ready.set
         self.consumer = consumer
         self._pass_on_stop(consumer)  # a stop asked for while the pool was starting
         try:
@@ -181,6 +184,10 @@ class Worker:
             return 1
         logger.info("%s stopped.", self.hostname)
         return 0
+
+    def reload(self) -> None:
+        """Celery's test-worker call after defining a task: nothing to do here, a task
+        registered after the start is taken in when its first message arrives."""
 
     def stop(self, cold: bool = False) -> None:
         """Ask for a warm (or cold) stop. Safe from any thread, not from a signal handler."""

@@ -8,8 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskq import Taskq
+from taskq import Taskq, shared
 from taskq.worker.worker import Worker, WorkerOptions
+
+
+@pytest.fixture
+def restore_shared_tasks() -> Iterator[None]:
+    """Shared tasks a test declares go to every app made afterwards: not to other tests'."""
+    declared = list(shared._registry.declared)
+    yield
+    shared._registry.declared[:] = declared
 
 
 @pytest.fixture

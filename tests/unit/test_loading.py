@@ -13,17 +13,11 @@ import click
 import pytest
 
 import taskq
-from taskq import ConfigurationError, Taskq, current_app, shared, shared_task
+from taskq import ConfigurationError, Taskq, current_app, shared_task
 from taskq.cli import find_app
 from taskq.shared import SharedTask
 
-
-@pytest.fixture(autouse=True)
-def _shared_tasks_stay_here() -> Iterator[None]:
-    # Shared tasks go to every app made afterwards: not to other tests' apps.
-    declared = list(shared._registry.declared)
-    yield
-    shared._registry.declared[:] = declared
+pytestmark = pytest.mark.usefixtures("restore_shared_tasks")
 
 
 @pytest.fixture
