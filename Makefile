@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	  fi; \
 	fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
 # Install redis-server and rabbitmq-server if either is missing, without leaving

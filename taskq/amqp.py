@@ -23,19 +23,31 @@ from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
 from .publisher import Publisher, queue_known
 from .signals import after_task_publish, before_task_publish
-from .transports.amqp import Transport as AmqpTransport
-from .transports.redis import Transport as RedisTransport
-from .transports.sqlite import Transport as SqliteTransport
 from .url import credentials_in_userinfo, mask_url, scrub
 
-# kombu transports that taskq passes by class rather than by kombu's alias table.
-CUSTOM_TRANSPORTS: dict[str, type[Any]] = {
-    "sqlite": SqliteTransport,
-    "redis": RedisTransport,
-    "rediss": RedisTransport,
-    "amqp": AmqpTransport,
-    "pyamqp": AmqpTransport,
-}
+
+def custom_transport(scheme: str) -> type[Any] | None:
+    """taskq's own kombu transport for a URL scheme, passed to kombu by class rather than by
+    its alias table; imported when used, so redis-py is needed only for redis:// URLs."""
+    if scheme == "sqlite":
+        from .transports.sqlite import Transport as Sqlite
+
+        return Sqlite
+    if scheme in ("amqp", "pyamqp"):
+        from .transports.amqp import Transport as Amqp
+
+        return Amqp
+    if scheme in ("redis", "rediss"):
+        try:
+            from .transports.redis import Transport as Redis
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"A redis:// broker needs redis-py ({exc}): pip install 'taskq[redis]'"
+            ) from exc
+        return Redis
+    return None
+
+
 # Dead connections are noticed: a read that hangs times out, keepalives probe idle sockets.
 REDIS_OPTIONS = {
     "socket_timeout": 10.0,
@@ -68,8 +80,9 @@ def broker_connection(
         "heartbeat": heartbeat if scheme in CONFIRMING_SCHEMES else 0,
         "connect_timeout": connect_timeout,
     }
-    if scheme in CUSTOM_TRANSPORTS:
-        kwargs["transport"] = CUSTOM_TRANSPORTS[scheme]
+    transport = custom_transport(scheme)
+    if transport is not None:
+        kwargs["transport"] = transport
     try:
         return Connection(credentials_in_userinfo(url), **kwargs)
     except (KombuError, KeyError, ValueError, TypeError, ImportError) as exc:

@@ -50,7 +50,12 @@ def backend_from_url(
         return DisabledBackend(expires, extended)
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBackend
+        try:
+            from .redis import RedisBackend
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"A redis:// result backend needs redis-py ({exc}): pip install 'taskq[redis]'"
+            ) from exc
 
         return RedisBackend(url, expires, extended, options, retry)
     if scheme == "sqlite":
