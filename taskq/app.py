@@ -10,9 +10,9 @@ import functools
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
@@ -27,7 +27,7 @@ from .exceptions import ConfigurationError, NotRegistered
 from .loader import Discovery, Packages, import_task_modules, settings_from
 from .result import AsyncResult, GroupResult, bind_group_result
 from .signals import Signal
-from .task import Task, TaskOptions
+from .task import BoundTaskDecorator, Task, TaskDecorator, TaskOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,6 +175,9 @@ class Taskq:
 
     # -- the registry
     @overload
+    def task(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
     def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
@@ -187,7 +190,7 @@ class Taskq:
         name: str | None = None,
         base: type[Task[Any, Any]] | None = None,
         **options: Any,
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> BoundTaskDecorator: ...
 
     @overload
     def task(
@@ -199,7 +202,7 @@ class Taskq:
         name: str | None = None,
         base: type[Task[Any, Any]] | None = None,
         **options: Any,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,

@@ -6,8 +6,9 @@ importable from here too.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
@@ -29,6 +30,7 @@ ResultTuple: TypeAlias = "tuple[tuple[str, ResultTuple | None], list[ResultTuple
 # How often a wait with parents looks at them (at least): a parent that failed ends the
 # wait within about this long.
 PARENT_CHECK_MIN = 0.05
+AWAIT_SLICE = 1.0  # seconds an awaited result waits in a thread before looking again
 
 
 def refuse_wait_in_task(app: Taskq | None) -> None:
@@ -207,6 +209,27 @@ class AsyncResult(Generic[R]):
         return value  # type: ignore[no-any-return]
 
     wait = get
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+    ) -> R:
+        """``get`` for asyncio code (``await result`` is ``await result.aget()``).
+
+        The event loop is never blocked: the wait runs in a thread, a slice of at most a
+        second at a time, so a cancelled caller stops waiting within a second.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = AWAIT_SLICE if left is None else min(AWAIT_SLICE, left)
+            try:
+                return await asyncio.to_thread(self.get, step, propagate, interval, True, False)
+            except TimeoutError:
+                if left is not None and left <= AWAIT_SLICE:
+                    raise
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.aget().__await__()
 
     def _wait(
         self, timeout: float | None, interval: float, watch_parents: bool

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import Taskq
-    from .task import Task
+    from .task import BoundTaskDecorator, Task, TaskDecorator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -120,19 +120,23 @@ class SharedTask:
 
 
 @overload
+def shared_task(fun: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+
+@overload
 def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
 
 
 @overload
 def shared_task(
     fun: None = None, /, *, bind: Literal[True], **options: Any
-) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+) -> BoundTaskDecorator: ...
 
 
 @overload
 def shared_task(
     fun: None = None, /, *, bind: Literal[False] = False, **options: Any
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+) -> TaskDecorator: ...
 
 
 def shared_task(fun: Any = None, /, **options: Any) -> Any:

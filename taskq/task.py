@@ -5,12 +5,23 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from . import states
+from .aio import run_coroutine
 from .context import Context
 from .exceptions import ConfigurationError, ExceptionInfo, Ignore, MaxRetriesExceededError, Retry
 from .signature import Signature
@@ -48,6 +59,29 @@ class TaskOptions:
     priority: int | None = None
     track_started: bool | None = None
     max_deliveries: int | None = None
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns, for type checkers: an ``async def`` task's result
+    is what its coroutine returns."""
+
+    @overload
+    def __call__(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    """``@app.task(bind=True, ...)``: the function's first parameter is the task."""
+
+    @overload
+    def __call__(
+        self, fun: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
 
 
 OPTION_NAMES = frozenset(TaskOptions.__dataclass_fields__)
@@ -88,6 +122,8 @@ class Task(Generic[P, R]):
         # The handlers this class defines: the tracer calls none of the others.
         cls = type(self)
         self.hooks = frozenset(h for h in HOOK_NAMES if getattr(cls, h) is not getattr(Task, h))
+        # async def: a worker runs it to completion on its process's event loop.
+        self.is_async = inspect.iscoroutinefunction(fun)
 
     # -- handlers, Celery's names and arguments; run where the task runs (taskq/hooks.py)
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -223,9 +259,9 @@ class Task(Generic[P, R]):
 
     def call_with_autoretry(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
         if not self.options.autoretry_for:
-            return self(*args, **kwargs)
+            return self._run(args, kwargs)
         try:
-            return self(*args, **kwargs)
+            return self._run(args, kwargs)
         except Retry:
             raise
         except self.options.autoretry_for as exc:
@@ -234,6 +270,12 @@ class Task(Generic[P, R]):
             if countdown is not None:
                 retry_kwargs.setdefault("countdown", countdown)
             raise self.retry(exc=exc, **retry_kwargs) from None
+
+    def _run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
+        """The function's value; a coroutine function's run to completion (taskq/aio.py)."""
+        if not self.is_async:
+            return self(*args, **kwargs)
+        return run_coroutine(lambda: self(*args, **kwargs), self.app)  # type: ignore[arg-type, return-value]
 
     def backoff_countdown(self, retries: int) -> float | None:
         factor = self.options.retry_backoff

@@ -58,3 +58,19 @@ def check_shared() -> None:
     assert_type(shared_add.delay(1, 2), AsyncResult[int])
     assert_type(shared_bound.delay("a").get(), str)
     shared_bound.delay(1)  # type: ignore[arg-type]
+
+
+@app.task
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+@app.task(bind=True, max_retries=2)
+async def bound_fetch(self: Task[..., bytes], url: str) -> bytes:
+    return url.encode()
+
+
+def check_async() -> None:
+    assert_type(fetch.delay("u"), AsyncResult[bytes])
+    assert_type(bound_fetch.delay("u").get(), bytes)
+    fetch.delay(1)  # type: ignore[arg-type]
