@@ -112,7 +112,13 @@ class Route:
 class Router:
     """Resolves a task name and call options to a Route, as Celery's task_routes does."""
 
-    def __init__(self, routes: Any, default_queue: Queue, create_missing: bool = True):
+    def __init__(
+        self,
+        routes: Any,
+        default_queue: Queue,
+        create_missing: bool = True,
+        declared: Sequence[Queue] = (),
+    ):
         self.routes: Sequence[Any] = (
             ()
             if routes is None
@@ -122,7 +128,8 @@ class Router:
         )
         self.default_queue = default_queue
         self.create_missing = create_missing
-        self._queues: dict[str, Queue] = {default_queue.name: default_queue}
+        self._queues: dict[str, Queue] = {q.name: q for q in declared}
+        self._queues[default_queue.name] = default_queue
         self._lock = threading.Lock()
 
     def queue(self, name: str) -> Queue:
@@ -161,6 +168,11 @@ class Router:
             key = found.get("routing_key", queue.routing_key if queue else task_name)
             return Route(queue, str(getattr(exchange, "name", exchange)), str(key), extra)
         assert queue is not None
+        exchange = queue.exchange
+        if exchange is not None and exchange.name and exchange.type != "direct":
+            # A declared queue bound to a topic or fanout exchange: through that exchange,
+            # with the queue's key, as Celery sends it.
+            return Route(queue, exchange.name, queue.routing_key or queue.name, extra)
         # Like Celery: a plain queue route goes through the default exchange with the
         # queue's name as key, which every broker delivers without a binding lookup.
         return Route(queue, "", queue.name, extra)

@@ -6,6 +6,7 @@ are made on first use, so importing a tasks module never does I/O.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import threading
@@ -13,6 +14,8 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, overload
+
+from kombu import Exchange, Queue
 
 from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
@@ -287,7 +290,10 @@ class Taskq:
                 url, c.broker_transport_options, c.broker_heartbeat, c.broker_connection_timeout
             )
 
-        router = Router(c.task_routes, self.default_queue(), c.task_create_missing_queues)
+        router = Router(
+            c.task_routes, self.default_queue(), c.task_create_missing_queues,
+            self.declared_queues(),
+        )  # fmt: skip
         defaults = PublishDefaults(
             serializer=c.task_serializer,
             compression=c.task_compression,
@@ -299,8 +305,26 @@ class Taskq:
         )
         return Amqp(url, connect, router, defaults, c.broker_pool_limit)
 
+    def declared_queues(self) -> tuple[Queue, ...]:
+        """``task_queues`` as kombu queues. A name is a direct queue of its own name; a
+        ``Queue`` without an exchange gets the default one, as Celery gives it."""
+        c, found = self.conf, []
+        for q in c.task_queues or ():
+            if not isinstance(q, Queue):
+                found.append(make_queue(q))
+                continue
+            if not q.exchange or not q.exchange.name:
+                q = copy.copy(q)  # the config's own object stays as written
+                name = c.task_default_exchange or c.task_default_queue
+                q.exchange = Exchange(name, c.task_default_exchange_type)
+            found.append(q)
+        return tuple(found)
+
     def default_queue(self) -> Any:
         c = self.conf
+        for queue in self.declared_queues():
+            if queue.name == c.task_default_queue:
+                return queue  # declared with its own exchange and key: that one
         return make_queue(
             c.task_default_queue,
             c.task_default_exchange,

@@ -255,8 +255,10 @@ def result(
 def purge(ctx: click.Context, force: bool, queues: str | None) -> None:
     """Delete every waiting message from the queues."""
     app = _app(ctx)
-    names = [q.strip() for q in (queues or "").split(",") if q.strip()] or list(
-        app.conf.task_queues or [app.conf.task_default_queue]
+    names = (
+        [q.strip() for q in (queues or "").split(",") if q.strip()]
+        or [q.name for q in app.declared_queues()]
+        or [app.conf.task_default_queue]
     )
     if not force:
         click.confirm(f"Delete all waiting messages in {', '.join(names)}?", abort=True)

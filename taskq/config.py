@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta, tzinfo
 from typing import Any
 
+from kombu import Queue
+
 from .celery_settings import CELERY_NAMES, OLD_NAMES
 from .exceptions import ConfigurationError
 
@@ -117,6 +119,16 @@ def _timezone(value: Any) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError("no such time zone (an IANA name such as 'Europe/Paris')") from None
     return name
+
+
+def _queues(value: Any) -> tuple[Any, ...]:
+    """Names (a list or a comma-separated string) or kombu ``Queue`` objects, as Celery's."""
+    if isinstance(value, str):
+        return _str_list(value)
+    items = [value] if isinstance(value, Queue) else value
+    if not isinstance(items, Iterable) or not all(isinstance(q, str | Queue) for q in items):
+        raise ValueError("expected queue names or kombu Queue objects")
+    return tuple(items)
 
 
 def _routes(value: Any) -> Any:
@@ -231,7 +243,9 @@ SETTINGS: dict[str, Setting] = {
         None, _optional(_non_negative_int), "Priority given to messages without one."
     ),
     "task_queues": Setting(
-        None, _optional(_str_list), "Queue names a worker consumes when -Q is not given."
+        None,
+        _optional(_queues),
+        "Queues a worker consumes when -Q is not given: names or kombu Queue objects.",
     ),
     "task_create_missing_queues": Setting(
         True, _bool, "Create a queue named by a route or queue= on first use."

@@ -150,7 +150,7 @@ def cmd_add_consumer(
 ) -> dict[str, Any]:
     if not queue:
         return nok("add_consumer needs a queue name")
-    known = panel.app.conf.task_queues or ()
+    known = panel.app.declared_queues()
     source = next((q for q in known if q.name == queue), None)
     if source is None:
         source = make_queue(queue, exchange, routing_key, exchange_type or "direct")

@@ -104,7 +104,7 @@ class Worker:
             batch_size=c.worker_batch_size,
         )
         multiplier = o.prefetch_multiplier or c.worker_prefetch_multiplier
-        self.queues = self._queues(o.queues or c.task_queues or ())
+        self.queues = self._queues(o.queues)
         self.consumer_options = ConsumerOptions(
             queues=self.queues,
             prefetch_count=concurrency * multiplier,
@@ -123,10 +123,14 @@ class Worker:
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
 
     def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
+        """-Q's queues, else ``task_queues``, else the default queue; declared ones as
+        declared (exchange, key, arguments)."""
+        declared = {q.name: q for q in self.app.declared_queues()}
         default = self.app.default_queue()
+        declared.setdefault(default.name, default)
         if not names:
-            return (default,)
-        return tuple(default if n == default.name else make_queue(n) for n in names)
+            return tuple(self.app.declared_queues()) or (default,)
+        return tuple(declared.get(n) or make_queue(n) for n in names)
 
     def banner(self) -> str:
         # Celery's built-in names are on every app: the banner lists the app's own tasks.

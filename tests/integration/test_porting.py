@@ -9,6 +9,7 @@ functions). The client is a separate process importing the project, as a web app
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -140,3 +141,23 @@ def test_worker_log_file(tmp_path: Path, redis_url: str, redis_backend_url: str)
     finally:
         worker.stop()
     assert "Connected to" not in worker.log()  # the log went to the file, not stderr
+
+
+def test_the_django_example_on_a_real_worker(
+    tmp_path: Path, redis_url: str, redis_backend_url: str
+) -> None:
+    # examples/django as its README runs it: taskq -A mysite worker, Django set up by the
+    # worker, tasks found in the installed apps, settings read under CELERY_ names.
+    project = Path(shutil.copytree(ROOT / "examples" / "django", tmp_path / "django"))
+    env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_backend_url,
+           "DJANGO_SETTINGS_MODULE": "mysite.settings"}  # fmt: skip
+    with WorkerProcess("mysite", "-c", "1", cwd=project, env=env) as worker:
+        assert "polls.tasks.count_words" in worker.log()
+        out = client(project, """
+            import django
+            django.setup()  # as manage.py does: imports mysite, whose app becomes the default
+            from polls.tasks import count_words, site_time_zone
+            words, zone = count_words.delay("a b c"), site_time_zone.delay()
+            print(words.get(timeout=60), zone.get(timeout=60))
+        """, env)  # fmt: skip
+    assert out == "3 {'task': 'polls.tasks.site_time_zone', 'time_zone': 'Europe/Paris'}"
