@@ -15,12 +15,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-SRC := taskq tests examples benchmarks
+SRC := taskq tests examples benchmarks docs/api_reference.py
 
 # Debian packages the integration tests start privately (tests/servers.py).
 SYSTEM_PACKAGES := redis-server rabbitmq-server
 
-.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean bench
+.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean bench docs
 
 help:
 	@echo "targets: install demo test lint typecheck format clean  (PYTEST_ARGS='...' for pytest)"
@@ -99,6 +99,9 @@ _stop_services:
 	      $(sudo) epmd -kill >/dev/null 2>&1 || true; fi; \
 	  fi; \
 	done
+
+docs: install
+	$(BIN)/python docs/api_reference.py
 
 demo: install
 	$(BIN)/python examples/quickstart/demo.py

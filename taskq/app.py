@@ -6,7 +6,6 @@ are made on first use, so importing a tasks module never does I/O.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import threading
@@ -15,10 +14,10 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from kombu import Exchange, Queue
+from kombu import Queue
 
 from . import shared
-from .amqp import Amqp, PublishDefaults, Router, broker_connection, make_queue
+from .amqp import Amqp, PublishDefaults, Router, broker_connection
 from .backends import Backend, RetryPolicy, backend_from_url
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
@@ -28,9 +27,11 @@ from .control import Control
 from .events import EventDispatcher, client_hostname, send_task_sent
 from .exceptions import ConfigurationError, NotRegistered
 from .loader import Discovery, Packages, import_task_modules, settings_from
+from .options import BoundTaskDecorator, TaskDecorator, TaskOptions
+from .queues import declared_queues, default_queue
 from .result import AsyncResult, GroupResult, bind_group_result
 from .signals import Signal
-from .task import BoundTaskDecorator, Task, TaskDecorator, TaskOptions
+from .task import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -306,31 +307,11 @@ class Taskq:
         return Amqp(url, connect, router, defaults, c.broker_pool_limit)
 
     def declared_queues(self) -> tuple[Queue, ...]:
-        """``task_queues`` as kombu queues. A name is a direct queue of its own name; a
-        ``Queue`` without an exchange gets the default one, as Celery gives it."""
-        c, found = self.conf, []
-        for q in c.task_queues or ():
-            if not isinstance(q, Queue):
-                found.append(make_queue(q))
-                continue
-            if not q.exchange or not q.exchange.name:
-                q = copy.copy(q)  # the config's own object stays as written
-                name = c.task_default_exchange or c.task_default_queue
-                q.exchange = Exchange(name, c.task_default_exchange_type)
-            found.append(q)
-        return tuple(found)
+        """``task_queues`` as kombu queues (taskq/queues.py says how)."""
+        return declared_queues(self.conf)
 
-    def default_queue(self) -> Any:
-        c = self.conf
-        for queue in self.declared_queues():
-            if queue.name == c.task_default_queue:
-                return queue  # declared with its own exchange and key: that one
-        return make_queue(
-            c.task_default_queue,
-            c.task_default_exchange,
-            c.task_default_routing_key,
-            c.task_default_exchange_type,
-        )
+    def default_queue(self) -> Queue:
+        return default_queue(self.conf, self.declared_queues())
 
     def connection(self) -> Any:
         """A new kombu connection to the broker (not pooled)."""

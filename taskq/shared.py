@@ -21,7 +21,8 @@ from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import Taskq
-    from .task import BoundTaskDecorator, Task, TaskDecorator
+    from .options import BoundTaskDecorator, TaskDecorator
+    from .task import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,4 +1,4 @@
-"""`async def` tasks for a real prefork worker (tests/integration/test_async_tasks.py)."""
+"""`async def` tasks for a real prefork worker (tests/integration/test_async_workers.py)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from taskq.calling import CallOptions
 from taskq.cli import main as cli_main
 from taskq.cli_worker import worker as worker_command
 from taskq.config import SETTINGS
-from taskq.task import TaskOptions
+from taskq.options import TaskOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -241,3 +243,11 @@ def test_every_task_option_is_documented() -> None:
     spans = table_keys(read("tasks.md"))
     missing = [name for name in ["name", *field_names(TaskOptions)] if name not in spans]
     assert not missing, f"docs/tasks.md has no table row for @app.task options {missing}"
+
+
+def test_the_api_reference_is_current() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DOCS / "api_reference.py"), "--check"], capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, "docs/api.md is not current: run `make docs`" + done.stderr
