@@ -11,6 +11,7 @@ for solo); the consumer only ever turns it into a message for its own thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import states
+from .deadlines import Deadlines
 from .tracer import Job, Outcome, trace
 
 if TYPE_CHECKING:
@@ -260,10 +262,11 @@ class SoloPool(Pool):
 
 
 class ThreadPool(Pool):
-    """Tasks in threads of the worker process. Time limits are not enforced here."""
+    """Tasks in threads of the worker process; time limits as threads allow (deadlines.py)."""
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="taskq-task")
+        self._deadlines: Deadlines | None = None  # made for the first task with a limit
         self._stopping = threading.Event()
         self._waiting: dict[Future[None], tuple[int, BatchCallbacks]] = {}
         self._ids: dict[Future[None], set[str]] = {}
@@ -272,7 +275,13 @@ class ThreadPool(Pool):
     def apply(
         self, jobs: Sequence[Job], callbacks: BatchCallbacks, limits: Limits = (None, None)
     ) -> None:
-        future = self._executor.submit(_run_here, self.app, jobs, callbacks, self._stopping.is_set)
+        run = functools.partial(_run_here, self.app, jobs, callbacks, self._stopping.is_set)
+        if any(limits):
+            with self._lock:
+                if self._deadlines is None:
+                    self._deadlines = Deadlines()
+            run = functools.partial(_within, self._deadlines, limits, run)
+        future = self._executor.submit(run)
         with self._lock:
             self._waiting[future] = (len(jobs), callbacks)
             self._ids[future] = {job.message.id for job in jobs}
@@ -302,9 +311,21 @@ class ThreadPool(Pool):
 
     def stop(self) -> None:
         self._executor.shutdown(wait=True)
+        self._close_deadlines()
 
     def terminate(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._close_deadlines()
+
+    def _close_deadlines(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.close()
+
+
+def _within(deadlines: Deadlines, limits: Limits, run: Callable[[], None]) -> None:
+    hard, soft = limits
+    with deadlines.limits(soft, hard):
+        run()
 
 
 def signal_number(name: str) -> int:
