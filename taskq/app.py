@@ -254,6 +254,20 @@ class Taskq:
             return register(fun)
         return register
 
+    def register_task(self, task: Task[Any, Any] | type[Task[Any, Any]]) -> Task[Any, Any]:
+        """Register a class-based task (a ``Task`` subclass with ``run``), as Celery's: the
+        instance (or the class, made here) is bound to this app; named by its class's
+        ``name`` attribute, else ``<module>.<ClassName>``."""
+        if isinstance(task, type):
+            task = task()
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"register_task takes a taskq.Task, not {task!r}")
+        task.app = self
+        if not task.name:
+            task.name = f"{type(task).__module__}.{type(task).__name__}"
+        self.tasks[task.name] = task
+        return task
+
     def gen_task_name(self, fun: Callable[..., Any]) -> str:
         module = fun.__module__
         if module == "__main__":

@@ -60,15 +60,27 @@ class Task(Generic[P, R]):
             delattr(cls, name)
         cls._class_options = {**cls._class_options, **own}
 
-    def __init__(self, app: Taskq, fun: Callable[..., R], name: str, options: TaskOptions):
-        self.app = app
+    def __init__(
+        self,
+        app: Taskq | None = None,
+        fun: Callable[..., R] | None = None,
+        name: str | None = None,
+        options: TaskOptions | None = None,
+    ):
+        cls = type(self)
+        if fun is None:
+            # Celery's class-based task: a subclass with run(), registered with
+            # app.register_task(MyTask()).
+            if cls.run is Task.run:
+                raise TypeError(f"{cls.__name__}: a task needs a function, or a run() method")
+            fun = self.run
+        self._app = app
         self.fun = fun
-        self.name = name
-        self.options = options
+        self.name: str = name or getattr(cls, "name", None) or ""
+        self.options = options if options is not None else TaskOptions(**cls._class_options)
         self.__doc__ = fun.__doc__
         self.__wrapped__ = fun
         # The handlers this class defines: the tracer calls none of the others.
-        cls = type(self)
         self.hooks = frozenset(h for h in HOOK_NAMES if getattr(cls, h) is not getattr(Task, h))
         # async def: a worker runs it to completion on its process's event loop.
         self.is_async = inspect.iscoroutinefunction(fun)
@@ -99,6 +111,20 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any], einfo: ExceptionInfo | None,
     ) -> None:  # fmt: skip
         """After a success or a failure (not a retry), the last handler of a run."""
+
+    @property
+    def app(self) -> Taskq:
+        app = self._app
+        if app is None:
+            raise ConfigurationError(
+                f"Task {self.name or type(self).__name__} is not registered with an app: "
+                "app.register_task(task)"
+            )
+        return app
+
+    @app.setter
+    def app(self, app: Taskq) -> None:
+        self._app = app
 
     # -- options, read through so a Celery user finds them where they expect
     @property
