@@ -22,6 +22,7 @@ from kombu.serialization import dumps
 from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
 from .publisher import Publisher, queue_known
+from .serializers import check_sending, serializer_name
 from .signals import after_task_publish, before_task_publish
 from .url import credentials_in_userinfo, mask_url, scrub
 
@@ -265,6 +266,7 @@ class _ForkSafeConnectionPool(ConnectionPool):  # type: ignore[misc]  # kombu is
 @dataclass(frozen=True)
 class PublishDefaults:
     serializer: str = "json"
+    accept: tuple[str, ...] = ("json",)  # accept_content: pickle is sent only when it names it
     compression: str | None = None
     delivery_mode: int = 2
     priority: int | None = None
@@ -338,8 +340,14 @@ class Amqp:
         retry_policy: Mapping[str, Any] | None = None,
         compression: str | None = None,
         delivery_mode: int | None = None,
+        serializer: str | None = None,
     ) -> None:
         d = self.defaults
+        if serializer is None or serializer_name(serializer) == d.serializer:
+            serializer = d.serializer
+        else:
+            serializer = serializer_name(serializer)
+            check_sending(serializer, d.accept)
         properties: dict[str, Any] = {"correlation_id": msg.id}
         if reply_to:
             properties["reply_to"] = reply_to
@@ -355,7 +363,7 @@ class Amqp:
                 declare=declare, retry_policy=policy,
             )  # fmt: skip
         # Serialized here rather than by kombu, to refuse an oversized body before sending.
-        content_type, content_encoding, body = dumps(payload, serializer=d.serializer)
+        content_type, content_encoding, body = dumps(payload, serializer=serializer)
         if d.max_message_size is not None and len(body) > d.max_message_size:
             raise MessageTooLarge(
                 f"Task {msg.task}[{msg.id}]: the message body is {len(body)} bytes, over "

@@ -30,6 +30,7 @@ from .loader import Discovery, Packages, import_task_modules, settings_from
 from .options import BoundTaskDecorator, TaskDecorator, TaskOptions
 from .queues import declared_queues, default_queue
 from .result import AsyncResult, GroupResult, bind_group_result
+from .serializers import check_conf, serializer_name
 from .signals import Signal
 from .task import Task
 
@@ -240,11 +241,13 @@ class Taskq:
                     f"Task {f.__qualname__}: max_deliveries must be at least 1 (or None for "
                     f"no limit), not {task_options.max_deliveries!r}"
                 )
-            if task_options.serializer not in (None, "json"):
-                raise ConfigurationError(
-                    f"Task {f.__qualname__}: serializer {task_options.serializer!r} is not "
-                    "supported; taskq sends JSON only"
-                )
+            if task_options.serializer is not None:
+                try:
+                    serializer_name(task_options.serializer)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"Task {f.__qualname__}: serializer {task_options.serializer!r}: {exc}"
+                    ) from None
             task_name = name or self.gen_task_name(f)
             task: Task[Any, Any] = cls(self, f, task_name, task_options)
             self.tasks[task_name] = task
@@ -298,6 +301,7 @@ class Taskq:
 
     def _make_amqp(self) -> Amqp:
         c = self.conf
+        check_conf(c)  # pickle only with accept_content naming it; msgpack installed
         url = self.broker_url
 
         def connect() -> Any:
@@ -310,7 +314,8 @@ class Taskq:
             self.declared_queues(),
         )  # fmt: skip
         defaults = PublishDefaults(
-            serializer=c.task_serializer,
+            serializer=serializer_name(c.task_serializer),
+            accept=tuple(c.accept_content),
             compression=c.task_compression,
             delivery_mode=c.task_default_delivery_mode,
             priority=c.task_default_priority,
@@ -375,6 +380,7 @@ class Taskq:
         priority = call.priority
         if priority is None and task is not None:
             priority = task.options.priority
+        serializer = call.serializer or (task.options.serializer if task is not None else None)
         self.amqp.publish(
             msg,
             route,
@@ -384,6 +390,7 @@ class Taskq:
             retry=call.retry,
             retry_policy=call.retry_policy,
             compression=call.compression,
+            serializer=serializer,
         )
         if self.conf.task_send_sent_event:
             send_task_sent(self, self._sent_events, msg, route)

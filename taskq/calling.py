@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .message import TaskMessage, new_id
+from .serializers import serializer_name
 from .signature import signature_dicts
 
 if TYPE_CHECKING:
@@ -62,10 +63,11 @@ class CallOptions:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise TypeError(f"apply_async() got an unknown option {name!r}{hint}")
         call = cls(**options)
-        if call.serializer not in (None, "json"):
-            raise TypeError(
-                f"serializer {call.serializer!r} is not supported: taskq sends JSON only"
-            )
+        if call.serializer is not None:
+            try:
+                serializer_name(call.serializer)
+            except ValueError as exc:
+                raise TypeError(f"serializer {call.serializer!r}: {exc}") from None
         if call.countdown is not None and call.eta is not None:
             raise TypeError("give countdown or eta, not both")
         if call.priority is not None and not 0 <= int(call.priority) <= 255:

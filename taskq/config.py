@@ -20,6 +20,7 @@ from kombu import Queue
 
 from .celery_settings import CELERY_NAMES, OLD_NAMES
 from .exceptions import ConfigurationError
+from .serializers import serializer_name
 
 Check = Callable[[Any], Any]
 
@@ -142,20 +143,20 @@ def _routes(value: Any) -> Any:
 
 
 def _serializer(value: Any) -> str:
-    text = _str(value)
-    if text != "json":
-        # JSON only by default keeps every message readable by any peer and never runs a
-        # decoder that can execute code; other serializers are a later, explicit opt-in.
-        raise ValueError("taskq supports only 'json'")
-    return text
+    # JSON by default; msgpack or pickle for task messages when asked (serializers.py).
+    return serializer_name(_str(value))
+
+
+def _json_only(value: Any) -> str:
+    if serializer_name(_str(value)) != "json":
+        raise ValueError("taskq stores results and sends events as JSON (Celery's default)")
+    return "json"
 
 
 def _accept(value: Any) -> tuple[str, ...]:
     names = _str_list(value)
-    allowed = {"json", "application/json"}
-    bad = [n for n in names if n not in allowed]
-    if bad:
-        raise ValueError(f"taskq accepts only JSON content, not {', '.join(bad)}")
+    for name in names:
+        serializer_name(name)
     return names
 
 
@@ -219,9 +220,13 @@ SETTINGS: dict[str, Setting] = {
         " interval_max.",
     ),
     # serialization
-    "task_serializer": Setting("json", _serializer, "Serializer for task messages (json only)."),
-    "result_serializer": Setting("json", _serializer, "Serializer for results (json only)."),
-    "accept_content": Setting(("json",), _accept, "Content types the worker accepts."),
+    "task_serializer": Setting(
+        "json", _serializer, "Serializer of task messages: json, msgpack or pickle."
+    ),
+    "result_serializer": Setting("json", _json_only, "Serializer for results (json only)."),
+    "accept_content": Setting(
+        ("json",), _accept, "Serializers (or content types) a worker decodes."
+    ),
     "task_compression": Setting(
         None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."
     ),

@@ -24,7 +24,7 @@ from .. import signals
 from ..amqp import make_queue
 from ..events import check_serializer
 from ..exceptions import ConfigurationError
-from ..message import JSON
+from ..serializers import accepted_types, check_conf
 from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
 from .control import ControlPanel
@@ -84,6 +84,7 @@ class Worker:
         self.task_events = c.worker_send_task_events if o.task_events is None else o.task_events
         self.heartbeat = o.heartbeat
         check_serializer(app)
+        check_conf(c)
         self.pool_name = o.pool or c.worker_pool
         if self.pool_name not in POOLS:
             raise ConfigurationError(f"Unknown pool {self.pool_name!r}: use {', '.join(POOLS)}")
@@ -109,7 +110,7 @@ class Worker:
             queues=self.queues,
             prefetch_count=concurrency * multiplier,
             hostname=self.hostname,
-            accept=frozenset(JSON if a == "json" else a for a in c.accept_content),
+            accept=accepted_types(c.accept_content),
             max_message_size=c.task_max_message_size,
             prefetch_seconds=c.worker_prefetch_seconds,
         )

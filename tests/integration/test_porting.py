@@ -8,15 +8,19 @@ functions). The client is a separate process importing the project, as a web app
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
+from taskq.serializers import CONTENT_TYPES
 from tests.integration.helpers import ROOT, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -161,3 +165,23 @@ def test_the_django_example_on_a_real_worker(
             print(words.get(timeout=60), zone.get(timeout=60))
         """, env)  # fmt: skip
     assert out == "3 {'task': 'polls.tasks.site_time_zone', 'time_zone': 'Europe/Paris'}"
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "pickle"])
+def test_opted_in_serializers_on_a_prefork_worker(
+    redis_url: str, redis_backend_url: str, serializer: str
+) -> None:
+    # A project that sends msgpack or pickle (and says both settings, for pickle): a real
+    # prefork worker on Redis decodes it; the result comes back as JSON, Celery's default.
+    from tests.integration.worker_tasks import itest_env, make_app
+
+    queue = f"ser-{serializer}-{uuid.uuid4().hex[:6]}"
+    settings = {"accept_content": ["json", serializer], "task_default_queue": queue}
+    env = itest_env(redis_url, redis_backend_url, **settings)
+    app = make_app(redis_url, redis_backend_url, None, task_serializer=serializer, **settings)
+    result = app.tasks["itest.add"].delay(2, 2)
+    waiting = [json.loads(raw) for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1)]
+    assert [m["content-type"] for m in waiting] == [CONTENT_TYPES[serializer]]
+    with WorkerProcess("tests.integration.worker_tasks", "-c", "1", env=env):
+        assert result.get(timeout=60) == 4
+    app.close()

@@ -36,10 +36,12 @@ def test_invalid_values_are_rejected_with_the_reason() -> None:
     conf = Config(environ={})
     with pytest.raises(ConfigurationError, match="worker_concurrency"):
         conf.worker_concurrency = 0
-    with pytest.raises(ConfigurationError, match="only 'json'"):
-        conf.task_serializer = "pickle"
-    with pytest.raises(ConfigurationError, match="JSON"):
-        conf.accept_content = ["json", "pickle"]
+    with pytest.raises(ConfigurationError, match="expected one of json, msgpack, pickle"):
+        conf.task_serializer = "yaml"
+    with pytest.raises(ConfigurationError, match="expected one of"):
+        conf.accept_content = ["json", "application/x-yaml"]
+    with pytest.raises(ConfigurationError, match="results and sends events as JSON"):
+        conf.result_serializer = "pickle"
     with pytest.raises(ConfigurationError, match="boolean"):
         conf.task_acks_late = "sometimes"
 

@@ -1,0 +1,80 @@
+"""Serializers: task messages in JSON by default; msgpack or pickle when a project asks.
+
+JSON is what every Celery peer reads and what never runs code when decoded. A project may
+send task messages in msgpack (``pip install 'taskq[msgpack]'``), or in pickle, which runs
+code of the sender's choosing in the worker that decodes it: pickle is taken only when
+``accept_content`` names it as well as ``task_serializer`` (or a task's or a call's
+``serializer``), so nobody turns it on by one setting. Results and events stay JSON
+(Celery's defaults), whatever the messages use.
+
+Settings take names (``"json"``) or content types (``"application/json"``), as Celery's do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "msgpack": "application/x-msgpack",
+    "pickle": "application/x-python-serialize",
+}
+NAMES = {content_type: name for name, content_type in CONTENT_TYPES.items()}
+
+
+def serializer_name(value: str) -> str:
+    """A serializer's name from its name or content type; ValueError for any other."""
+    name = NAMES.get(value, value)
+    if name not in CONTENT_TYPES:
+        raise ValueError(f"expected one of {', '.join(CONTENT_TYPES)} (or their content types)")
+    return name
+
+
+def accepted_types(accept: Iterable[str]) -> frozenset[str]:
+    """The content types a worker decodes, from ``accept_content``."""
+    return frozenset(CONTENT_TYPES[serializer_name(a)] for a in accept)
+
+
+def check_sending(serializer: str, accept: Iterable[str]) -> None:
+    """Refuse pickle unless ``accept_content`` names it too; msgpack needs its package."""
+    name = serializer_name(serializer)
+    if name == "pickle" and "pickle" not in {serializer_name(a) for a in accept}:
+        raise ConfigurationError(
+            "Sending task messages in pickle needs accept_content to name 'pickle' as well: "
+            "a pickled message runs code of its sender's choosing in the worker that reads "
+            "it, so taskq turns it on only when both settings say so."
+        )
+    if name == "msgpack":
+        check_available(name)
+
+
+def check_available(name: str) -> None:
+    if name == "msgpack":
+        try:
+            importlib.import_module("msgpack")
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"The msgpack serializer needs the msgpack package ({exc}): "
+                "pip install 'taskq[msgpack]'"
+            ) from exc
+
+
+def check_conf(conf: Any) -> None:
+    """The message serializer settings together: where a client or a worker starts."""
+    check_sending(conf.task_serializer, conf.accept_content)
+    for name in {serializer_name(a) for a in conf.accept_content}:
+        check_available(name)
+
+
+__all__ = [
+    "CONTENT_TYPES",
+    "accepted_types",
+    "check_available",
+    "check_conf",
+    "check_sending",
+    "serializer_name",
+]
