@@ -172,7 +172,8 @@ def test_opted_in_serializers_on_a_prefork_worker(
     redis_url: str, redis_backend_url: str, serializer: str
 ) -> None:
     # A project that sends msgpack or pickle (and says both settings, for pickle): a real
-    # prefork worker on Redis decodes it; the result comes back as JSON, Celery's default.
+    # prefork worker on Redis decodes it, from taskq's client and from Celery's; the result
+    # comes back as JSON, Celery's default.
     from tests.integration.worker_tasks import itest_env, make_app
 
     queue = f"ser-{serializer}-{uuid.uuid4().hex[:6]}"
@@ -182,6 +183,14 @@ def test_opted_in_serializers_on_a_prefork_worker(
     result = app.tasks["itest.add"].delay(2, 2)
     waiting = [json.loads(raw) for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1)]
     assert [m["content-type"] for m in waiting] == [CONTENT_TYPES[serializer]]
+    # Celery 5.7's client sends the same way (a project's old clients, during a port).
+    import celery
+
+    capp = celery.Celery("sender", broker=redis_url, backend=redis_backend_url)
+    capp.conf.update(task_serializer=serializer, accept_content=["json", serializer])
+    from_celery = capp.send_task("itest.add", (3, 4), queue=queue)
     with WorkerProcess("tests.integration.worker_tasks", "-c", "1", env=env):
         assert result.get(timeout=60) == 4
+        assert from_celery.get(timeout=60) == 7
     app.close()
+    capp.close()
