@@ -309,10 +309,10 @@ class Taskq:
                 url, c.broker_transport_options, c.broker_heartbeat, c.broker_connection_timeout
             )
 
+        declared = self.declared_queues()
         router = Router(
-            c.task_routes, self.default_queue(), c.task_create_missing_queues,
-            self.declared_queues(),
-        )  # fmt: skip
+            c.task_routes, default_queue(c, declared), c.task_create_missing_queues, declared
+        )
         defaults = PublishDefaults(
             serializer=serializer_name(c.task_serializer),
             accept=tuple(c.accept_content),

@@ -67,7 +67,14 @@ def apply_here(
     if state == states.SUCCESS:
         _follow(task, options.get("link"), lambda sig: sig.apply_async((value,)))
     elif state == states.FAILURE:
-        _follow(task, options.get("link_error"), lambda sig: sig.apply_async((task_id,)))
+        # Celery's two errback conventions, as a worker applies them (worker/links.py).
+        def errback(sig: Signature) -> Any:
+            handler = task.app.tasks.get(sig.task)
+            if handler is not None and handler.takes_request:
+                return sig(context, value, tb)
+            return sig.apply_async((task_id,))
+
+        _follow(task, options.get("link_error"), errback)
         throw = options.get("throw")
         if throw or (throw is None and task.app.conf.task_eager_propagates):
             raise value

@@ -173,6 +173,19 @@ class Task(Generic[P, R]):
         required = sum(p.default is p.empty for p in params)
         return required - skip, len(params) - skip
 
+    @functools.cached_property
+    def takes_request(self) -> bool:
+        """As an errback, whether it is called in place with ``(request, exc, traceback)``
+        (a function of more than one argument, Celery's rule) rather than sent the id."""
+        sig = self._signature
+        if sig is None:
+            return False
+        params = list(sig.parameters.values())[1 if self.options.bind else 0 :]
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            return True
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return sum(p.kind in positional for p in params) > 1
+
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError now, in the caller, if the function cannot take these arguments."""
         arity = self._plain_arity

@@ -10,7 +10,6 @@ ever on a step that is never coming.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -54,25 +53,12 @@ def apply_errbacks(
         sig = Signature.from_dict(data, app)
         task = app.tasks.get(sig.task)
         try:
-            if task is not None and request is not None and _takes_request(task):
+            if task is not None and request is not None and task.takes_request:
                 sig(request, exc, tb)
             else:
                 sig.apply_async((msg.id,), parent_id=msg.id, root_id=msg.root_id or msg.id)
         except Exception:
             logger.exception("Task %s[%s]: errback %r failed", msg.task, msg.id, sig.task)
-
-
-def _takes_request(task: Any) -> bool:
-    try:
-        params = list(inspect.signature(task.fun).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if task.options.bind:
-        params = params[1:]
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return True
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(p.kind in positional for p in params) > 1
 
 
 def fail_chain(app: Taskq, msg: TaskMessage, exc: BaseException, tb: str | None) -> None:

@@ -24,6 +24,7 @@ from .. import signals
 from ..amqp import make_queue
 from ..events import check_serializer
 from ..exceptions import ConfigurationError
+from ..queues import default_queue
 from ..serializers import accepted_types, check_conf
 from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
@@ -126,12 +127,12 @@ class Worker:
     def _queues(self, names: tuple[str, ...]) -> tuple[Queue, ...]:
         """-Q's queues, else ``task_queues``, else the default queue; declared ones as
         declared (exchange, key, arguments)."""
-        declared = {q.name: q for q in self.app.declared_queues()}
-        default = self.app.default_queue()
-        declared.setdefault(default.name, default)
+        declared = self.app.declared_queues()
+        default = default_queue(self.app.conf, declared)
         if not names:
-            return tuple(self.app.declared_queues()) or (default,)
-        return tuple(declared.get(n) or make_queue(n) for n in names)
+            return declared or (default,)
+        by_name = {q.name: q for q in (*declared, default)}
+        return tuple(by_name.get(n) or make_queue(n) for n in names)
 
     def banner(self) -> str:
         # Celery's built-in names are on every app: the banner lists the app's own tasks.

@@ -169,6 +169,16 @@ def on_revoked(request: Any, terminated: bool, expired: bool, **kw: Any) -> None
     note("task_revoked", id=request.id, terminated=terminated, expired=expired)
 
 
+@signals.task_rejected.connect
+def on_rejected(message: Any, exc: Any, **kw: Any) -> None:
+    note("task_rejected", exc=str(exc))
+
+
+@signals.heartbeat_sent.connect
+def on_heartbeat(**kw: Any) -> None:
+    note("heartbeat_sent")
+
+
 @signals.task_unknown.connect
 def on_unknown(name: str, id: str, **kw: Any) -> None:
     note("task_unknown", name=name, id=id)

@@ -173,6 +173,22 @@ def test_unknown_and_revoked_tasks(client: Taskq, ledger: redis.Redis) -> None:
     assert (revoked["terminated"], revoked["expired"]) == (False, False)
 
 
+def test_unreadable_messages_and_heartbeats(
+    worker: WorkerProcess, redis_url: str, queue: str, ledger: redis.Redis
+) -> None:
+    # A message the worker does not accept (pickle, against its JSON-only accept_content).
+    sender = Taskq(
+        "pickler", broker=redis_url, task_default_queue=queue, task_serializer="pickle",
+        accept_content=["pickle"], set_as_current=False,
+    )  # fmt: skip
+    sender.send_task("hooks.divide", (1, 1))
+    sender.close()
+    wait_for(lambda: entries(ledger, what="task_rejected"), 60, "task_rejected")
+    assert "not accepted" in entries(ledger, what="task_rejected")[0]["exc"]
+    wait_for(lambda: entries(ledger, what="heartbeat_sent"), 60, "heartbeat_sent")
+    assert entries(ledger, what="heartbeat_sent")[0]["pid"] == worker.pid
+
+
 def test_task_logger_lines_name_their_task(worker: WorkerProcess, client: Taskq) -> None:
     result = client.send_task("hooks.logs", ("hello",))
     result.get(timeout=60)

@@ -63,9 +63,16 @@ def test_links_and_errbacks_run_too(app: Taskq) -> None:
     def boom() -> None:
         raise KeyError("k")
 
+    @app.task
+    def on_error(request: Any, exc: BaseException, traceback: str | None) -> None:
+        seen.append((request.id, type(exc).__name__, "KeyError" in (traceback or "")))
+
     add.apply_async((2, 2), link=record.s())
     failed = boom.apply_async(link_error=record.s())
     assert seen == [4, failed.id]
+    # Celery's other errback convention, as a worker applies it: called in place.
+    again = boom.apply_async(link_error=on_error.s())
+    assert seen[2:] == [(again.id, "KeyError", True)]
 
 
 def test_chain_group_and_chord_run_here(app: Taskq) -> None:

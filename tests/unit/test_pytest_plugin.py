@@ -54,6 +54,29 @@ def test_a_failing_ported_test_fails(project: Path) -> None:
     assert done.returncode == 1 and "assert 16 == 17" in done.stdout
 
 
+def test_session_fixtures_and_the_current_app(project: Path) -> None:
+    (project / "tests" / "test_session.py").write_text(
+        "from taskq import current_app, shared_task\n"
+        "\n"
+        "@shared_task(name='session.square')\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "\n"
+        "def test_one(taskq_session_app, taskq_session_worker):\n"
+        "    assert taskq_session_app.tasks['session.square'].delay(4).get(timeout=10) == 16\n"
+        "\n"
+        "def test_two_same_worker(taskq_session_app, taskq_session_worker):\n"
+        "    assert taskq_session_worker.ready.is_set()\n"
+        "    assert taskq_session_app.tasks['session.square'].delay(5).get(timeout=10) == 25\n"
+        "\n"
+        "def test_current(depends_on_current_app, taskq_app):\n"
+        "    assert current_app() is taskq_app is depends_on_current_app\n"
+    )
+    done = run_suite(project, "tests/test_session.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
 @pytest.mark.usefixtures("restore_shared_tasks")
 def test_taskq_app_is_the_default_app_during_a_test(taskq_app: Taskq) -> None:
     assert current_app() is taskq_app

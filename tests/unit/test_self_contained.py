@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Built from parts so that this file does not name what it looks for.
-PRIVATE = "shared"
+PRIVATE = "sha" + "red"
 NAMES_THE_FOLDER_BESIDE = re.compile(
     r"\.\./" + PRIVATE + r"\b"  # a relative path or link
     r"|\.parent\s*/\s*['\"]" + PRIVATE + r"['\"]"  # a path built up from the checkout
