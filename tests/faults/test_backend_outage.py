@@ -59,9 +59,14 @@ def test_f11_results_are_kept_through_a_result_backend_outage(
         ran_during = len(setup.ledger.completions()) - ran_before
         results_redis.start()
         done = eventually(lambda: set(ids) <= set(setup.ledger.completions()), 120)
-        stored = {}
-        for task_id in ids:
-            stored[task_id] = app.backend.get_task_meta(task_id)["status"]
+
+        def stored_states() -> dict[str, str]:
+            return {i: app.backend.get_task_meta(i)["status"] for i in ids}
+
+        # A body's ledger line is written before its result is stored, and a store that
+        # failed during the outage is tried again after a backoff of up to 10 s.
+        eventually(lambda: set(stored_states().values()) == {states.SUCCESS}, 120, 0.5)
+        stored = stored_states()
         eventually(lambda: queue_length(app) == 0, 30)
         dead = DeadLetters(app).list()
         report = setup.ledger.check(ids)
