@@ -120,7 +120,7 @@ def test_f2_one_pool_child_killed_per_task(
         ids = [h.id for h in handles]
         eventually(lambda: set(ids) <= set(ledger.completions()), 120)
         # A task writes its ledger end before its result is stored: a moment for the last.
-        eventually(lambda: all(h.state == "SUCCESS" for h in handles), 10)
+        eventually(lambda: all(h.state == "SUCCESS" for h in handles), 60)
         states = {h.id: h.state for h in handles}
         report = ledger.check(ids)
         deaths = [e for e in ledger.events() if e["event"] == "die"]
