@@ -18,7 +18,7 @@ from kombu import Queue
 
 from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection
-from .backends import Backend, RetryPolicy, backend_from_url
+from .backends import Backend, BrokerLink, RetryPolicy, backend_from_url
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
@@ -296,6 +296,12 @@ class Taskq:
                     extended=c.result_extended,
                     options=c.result_backend_transport_options,
                     retry=RetryPolicy.from_conf(c),
+                    link=BrokerLink(
+                        self.connection,
+                        lambda: self.amqp.producers,
+                        lambda: self.oid,
+                        c.result_persistent,
+                    ),
                 )
             return self._backend
 
@@ -381,12 +387,17 @@ class Taskq:
         if priority is None and task is not None:
             priority = task.options.priority
         serializer = call.serializer or (task.options.serializer if task is not None else None)
+        reply_to = call.reply_to or self.oid
+        if parent is None:
+            # rpc:// needs the reply queue before the task; a task's own sends skip it, as
+            # Celery's do (nobody waits on them in a worker).
+            self.backend.on_task_call(reply_to)
         self.amqp.publish(
             msg,
             route,
             priority=priority,
             expiration=expiration_seconds(msg.expires),
-            reply_to=call.reply_to or self.oid,
+            reply_to=reply_to,
             retry=call.retry,
             retry_policy=call.retry_policy,
             compression=call.compression,

@@ -303,7 +303,12 @@ SETTINGS: dict[str, Setting] = {
     ),
     # results
     "result_backend": Setting(
-        None, _optional(_str), "Result backend URL: redis://, sqlite:///path, memory://, or None."
+        None,
+        _optional(_str),
+        "Result backend URL: redis://, sqlite:///path, rpc://, memory://, or None.",
+    ),
+    "result_persistent": Setting(
+        False, _bool, "rpc:// results as persistent messages (they survive a broker restart)."
     ),
     "result_expires": Setting(
         DAY, _optional(_seconds), "Seconds results are kept (None: forever)."

@@ -18,6 +18,7 @@ from typing import (
 
 from . import states
 from .aio import run_coroutine
+from .backends.base import ResultContext
 from .context import Context
 from .exceptions import ConfigurationError, ExceptionInfo, Ignore, MaxRetriesExceededError, Retry
 from .options import TaskOptions
@@ -414,7 +415,10 @@ class Task(Generic[P, R]):
         task_id = task_id or self.request.id
         if task_id is None:
             raise RuntimeError("update_state() needs a task_id outside a task run")
-        self.app.backend.store_result(task_id, meta, state or states.PENDING)
+        # The caller's reply queue, for rpc:// results (Celery passes this request too).
+        reply_to = self.request.reply_to
+        context = ResultContext(reply_to=reply_to) if reply_to else None
+        self.app.backend.store_result(task_id, meta, state or states.PENDING, None, context)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from .result import AsyncResult

@@ -8,6 +8,7 @@ from typing import Any
 from ..exceptions import ConfigurationError, NoBackendConfigured
 from .base import Backend, ResultContext, decode_exception, encode_exception
 from .retry import RetryPolicy
+from .rpc import BrokerLink, RpcBackend
 
 
 class DisabledBackend(Backend):
@@ -45,7 +46,9 @@ def backend_from_url(
     extended: bool = False,
     options: Mapping[str, Any] | None = None,
     retry: RetryPolicy | None = None,
+    link: BrokerLink | None = None,
 ) -> Backend:
+    """The backend for ``url``; ``link`` is the app's broker, for ``rpc://``."""
     if not url or url in ("disabled", "none"):
         return DisabledBackend(expires, extended)
     scheme = url.split("://", 1)[0].lower()
@@ -68,18 +71,23 @@ def backend_from_url(
                 "sqlite result backend URL needs a path: sqlite:////abs/path.db"
             )
         return SqliteBackend(path, expires, extended, retry)
+    if scheme == "rpc":
+        if link is None:
+            raise ConfigurationError("an rpc:// result backend needs the app's broker")
+        return RpcBackend(link, expires, extended, retry)
     if scheme in ("memory", "cache+memory"):  # Celery's test suites say cache+memory://
         from .memory import MemoryBackend
 
         return MemoryBackend(expires, extended, retry)
     raise ConfigurationError(
         f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sqlite:///path, "
-        "memory:// or leave result_backend unset"
+        "rpc://, memory:// or leave result_backend unset"
     )
 
 
 __all__ = [
     "Backend",
+    "BrokerLink",
     "DisabledBackend",
     "ResultContext",
     "RetryPolicy",

@@ -61,6 +61,7 @@ class ResultContext:
     group_id: str | None = None
     parent_id: str | None = None
     children: tuple[str, ...] = ()
+    reply_to: str | None = None  # the caller's queue, for rpc:// results
 
 
 def encode_exception(exc: BaseException) -> dict[str, Any]:
@@ -176,6 +177,9 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         pass
 
+    def on_task_call(self, reply_to: str) -> None:  # noqa: B027 - only rpc:// needs it
+        """Before a client sends a task whose results go to ``reply_to``."""
+
     @contextlib.contextmanager
     def stores_in_flight(self) -> Iterator[dict[str, BackendError]]:
         """Within the block, this thread's stores may return before the backend confirms them.
@@ -247,7 +251,7 @@ class Backend(ABC):
                 meta["group_id"] = context.group_id
             if context.parent_id:
                 meta["parent_id"] = context.parent_id
-            if self.extended:
+            if self.extended and context.name is not None:
                 meta.update(
                     name=context.name,
                     args=list(context.args or ()),

@@ -138,9 +138,14 @@ class Request:
         info = getattr(self.raw, "delivery_info", None) or {}
         return {k: info.get(k) for k in ("exchange", "routing_key", "priority", "redelivered")}
 
-    def job(self) -> Job:
+    @property
+    def reply_to(self) -> str | None:
         props = getattr(self.raw, "properties", None) or {}
-        return Job(self.message, self.delivery_info(), self.hostname, props.get("reply_to"))
+        value = props.get("reply_to")
+        return value if isinstance(value, str) else None
+
+    def job(self) -> Job:
+        return Job(self.message, self.delivery_info(), self.hostname, self.reply_to)
 
     def time_limits(self) -> tuple[float | None, float | None]:
         # Limits sent with the message override the task's own, as in Celery.
@@ -310,7 +315,9 @@ class Request:
             )  # fmt: skip
         self.keeper.keep(
             f"store the REVOKED state of task {self!r}",
-            functools.partial(store_revoked, self.app, self.message, TaskRevokedError(reason)),
+            functools.partial(
+                store_revoked, self.app, self.message, TaskRevokedError(reason), self.reply_to
+            ),
             then=self.ack,
             give_up=self._bury_unstored,
             holder=self,
@@ -333,7 +340,9 @@ class Request:
     ) -> None:
         self.keeper.keep(
             f"store the FAILURE of task {self!r}",
-            functools.partial(store_failure, self.app, self.message, exc, self.hostname),
+            functools.partial(
+                store_failure, self.app, self.message, exc, self.hostname, self.reply_to
+            ),
             then=then,
             give_up=give_up,
             holder=self,

@@ -79,7 +79,9 @@ def _run(app: Taskq, job: Job, task: Task[Any, Any], hooks: RunHooks | None) -> 
     msg = job.message
     store = not _ignores_result(task, msg)
     backend = app.backend
-    result_context = _result_context(msg, job.hostname, job.delivery_info.get("routing_key"))
+    result_context = _result_context(
+        msg, job.hostname, job.delivery_info.get("routing_key"), job.reply_to
+    )
     started = time.monotonic()
     if hooks is not None:
         hooks.prerun()
@@ -153,7 +155,9 @@ def _bad_arguments(task: Task[Any, Any], msg: TaskMessage) -> str | None:
     return None
 
 
-def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: str) -> None:
+def store_failure(
+    app: Taskq, msg: TaskMessage, exc: BaseException, hostname: str, reply_to: str | None = None
+) -> None:
     """Record FAILURE from the consumer, for a task whose process could not (it died)."""
     task = app.tasks.get(msg.task)
     if (
@@ -162,14 +166,18 @@ def store_failure(app: Taskq, msg: TaskMessage, exc: BaseException, hostname: st
         and not app.conf.task_store_errors_even_if_ignored
     ):
         return
-    app.backend.store_result(msg.id, exc, states.FAILURE, None, _result_context(msg, hostname))
+    context = _result_context(msg, hostname, reply_to=reply_to)
+    app.backend.store_result(msg.id, exc, states.FAILURE, None, context)
     _after_failure(app, msg, exc, None, None)
 
 
-def store_revoked(app: Taskq, msg: TaskMessage, exc: BaseException) -> None:
+def store_revoked(
+    app: Taskq, msg: TaskMessage, exc: BaseException, reply_to: str | None = None
+) -> None:
     """Record REVOKED from the consumer (expired or revoked, not run); a chord counts it,
     and a chain does not wait for steps that will never run."""
-    app.backend.store_result(msg.id, exc, states.REVOKED)
+    context = ResultContext(reply_to=reply_to) if reply_to else None
+    app.backend.store_result(msg.id, exc, states.REVOKED, None, context)
     part_returned(app, msg.id, msg.group, msg.group_index, msg.chord, states.REVOKED, exc)
     fail_chain(app, msg, exc, None)
 
@@ -196,10 +204,12 @@ def _body_copy_may_run(app: Taskq, msg: TaskMessage) -> bool:
     return bool(backend.get_task_meta(msg.id)["status"] != states.SUCCESS)
 
 
-def _result_context(msg: TaskMessage, hostname: str, queue: str | None = None) -> ResultContext:
+def _result_context(
+    msg: TaskMessage, hostname: str, queue: str | None = None, reply_to: str | None = None
+) -> ResultContext:
     return ResultContext(
         name=msg.task, args=msg.args, kwargs=msg.kwargs, worker=hostname, retries=msg.retries,
-        queue=queue, group_id=msg.group, parent_id=msg.parent_id,
+        queue=queue, group_id=msg.group, parent_id=msg.parent_id, reply_to=reply_to,
     )  # fmt: skip
 
 

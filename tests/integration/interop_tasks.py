@@ -9,7 +9,7 @@ Each finds the only app of its own kind here. They are configured from environme
 variables that the tests set on the worker subprocesses:
 
     INTEROP_BROKER   broker URL  (redis://... or amqp://...)
-    INTEROP_BACKEND  result backend URL (always redis://...)
+    INTEROP_BACKEND  result backend URL (redis://..., or rpc:// in test_rpc_celery.py)
 
 The tests build more pairs with ``make_apps(broker, backend)`` for their clients.
 
