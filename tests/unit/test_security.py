@@ -83,9 +83,7 @@ def make_pair(
     folder.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = folder / f"{name}.key", folder / f"{name}.pem"
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Pair(key_path, cert_path, name, serial)
@@ -194,9 +192,9 @@ def test_an_expired_certificate_is_refused(tmp_path: Path, pair: Pair, store: Pa
     with pytest.raises(SecurityError, match="expired on"):
         sec.verifier.open(body, now=later)
     old = make_pair(tmp_path / "old", "old", days=-1)
-    with pytest.raises(SecurityError, match="'FR taskq tests old 1000' in the store .* expired"):
+    with pytest.raises(SecurityError, match=r"'FR taskq tests old 1000' in the store .* expired"):
         load_store(str(old.cert))
-    with pytest.raises(SecurityError, match="expired on .* would refuse"):
+    with pytest.raises(SecurityError, match=r"expired on .* would refuse"):
         security(old, store)
 
 
@@ -205,7 +203,7 @@ def test_key_password(tmp_path: Path, store: Path) -> None:
     assert load_key(locked.key.read_bytes(), "s3cret") is not None
     with pytest.raises(SecurityError, match="is security_key_password right"):
         load_key(locked.key.read_bytes(), "wrong")
-    with pytest.raises(SecurityError, match="Private key .*encrypted"):
+    with pytest.raises(SecurityError, match=r"Private key .*encrypted"):
         load_key(locked.key.read_bytes(), None)
 
 
@@ -286,9 +284,7 @@ def test_celery_refuses_what_taskq_refuses(tmp_path: Path, pair: Pair, store: Pa
 def test_byte_layout_matches_celerys(pair: Pair, store: Path) -> None:
     # Everything but the signature (PSS is randomized) is the same bytes.
     ours = base64.b64decode(security(pair, store).signer.dumps(PAYLOAD)[2]).split(SEPARATOR, 4)
-    theirs = base64.b64decode(celery_serializer(pair, store).serialize(PAYLOAD)).split(
-        SEPARATOR, 4
-    )
+    theirs = base64.b64decode(celery_serializer(pair, store).serialize(PAYLOAD)).split(SEPARATOR, 4)
     assert ours[0] == theirs[0] and ours[2:] == theirs[2:]
 
 
