@@ -22,7 +22,7 @@ from kombu.serialization import dumps
 from .exceptions import BrokerUnavailable, ConfigurationError, MessageTooLarge
 from .message import TaskMessage, to_body, to_headers
 from .publisher import Publisher, queue_known
-from .serializers import check_sending, serializer_name
+from .serializers import AUTH, check_sending, serializer_name
 from .signals import after_task_publish, before_task_publish
 from .url import credentials_in_userinfo, mask_url, scrub
 
@@ -273,6 +273,8 @@ class PublishDefaults:
     retry: bool = True
     retry_policy: Mapping[str, Any] = field(default_factory=dict)
     max_message_size: int | None = None
+    # The signer's dumps when setup_security() ran (serializer "auth"): (type, encoding, body).
+    sign: Callable[[Any], tuple[str, str, bytes]] | None = None
 
 
 class Amqp:
@@ -363,7 +365,15 @@ class Amqp:
                 declare=declare, retry_policy=policy,
             )  # fmt: skip
         # Serialized here rather than by kombu, to refuse an oversized body before sending.
-        content_type, content_encoding, body = dumps(payload, serializer=serializer)
+        if serializer == AUTH:
+            if d.sign is None:
+                raise ConfigurationError(
+                    f"Task {msg.task}: serializer 'auth' signs messages; call "
+                    "app.setup_security() first"
+                )
+            content_type, content_encoding, body = d.sign(payload)
+        else:
+            content_type, content_encoding, body = dumps(payload, serializer=serializer)
         if d.max_message_size is not None and len(body) > d.max_message_size:
             raise MessageTooLarge(
                 f"Task {msg.task}[{msg.id}]: the message body is {len(body)} bytes, over "

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from kombu import Queue
 
@@ -33,6 +33,9 @@ from .result import AsyncResult, GroupResult, bind_group_result
 from .serializers import check_conf, serializer_name
 from .signals import Signal
 from .task import Task
+
+if TYPE_CHECKING:
+    from .security import Security
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,6 +84,7 @@ class Taskq:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._oid: tuple[int, str] | None = None
+        self.security: Security | None = None  # set by setup_security()
         # Celery's app signals: sent once each, by finalize (a worker or beat at start).
         self.on_after_configure = Signal("on_after_configure", ("source",))
         self.on_after_finalize = Signal("on_after_finalize")
@@ -125,6 +129,61 @@ class Taskq:
     def set_default(self) -> None:
         """Make this the app that shared tasks act for (``taskq.current_app()``)."""
         shared.set_default(self)
+
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign task messages, and run only signed ones (Celery's ``auth`` serializer).
+
+        ``key``, ``key_password``, ``cert``, ``store`` and ``digest`` default to the
+        ``security_*`` settings. From now on this app's client signs every task message
+        (``serializer`` inside, JSON by default) and its worker takes only signed messages
+        whose body decodes with one of ``allowed_serializers`` (default ``["json"]``):
+        ``task_serializer`` becomes ``"auth"`` and ``accept_content`` ``["auth"]``, the
+        settings Celery asks for. Unlike Celery's, ``digest`` left unset reads
+        ``security_digest`` (Celery's default argument hides that setting).
+        """
+        from . import security  # needs cryptography: only projects that sign import it
+
+        c = self.conf
+        missing = [
+            name
+            for name, value in (
+                ("security_key", key or c.security_key),
+                ("security_certificate", cert or c.security_certificate),
+                ("security_cert_store", store or c.security_cert_store),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"setup_security() needs {', '.join(missing)} (as settings or arguments)"
+            )
+        options = security.SecurityOptions(
+            key=key or c.security_key,
+            certificate=cert or c.security_certificate,
+            store=store or c.security_cert_store,
+            key_password=key_password or c.security_key_password,
+            digest=digest or c.security_digest,
+            serializer=serializer,
+            allowed_serializers=tuple(allowed_serializers or ("json",)),
+        )
+        self.security = security.load(options)
+        # Task messages only, as Celery: remote control follows these two settings (and
+        # kombu's registry, below), so a signing fleet's commands are signed both ways.
+        # Results and events stay JSON. A signing Celery fleet must keep results in JSON too
+        # (result_accept_content=["json"]: with accept_content ["auth"] alone, Celery's own
+        # clients refuse its JSON results); taskq reads and writes those. docs/security.md.
+        c.update(task_serializer="auth", accept_content=["auth"])
+        security.register_with_kombu(self.security)
+        self._reset_clients()
 
     # -- where the tasks are
     def autodiscover_tasks(
@@ -308,6 +367,7 @@ class Taskq:
     def _make_amqp(self) -> Amqp:
         c = self.conf
         check_conf(c)  # pickle only with accept_content naming it; msgpack installed
+        self.check_signing()
         url = self.broker_url
 
         def connect() -> Any:
@@ -328,8 +388,19 @@ class Taskq:
             retry=c.task_publish_retry,
             retry_policy=c.task_publish_retry_policy,
             max_message_size=c.task_max_message_size,
+            sign=self.security.signer.dumps if self.security is not None else None,
         )
         return Amqp(url, connect, router, defaults, c.broker_pool_limit)
+
+    def check_signing(self) -> None:
+        """``auth`` in the serializer settings needs ``setup_security()`` first."""
+        c = self.conf
+        names = {serializer_name(c.task_serializer), *map(serializer_name, c.accept_content)}
+        if "auth" in names and self.security is None:
+            raise ConfigurationError(
+                "task_serializer or accept_content names 'auth' (signed messages): call "
+                "app.setup_security() to load the key and certificates that sign and check them"
+            )
 
     def declared_queues(self) -> tuple[Queue, ...]:
         """``task_queues`` as kombu queues (taskq/queues.py says how)."""

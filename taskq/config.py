@@ -160,6 +160,27 @@ def _accept(value: Any) -> tuple[str, ...]:
     return names
 
 
+# Mirrors taskq/security.py:DIGESTS, which imports cryptography (an extra): a setting is
+# checked when it is set, where cryptography may not be installed yet.
+DIGESTS = (
+    "sha224", "sha256", "sha384", "sha512", "sha512_224", "sha512_256",
+    "sha3_224", "sha3_256", "sha3_384", "sha3_512",
+)  # fmt: skip
+
+
+def _digest(value: Any) -> str:
+    name = _str(value).lower()
+    if name not in DIGESTS:
+        raise ValueError(f"expected one of {', '.join(DIGESTS)}")
+    return name
+
+
+def _password(value: Any) -> str | bytes:
+    if not isinstance(value, str | bytes):
+        raise ValueError("expected a string or bytes")
+    return value
+
+
 def _delivery_mode(value: Any) -> int:
     modes = {1: 1, 2: 2, "transient": 1, "persistent": 2}
     if value in modes:
@@ -221,12 +242,26 @@ SETTINGS: dict[str, Setting] = {
     ),
     # serialization
     "task_serializer": Setting(
-        "json", _serializer, "Serializer of task messages: json, msgpack or pickle."
+        "json", _serializer, "Serializer of task messages: json, msgpack, pickle or auth."
     ),
     "result_serializer": Setting("json", _json_only, "Serializer for results (json only)."),
     "accept_content": Setting(
         ("json",), _accept, "Serializers (or content types) a worker decodes."
     ),
+    # message signing (app.setup_security, taskq/security.py)
+    "security_key": Setting(
+        None, _optional(_str), "Path of the PEM private key that signs task messages."
+    ),
+    "security_key_password": Setting(
+        None, _optional(_password), "Password of an encrypted security_key."
+    ),
+    "security_certificate": Setting(
+        None, _optional(_str), "Path of the PEM certificate of security_key."
+    ),
+    "security_cert_store": Setting(
+        None, _optional(_str), "Folder, file or glob of the certificates a worker trusts."
+    ),
+    "security_digest": Setting("sha256", _digest, "Digest of the signatures (sha256)."),
     "task_compression": Setting(
         None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."
     ),

@@ -7,6 +7,9 @@ code of the sender's choosing in the worker that decodes it: pickle is taken onl
 ``serializer``), so nobody turns it on by one setting. Results and events stay JSON
 (Celery's defaults), whatever the messages use.
 
+With ``app.setup_security()`` task messages are signed (``auth``, taskq/security.py): the
+client sends only signed messages and the worker takes only those.
+
 Settings take names (``"json"``) or content types (``"application/json"``), as Celery's do.
 """
 
@@ -18,10 +21,12 @@ from typing import Any
 
 from .exceptions import ConfigurationError
 
+AUTH = "auth"
 CONTENT_TYPES = {
     "json": "application/json",
     "msgpack": "application/x-msgpack",
     "pickle": "application/x-python-serialize",
+    AUTH: "application/data",  # a signed message (Celery's name and content type)
 }
 NAMES = {content_type: name for name, content_type in CONTENT_TYPES.items()}
 
@@ -42,13 +47,20 @@ def accepted_types(accept: Iterable[str]) -> frozenset[str]:
 def check_sending(serializer: str, accept: Iterable[str]) -> None:
     """Refuse pickle unless ``accept_content`` names it too; msgpack needs its package."""
     name = serializer_name(serializer)
+    accepted = {serializer_name(a) for a in accept}
+    if AUTH in accepted and name != AUTH:
+        raise ConfigurationError(
+            f"Message signing is on (accept_content names 'auth'): a task message in "
+            f"{name!r} would go unsigned, and workers that check signatures refuse it. "
+            "Leave serializer= unset, or set it to 'auth'."
+        )
     if name == "pickle" and "pickle" not in {serializer_name(a) for a in accept}:
         raise ConfigurationError(
             "Sending task messages in pickle needs accept_content to name 'pickle' as well: "
             "a pickled message runs code of its sender's choosing in the worker that reads "
             "it, so taskq turns it on only when both settings say so."
         )
-    if name == "msgpack":
+    if name in ("msgpack", AUTH):
         check_available(name)
 
 
@@ -61,6 +73,14 @@ def check_available(name: str) -> None:
                 f"The msgpack serializer needs the msgpack package ({exc}): "
                 "pip install 'taskq[msgpack]'"
             ) from exc
+    if name == AUTH:
+        try:
+            importlib.import_module("cryptography")
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"Message signing (auth) needs the cryptography package ({exc}): "
+                "pip install 'taskq[auth]'"
+            ) from exc
 
 
 def check_conf(conf: Any) -> None:
@@ -71,6 +91,7 @@ def check_conf(conf: Any) -> None:
 
 
 __all__ = [
+    "AUTH",
     "CONTENT_TYPES",
     "accepted_types",
     "check_available",

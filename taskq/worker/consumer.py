@@ -58,6 +58,7 @@ from .timers import Timers
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from ..security import Verifier
     from .control import ControlPanel
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class ConsumerOptions:
     hostname: str
     accept: frozenset[str] = frozenset({JSON})
     max_message_size: int | None = None
+    verifier: Verifier | None = None  # app.setup_security(): signed messages are checked
     prefetch_seconds: float = 0.0  # see prefetch.py
 
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def receive(consumer: Consumer, raw: Any, queue: Queue) -> None:
     o = consumer.options
     try:
-        message = read_message(raw, o.accept, o.max_message_size)
+        message = read_message(raw, o.accept, o.max_message_size, o.verifier)
     except Exception as exc:
         bad = (
             exc

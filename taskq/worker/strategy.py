@@ -16,8 +16,9 @@ from kombu import Queue
 from kombu.utils.limits import TokenBucket
 
 from ..compression import inflate
-from ..exceptions import ConfigurationError, MalformedMessage
-from ..message import TaskMessage, decode_body, parse
+from ..exceptions import ConfigurationError, MalformedMessage, SecurityError
+from ..message import TaskMessage, decode_body, parse, recover_identity
+from ..serializers import AUTH, CONTENT_TYPES
 from ..signals import task_received as received
 from .keeper import Keeper
 from .redelivery import Redelivery
@@ -25,10 +26,12 @@ from .request import AckPolicy, Request
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from ..security import Verifier
     from .monitor import Monitor
 
 Handler = Callable[[TaskMessage, Any, Queue], None]
 logger = logging.getLogger(__name__)
+SIGNED = CONTENT_TYPES[AUTH]
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
 
@@ -72,8 +75,15 @@ def parse_rate(rate: str | float | None) -> float | None:
     return value or None
 
 
-def read_message(raw: Any, accept: frozenset[str], limit: int | None) -> TaskMessage:
-    """The task message in a kombu message; ``MalformedMessage`` says what is wrong."""
+def read_message(
+    raw: Any, accept: frozenset[str], limit: int | None, verifier: Verifier | None = None
+) -> TaskMessage:
+    """The task message in a kombu message; ``MalformedMessage`` says what is wrong.
+
+    A signed message (``application/data``, when ``accept`` takes it) is checked by
+    ``verifier`` first; its signed body is then decoded with the serializers the verifier
+    allows, never with one the unsigned envelope names alone.
+    """
     body = raw.body or b""
     if limit is not None and len(body) > limit:
         raise MalformedMessage(
@@ -84,7 +94,23 @@ def read_message(raw: Any, accept: frozenset[str], limit: int | None) -> TaskMes
         body = inflate(body, held, limit)
     elif raw.errors:  # kombu's own transports inflate it themselves
         raise MalformedMessage(f"body could not be decompressed: {raw.errors[0][1]!r}")
-    return parse(raw.headers, decode_body(body, raw.content_type, raw.content_encoding, accept))
+    content_type, encoding = raw.content_type, raw.content_encoding
+    if content_type == SIGNED and content_type in accept:
+        body, content_type, encoding, accept = _verified(body, verifier, raw.headers)
+    return parse(raw.headers, decode_body(body, content_type, encoding, accept))
+
+
+def _verified(
+    body: Any, verifier: Verifier | None, headers: Any
+) -> tuple[bytes, str, str, frozenset[str]]:
+    task_id, name = recover_identity(headers)
+    if verifier is None:  # accept_content names auth, yet setup_security() never ran
+        raise MalformedMessage("a signed message, but this worker has no certificates", task_id)
+    try:
+        envelope = verifier.open(body)
+    except SecurityError as exc:
+        raise MalformedMessage(f"refused: {exc}", task_id, name) from None
+    return envelope.body, envelope.content_type, envelope.content_encoding, verifier.accept
 
 
 def build_strategies(app: Taskq, consumer: Reserver, hostname: str) -> dict[str, Handler]:

@@ -86,6 +86,7 @@ class Worker:
         self.heartbeat = o.heartbeat
         check_serializer(app)
         check_conf(c)
+        app.check_signing()
         self.pool_name = o.pool or c.worker_pool
         if self.pool_name not in POOLS:
             raise ConfigurationError(f"Unknown pool {self.pool_name!r}: use {', '.join(POOLS)}")
@@ -112,6 +113,7 @@ class Worker:
             prefetch_count=concurrency * multiplier,
             hostname=self.hostname,
             accept=accepted_types(c.accept_content),
+            verifier=app.security.verifier if app.security is not None else None,
             max_message_size=c.task_max_message_size,
             prefetch_seconds=c.worker_prefetch_seconds,
         )
