@@ -30,7 +30,7 @@ from .loader import Discovery, Packages, import_task_modules, settings_from
 from .options import BoundTaskDecorator, TaskDecorator, TaskOptions
 from .queues import declared_queues, default_queue
 from .result import AsyncResult, GroupResult, bind_group_result
-from .serializers import check_conf, serializer_name
+from .serializers import check_conf, check_signing, serializer_name
 from .signals import Signal
 from .task import Task
 
@@ -152,37 +152,9 @@ class Taskq:
         """
         from . import security  # needs cryptography: only projects that sign import it
 
-        c = self.conf
-        missing = [
-            name
-            for name, value in (
-                ("security_key", key or c.security_key),
-                ("security_certificate", cert or c.security_certificate),
-                ("security_cert_store", store or c.security_cert_store),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigurationError(
-                f"setup_security() needs {', '.join(missing)} (as settings or arguments)"
-            )
-        options = security.SecurityOptions(
-            key=key or c.security_key,
-            certificate=cert or c.security_certificate,
-            store=store or c.security_cert_store,
-            key_password=key_password or c.security_key_password,
-            digest=digest or c.security_digest,
-            serializer=serializer,
-            allowed_serializers=tuple(allowed_serializers or ("json",)),
+        self.security = security.setup(
+            self, allowed_serializers, key, key_password, cert, store, digest, serializer
         )
-        self.security = security.load(options)
-        # Task messages only, as Celery: remote control follows these two settings (and
-        # kombu's registry, below), so a signing fleet's commands are signed both ways.
-        # Results and events stay JSON. A signing Celery fleet must keep results in JSON too
-        # (result_accept_content=["json"]: with accept_content ["auth"] alone, Celery's own
-        # clients refuse its JSON results); taskq reads and writes those. docs/security.md.
-        c.update(task_serializer="auth", accept_content=["auth"])
-        security.register_with_kombu(self.security)
         self._reset_clients()
 
     # -- where the tasks are
@@ -394,13 +366,7 @@ class Taskq:
 
     def check_signing(self) -> None:
         """``auth`` in the serializer settings needs ``setup_security()`` first."""
-        c = self.conf
-        names = {serializer_name(c.task_serializer), *map(serializer_name, c.accept_content)}
-        if "auth" in names and self.security is None:
-            raise ConfigurationError(
-                "task_serializer or accept_content names 'auth' (signed messages): call "
-                "app.setup_security() to load the key and certificates that sign and check them"
-            )
+        check_signing(self.conf, self.security is not None)
 
     def declared_queues(self) -> tuple[Queue, ...]:
         """``task_queues`` as kombu queues (taskq/queues.py says how)."""

@@ -66,8 +66,9 @@ def _check_joins(app: Taskq) -> Chords:
     backend = app.backend
     if not isinstance(backend, Chords):
         raise ConfigurationError(
-            "chords need a result backend to join their results; set result_backend "
-            "(redis://, sqlite:///path) or use a group and join it in the client"
+            "chords need a result backend that stores results to join them; set "
+            "result_backend to redis:// or sqlite:///path (rpc:// and disabled results keep "
+            "nothing to join), or use a group and join it in the client"
         )
     return backend
 

@@ -20,161 +20,35 @@ from __future__ import annotations
 
 import base64
 import binascii
-import glob
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu.serialization import dumps
 
-from .config import DIGESTS  # MD5 and SHA-1 left out: collisions can be made for both
+from .certificates import (
+    Certificate,
+    CertStore,
+    digest_algorithm,
+    load_certificate,
+    load_key,
+    load_store,
+    pss,
+)
+from .config import DIGESTS
 from .exceptions import ConfigurationError, SecurityError
 from .serializers import AUTH, CONTENT_TYPES, serializer_name
 
-try:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-except ImportError as exc:  # pragma: no cover - the test suite has it
-    raise ConfigurationError(
-        f"Message signing needs the cryptography package ({exc}): pip install 'taskq[auth]'"
-    ) from exc
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from .app import Taskq
 
 CONTENT_TYPE = CONTENT_TYPES[AUTH]
 CONTENT_ENCODING = "utf-8"
 SEPARATOR = b"\x00\x01"
-
-
-def digest_algorithm(name: str) -> hashes.HashAlgorithm:
-    """The hash for a digest name (``"sha256"``); ``ConfigurationError`` for any other."""
-    if name.lower() not in DIGESTS:
-        raise ConfigurationError(f"Unknown digest {name!r}: use one of {', '.join(DIGESTS)}")
-    algorithm: hashes.HashAlgorithm = getattr(hashes, name.upper())()
-    return algorithm
-
-
-def _pss(algorithm: hashes.HashAlgorithm) -> padding.PSS:
-    return padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.MAX_LENGTH)
-
-
-# ------------------------------------------------------------------- keys and certificates
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """An X.509 certificate with an RSA key: who signs, and until when."""
-
-    x509: x509.Certificate
-    source: str = "<memory>"
-
-    @property
-    def id(self) -> str:
-        """How a signed message names it: the issuer's attribute values, then the serial."""
-        issuer = " ".join(str(attribute.value) for attribute in self.x509.issuer)
-        return f"{issuer} {self.x509.serial_number}"
-
-    @property
-    def not_after(self) -> datetime:
-        return self.x509.not_valid_after_utc
-
-    def expired(self, now: datetime | None = None) -> bool:
-        return (now or datetime.now(UTC)) >= self.not_after
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        key = self.x509.public_key()
-        assert isinstance(key, rsa.RSAPublicKey)  # load_certificate checked it
-        return key
-
-    def verify(
-        self, data: bytes, signature: bytes, digest: str, now: datetime | None = None
-    ) -> None:
-        """Check ``signature`` of ``data``; ``SecurityError`` if it is bad or this expired."""
-        if self.expired(now):
-            raise SecurityError(
-                f"Certificate {self.id!r} ({self.source}) expired on {self.not_after:%Y-%m-%d}"
-            )
-        algorithm = digest_algorithm(digest)
-        try:
-            self.public_key().verify(signature, data, _pss(algorithm), algorithm)
-        except InvalidSignature:
-            raise SecurityError(f"Bad signature: the body was not signed by {self.id!r}") from None
-
-
-def load_certificate(pem: bytes, source: str = "<memory>") -> Certificate:
-    """A PEM certificate; ``SecurityError`` if it is not one or its key is not RSA."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
-        raise SecurityError(f"Invalid certificate {source}: {exc}") from None
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise SecurityError(f"Certificate {source}: only RSA keys sign Celery messages")
-    return Certificate(cert, source)
-
-
-def load_key(
-    pem: bytes, password: str | bytes | None, source: str = "<memory>"
-) -> rsa.RSAPrivateKey:
-    """A PEM private key, decrypted with ``password`` when it is encrypted."""
-    secret = password.encode() if isinstance(password, str) else password
-    try:
-        key = serialization.load_pem_private_key(pem, password=secret or None)
-    except TypeError as exc:  # a password for a plain key, or none for an encrypted one
-        raise SecurityError(f"Private key {source}: {exc}") from None
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        hint = " (is security_key_password right?)" if secret else ""
-        raise SecurityError(f"Invalid private key {source}{hint}: {exc}") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise SecurityError(f"Private key {source}: only RSA keys sign Celery messages")
-    return key
-
-
-@dataclass(frozen=True)
-class CertStore:
-    """The certificates a worker trusts, by the id a signed message names them with."""
-
-    certificates: Mapping[str, Certificate] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, certificates: Iterable[Certificate]) -> CertStore:
-        found: dict[str, Certificate] = {}
-        for cert in certificates:
-            if cert.id in found:
-                raise SecurityError(
-                    f"Two certificates are named {cert.id!r}: {found[cert.id].source} and "
-                    f"{cert.source}"
-                )
-            found[cert.id] = cert
-        return cls(found)
-
-    def find(self, signer: str) -> Certificate:
-        cert = self.certificates.get(signer)
-        if cert is None:
-            raise SecurityError(f"Unknown signer {signer!r}: no such certificate in the store")
-        return cert
-
-
-def load_store(path: str) -> CertStore:
-    """Every certificate in a folder, or in the files a glob pattern (or a path) names.
-
-    An expired certificate is an error here, as in Celery: a store that holds one would
-    refuse its signer's messages one by one, long after the start.
-    """
-    pattern = os.path.join(path, "*") if os.path.isdir(path) else path
-    files = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    if not files:
-        raise SecurityError(f"security_cert_store {path!r} holds no certificate files")
-    certs = [load_certificate(Path(p).read_bytes(), p) for p in files]
-    for cert in certs:
-        if cert.expired():
-            raise SecurityError(
-                f"Certificate {cert.id!r} in the store ({cert.source}) expired on "
-                f"{cert.not_after:%Y-%m-%d}"
-            )
-    return CertStore.of(certs)
 
 
 # ------------------------------------------------------------------------- the envelope
@@ -235,7 +109,7 @@ class Signer:
 
     def sign(self, body: bytes, content_type: str, content_encoding: str) -> bytes:
         algorithm = digest_algorithm(self.digest)
-        signature = self.key.sign(body, _pss(algorithm), algorithm)
+        signature = self.key.sign(body, pss(algorithm), algorithm)
         return pack(Envelope(self.certificate.id, signature, content_type, content_encoding, body))
 
     def dumps(self, payload: Any) -> tuple[str, str, bytes]:
@@ -320,6 +194,49 @@ def load(options: SecurityOptions) -> Security:
     return Security(signer, verifier)
 
 
+def setup(
+    app: Taskq,
+    allowed_serializers: Iterable[str] | None,
+    key: str | None,
+    key_password: str | bytes | None,
+    cert: str | None,
+    store: str | None,
+    digest: str | None,
+    serializer: str,
+) -> Security:
+    """``app.setup_security()``: load what the arguments or settings name, and sign with it."""
+    c = app.conf
+    chosen = {
+        "security_key": key or c.security_key,
+        "security_certificate": cert or c.security_certificate,
+        "security_cert_store": store or c.security_cert_store,
+    }
+    missing = [name for name, value in chosen.items() if not value]
+    if missing:
+        raise ConfigurationError(
+            f"setup_security() needs {', '.join(missing)} (as settings or arguments)"
+        )
+    loaded = load(
+        SecurityOptions(
+            key=chosen["security_key"],
+            certificate=chosen["security_certificate"],
+            store=chosen["security_cert_store"],
+            key_password=key_password or c.security_key_password,
+            digest=digest or c.security_digest,
+            serializer=serializer,
+            allowed_serializers=tuple(allowed_serializers or ("json",)),
+        )
+    )
+    # Task messages only, as Celery: remote control follows these two settings (and
+    # kombu's registry, below), so a signing fleet's commands are signed both ways.
+    # Results and events stay JSON. A signing Celery fleet must keep results in JSON too
+    # (result_accept_content=["json"]: with accept_content ["auth"] alone, Celery's own
+    # clients refuse its JSON results); taskq reads and writes those. docs/security.md.
+    c.update(task_serializer="auth", accept_content=["auth"])
+    register_with_kombu(loaded)
+    return loaded
+
+
 def _inner(name: str) -> str:
     try:
         inner = serializer_name(name)
@@ -374,5 +291,6 @@ __all__ = [
     "load_store",
     "pack",
     "register_with_kombu",
+    "setup",
     "unpack",
 ]

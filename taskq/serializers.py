@@ -83,6 +83,16 @@ def check_available(name: str) -> None:
             ) from exc
 
 
+def check_signing(conf: Any, signed: bool) -> None:
+    """``auth`` in the serializer settings needs ``app.setup_security()`` first."""
+    names = {serializer_name(conf.task_serializer), *map(serializer_name, conf.accept_content)}
+    if AUTH in names and not signed:
+        raise ConfigurationError(
+            "task_serializer or accept_content names 'auth' (signed messages): call "
+            "app.setup_security() to load the key and certificates that sign and check them"
+        )
+
+
 def check_conf(conf: Any) -> None:
     """The message serializer settings together: where a client or a worker starts."""
     check_sending(conf.task_serializer, conf.accept_content)
@@ -97,5 +107,6 @@ __all__ = [
     "check_available",
     "check_conf",
     "check_sending",
+    "check_signing",
     "serializer_name",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -292,6 +293,8 @@ def test_byte_layout_matches_celerys(pair: Pair, store: Path) -> None:
 
 
 def signing_app(pair: Pair, store: Path, **settings: Any) -> Taskq:
+    # A queue of its own: kombu's memory broker is one per process, shared by every test.
+    settings.setdefault("task_default_queue", f"signing-{uuid.uuid4().hex}")
     app = Taskq("signing", broker="memory://", set_as_current=False, **settings)
     app.setup_security(key=str(pair.key), cert=str(pair.cert), store=str(store))
     return app
