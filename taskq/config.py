@@ -143,14 +143,9 @@ def _routes(value: Any) -> Any:
 
 
 def _serializer(value: Any) -> str:
-    # JSON by default; msgpack or pickle for task messages when asked (serializers.py).
+    # JSON by default; msgpack or pickle for task messages or results when asked
+    # (serializers.py; the pickle rule is checked where a client or a backend starts).
     return serializer_name(_str(value))
-
-
-def _json_only(value: Any) -> str:
-    if serializer_name(_str(value)) != "json":
-        raise ValueError("taskq stores results and sends events as JSON (Celery's default)")
-    return "json"
 
 
 def _accept(value: Any) -> tuple[str, ...]:
@@ -223,9 +218,16 @@ SETTINGS: dict[str, Setting] = {
     "task_serializer": Setting(
         "json", _serializer, "Serializer of task messages: json, msgpack or pickle."
     ),
-    "result_serializer": Setting("json", _json_only, "Serializer for results (json only)."),
+    "result_serializer": Setting(
+        "json", _serializer, "Serializer of stored results: json, msgpack or pickle."
+    ),
     "accept_content": Setting(
         ("json",), _accept, "Serializers (or content types) a worker decodes."
+    ),
+    "result_accept_content": Setting(
+        None,
+        _optional(_accept),
+        "Serializers (or content types) a result reader decodes (None: accept_content).",
     ),
     "task_compression": Setting(
         None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."
