@@ -1,9 +1,10 @@
 """The result backend interface and the meta document Celery stores for each task.
 
 A backend only needs four primitives (``_get``, ``_set``, ``_delete``, ``_wait``); the
-meta format, the exception encoding and the never-overwrite-SUCCESS rule live here once
-(``_set_unless_succeeded``; Redis replaces it with a script that checks and writes in one
-round trip).
+meta format and the never-overwrite-SUCCESS rule live here once (``_set_unless_succeeded``;
+Redis replaces it with a script that checks and writes in one round trip). The bytes are
+the result serializer's (codec.py, chosen once per backend); exceptions are encoded in
+errors.py.
 """
 
 from __future__ import annotations
