@@ -18,7 +18,7 @@ from kombu import Queue
 
 from . import shared
 from .amqp import Amqp, PublishDefaults, Router, broker_connection
-from .backends import Backend, BrokerLink, RetryPolicy, backend_from_url
+from .backends import Backend, BrokerLink, ResultCodec, RetryPolicy, backend_from_url
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .config import Config
@@ -30,7 +30,7 @@ from .loader import Discovery, Packages, import_task_modules, settings_from
 from .options import BoundTaskDecorator, TaskDecorator, TaskOptions
 from .queues import declared_queues, default_queue
 from .result import AsyncResult, GroupResult, bind_group_result
-from .serializers import check_conf, check_signing, serializer_name
+from .serializers import check_conf, check_signing, result_accept, serializer_name
 from .signals import Signal
 from .task import Task
 
@@ -327,6 +327,7 @@ class Taskq:
                     extended=c.result_extended,
                     options=c.result_backend_transport_options,
                     retry=RetryPolicy.from_conf(c),
+                    codec=ResultCodec(c.result_serializer, result_accept(c)),
                     link=BrokerLink(
                         self.connection,
                         lambda: self.amqp.producers,

@@ -143,14 +143,9 @@ def _routes(value: Any) -> Any:
 
 
 def _serializer(value: Any) -> str:
-    # JSON by default; msgpack or pickle for task messages when asked (serializers.py).
+    # JSON by default; msgpack or pickle for task messages or results when asked
+    # (serializers.py; the pickle rule is checked where a client or a backend starts).
     return serializer_name(_str(value))
-
-
-def _json_only(value: Any) -> str:
-    if serializer_name(_str(value)) != "json":
-        raise ValueError("taskq stores results and sends events as JSON (Celery's default)")
-    return "json"
 
 
 def _accept(value: Any) -> tuple[str, ...]:
@@ -244,7 +239,9 @@ SETTINGS: dict[str, Setting] = {
     "task_serializer": Setting(
         "json", _serializer, "Serializer of task messages: json, msgpack, pickle or auth."
     ),
-    "result_serializer": Setting("json", _json_only, "Serializer for results (json only)."),
+    "result_serializer": Setting(
+        "json", _serializer, "Serializer of stored results: json, msgpack or pickle."
+    ),
     "accept_content": Setting(
         ("json",), _accept, "Serializers (or content types) a worker decodes."
     ),
@@ -262,6 +259,11 @@ SETTINGS: dict[str, Setting] = {
         None, _optional(_str), "Folder, file or glob of the certificates a worker trusts."
     ),
     "security_digest": Setting("sha256", _digest, "Digest of the signatures (sha256)."),
+    "result_accept_content": Setting(
+        None,
+        _optional(_accept),
+        "Serializers (or content types) a result reader decodes (None: accept_content).",
+    ),
     "task_compression": Setting(
         None, _optional(_one_of("gzip", "bzip2", "zlib")), "Compress message bodies."
     ),

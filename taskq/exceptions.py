@@ -21,7 +21,7 @@ TaskqError
 │   ├── DeadLettered            the message went to the dead-letter queue, not run (again)
 │   ├── SoftTimeLimitExceeded   raised inside the task at the soft time limit
 │   └── RemoteError             a task failed with an exception this client can't rebuild
-└── SecurityError               a result named something that is not an exception
+└── SecurityError               a result named a non-exception, or is in a format not accepted
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class MessageTooLarge(TaskqError, ValueError):
 
 
 class SecurityError(TaskqError):
-    """A stored result asked for something that must not be built (not an exception class)."""
+    """A stored result that must not be decoded (a format not accepted) or built (no exception)."""
 
 
 class TaskError(TaskqError):

@@ -18,10 +18,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kombu.utils.json import dumps, loads
-
 from . import states
-from .backends import decode_exception, encode_exception
+from .backends import Backend, decode_exception
 from .backends.chords import Chords
 from .exceptions import ChordError
 from .signature import Signature
@@ -61,8 +59,10 @@ def part_returned(
     # Celery's member key and score, so a member run by both kinds of worker counts once.
     member = f"{task_id}:{group_index if group_index is not None else '+inf'}"
     score = float(group_index) if group_index is not None else math.inf
-    value = encode_exception(result) if isinstance(result, BaseException) else result
-    entry = dumps([1, task_id, state, value])
+    # In the result serializer, as Celery's entries are: workers of both join one chord.
+    codec = backend.codec
+    value = codec.encode_exception(result) if isinstance(result, BaseException) else result
+    entry = codec.encode([1, task_id, state, value])
     token = uuid.uuid4().hex
     part = backend.chord_part(group_id, member, score, entry, token, CLAIM_S, store)
     deadline = time.monotonic() + CLAIM_S + SEND_CLAIM_S
@@ -123,12 +123,12 @@ def _joined(app: Taskq, backend: Chords, group_id: str) -> tuple[list[Any], Chor
     shape (a member whose result is a group); else from the join's entries."""
     saved = app.backend.restore_group(group_id)
     if saved is None:
-        return _unpack(backend.chord_entries(group_id))
+        return _unpack(app.backend, backend.chord_entries(group_id))
     from .result import GroupResult, result_from_tuple
 
     header = result_from_tuple(saved, app)
     if not isinstance(header, GroupResult):
-        return _unpack(backend.chord_entries(group_id))
+        return _unpack(app.backend, backend.chord_entries(group_id))
     try:
         values = header.join(timeout=JOIN_TIMEOUT_S, disable_sync_subtasks=False)
     except Exception as exc:
@@ -145,10 +145,10 @@ def _flat(result: Any) -> Iterator[Any]:
             yield member
 
 
-def _unpack(entries: list[str]) -> tuple[list[Any], ChordError | None]:
+def _unpack(backend: Backend, entries: list[bytes | str]) -> tuple[list[Any], ChordError | None]:
     values: list[Any] = []
     for raw in entries:
-        _, task_id, state, value = loads(raw)
+        _, task_id, state, value = backend.codec.decode(raw)
         if state in states.PROPAGATE_STATES:
             exc = decode_exception(value)
             return [], ChordError(f"Dependency {task_id} raised {exc!r}")

@@ -1,11 +1,13 @@
-"""Serializers: task messages in JSON by default; msgpack or pickle when a project asks.
+"""Serializers: task messages and results in JSON by default; msgpack or pickle when asked.
 
 JSON is what every Celery peer reads and what never runs code when decoded. A project may
 send task messages in msgpack (``pip install 'taskq[msgpack]'``), or in pickle, which runs
 code of the sender's choosing in the worker that decodes it: pickle is taken only when
 ``accept_content`` names it as well as ``task_serializer`` (or a task's or a call's
-``serializer``), so nobody turns it on by one setting. Results and events stay JSON
-(Celery's defaults), whatever the messages use.
+``serializer``), so nobody turns it on by one setting. Results follow the same rule with
+their own settings, ``result_serializer`` and ``result_accept_content`` (None: the value of
+``accept_content``, as in Celery); the backend's codec (backends/codec.py) applies it.
+Events stay JSON (Celery's default), whatever the messages use.
 
 With ``app.setup_security()`` task messages are signed (``auth``, taskq/security.py): the
 client sends only signed messages and the worker takes only those.
@@ -93,6 +95,12 @@ def check_signing(conf: Any, signed: bool) -> None:
         )
 
 
+def result_accept(conf: Any) -> tuple[str, ...]:
+    """What a result reader decodes: ``result_accept_content``, else ``accept_content``."""
+    accept = conf.result_accept_content
+    return tuple(conf.accept_content if accept is None else accept)
+
+
 def check_conf(conf: Any) -> None:
     """The message serializer settings together: where a client or a worker starts."""
     check_sending(conf.task_serializer, conf.accept_content)
@@ -108,5 +116,6 @@ __all__ = [
     "check_conf",
     "check_sending",
     "check_signing",
+    "result_accept",
     "serializer_name",
 ]

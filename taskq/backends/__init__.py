@@ -7,6 +7,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError, NoBackendConfigured
 from .base import Backend, ResultContext, decode_exception, encode_exception
+from .codec import ResultCodec
 from .retry import RetryPolicy
 from .rpc import BrokerLink, RpcBackend
 
@@ -33,7 +34,7 @@ class DisabledBackend(Backend):
     def _get(self, key: str) -> None:
         raise self._refuse()
 
-    def _set(self, key: str, value: str, state: str) -> None:
+    def _set(self, key: str, value: bytes | str, state: str) -> None:
         return None
 
     def _delete(self, key: str) -> None:
@@ -46,9 +47,11 @@ def backend_from_url(
     extended: bool = False,
     options: Mapping[str, Any] | None = None,
     retry: RetryPolicy | None = None,
+    codec: ResultCodec | None = None,
     link: BrokerLink | None = None,
 ) -> Backend:
-    """The backend for ``url``; ``link`` is the app's broker, for ``rpc://``."""
+    """The backend for ``url``: ``codec`` is the result serializer (default JSON), ``link``
+    the app's broker, for ``rpc://``."""
     if not url or url in ("disabled", "none"):
         return DisabledBackend(expires, extended)
     scheme = url.split("://", 1)[0].lower()
@@ -60,7 +63,7 @@ def backend_from_url(
                 f"A redis:// result backend needs redis-py ({exc}): pip install 'taskq[redis]'"
             ) from exc
 
-        return RedisBackend(url, expires, extended, options, retry)
+        return RedisBackend(url, expires, extended, options, retry, codec)
     if scheme == "sqlite":
         from .sqlite import SqliteBackend
 
@@ -70,15 +73,15 @@ def backend_from_url(
             raise ConfigurationError(
                 "sqlite result backend URL needs a path: sqlite:////abs/path.db"
             )
-        return SqliteBackend(path, expires, extended, retry)
+        return SqliteBackend(path, expires, extended, retry, codec)
     if scheme == "rpc":
         if link is None:
             raise ConfigurationError("an rpc:// result backend needs the app's broker")
-        return RpcBackend(link, expires, extended, retry)
+        return RpcBackend(link, expires, extended, retry, codec)
     if scheme in ("memory", "cache+memory"):  # Celery's test suites say cache+memory://
         from .memory import MemoryBackend
 
-        return MemoryBackend(expires, extended, retry)
+        return MemoryBackend(expires, extended, retry, codec)
     raise ConfigurationError(
         f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sqlite:///path, "
         "rpc://, memory:// or leave result_backend unset"
@@ -89,6 +92,7 @@ __all__ = [
     "Backend",
     "BrokerLink",
     "DisabledBackend",
+    "ResultCodec",
     "ResultContext",
     "RetryPolicy",
     "backend_from_url",

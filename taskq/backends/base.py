@@ -1,16 +1,16 @@
 """The result backend interface and the meta document Celery stores for each task.
 
 A backend only needs four primitives (``_get``, ``_set``, ``_delete``, ``_wait``); the
-meta format, the exception encoding and the never-overwrite-SUCCESS rule live here once
-(``_set_unless_succeeded``; Redis replaces it with a script that checks and writes in one
-round trip).
+meta format and the never-overwrite-SUCCESS rule live here once (``_set_unless_succeeded``;
+Redis replaces it with a script that checks and writes in one round trip). The bytes are
+the result serializer's (codec.py, chosen once per backend); exceptions are encoded in
+errors.py.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -19,33 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu.utils.json import dumps, loads
-
 from .. import exceptions, states
-from ..exceptions import BackendError, RemoteError, SecurityError
+from ..exceptions import BackendError
+from .codec import ResultCodec
+from .errors import SHARED_ERRORS, SHARED_MODULES, decode_exception, encode_exception
 from .retry import RetryPolicy, retrying
 
 KEY_PREFIX = "celery-task-meta-"
 # Celery's key for a saved GroupResult (GroupResult.save / GroupResult.restore).
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
-
-# Errors Celery stores under celery.exceptions; both sides map them to their own class.
-SHARED_ERRORS: dict[str, type[BaseException]] = {
-    cls.__name__: cls
-    for cls in (
-        exceptions.NotRegistered,
-        exceptions.TaskRevokedError,
-        exceptions.ChordError,
-        exceptions.TimeLimitExceeded,
-        exceptions.SoftTimeLimitExceeded,
-        exceptions.WorkerLostError,
-        exceptions.MaxRetriesExceededError,
-        exceptions.Retry,
-        exceptions.Reject,
-        exceptions.Ignore,
-    )
-}
-SHARED_MODULES = frozenset({"celery.exceptions", "billiard.exceptions", "taskq.exceptions"})
 
 
 @dataclass(frozen=True)
@@ -64,57 +46,6 @@ class ResultContext:
     reply_to: str | None = None  # the caller's queue, for rpc:// results
 
 
-def encode_exception(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    module = (
-        "celery.exceptions"
-        if cls.__name__ in SHARED_ERRORS and cls.__module__ == "taskq.exceptions"
-        else cls.__module__
-    )
-    args = list(exc.args)
-    try:
-        dumps(args)
-    except (TypeError, ValueError):
-        args = [repr(a) for a in args]
-    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": module}
-
-
-def decode_exception(data: Any, traceback: str | None = None) -> BaseException:
-    """Rebuild a stored exception without ever importing a module named by the data."""
-    if not isinstance(data, Mapping) or "exc_type" not in data:
-        return RemoteError("Exception", None, data, traceback)
-    name, module = str(data.get("exc_type")), data.get("exc_module")
-    message = data.get("exc_message", [])
-    cls = _find_class(name, module)
-    if cls is None:
-        return RemoteError(name, module, message, traceback)
-    args = tuple(message) if isinstance(message, list | tuple) else (message,)
-    try:
-        return cls(*args)
-    except Exception:
-        # The class's __init__ wants other arguments than its args tuple: build it bare.
-        exc = cls.__new__(cls)
-        exc.args = args
-        return exc
-
-
-def _find_class(name: str, module: Any) -> type[BaseException] | None:
-    if module in SHARED_MODULES and name in SHARED_ERRORS:
-        return SHARED_ERRORS[name]
-    if module in (None, "builtins"):
-        found = getattr(builtins, name, None)
-    else:
-        # Only modules this process already imported: a result must not make us import code.
-        found = sys.modules.get(str(module))
-        for part in name.split("."):
-            found = getattr(found, part, None) if found is not None else None
-    if found is None:
-        return None
-    if not isinstance(found, type) or not issubclass(found, BaseException):
-        raise SecurityError(f"Result names {module}.{name}, which is not an exception class")
-    return found
-
-
 class Backend(ABC):
     """Stores task state and results; ``wait_for`` blocks until a ready state or timeout."""
 
@@ -123,10 +54,16 @@ class Backend(ABC):
         expires: float | None = 86400.0,
         extended: bool = False,
         retry: RetryPolicy | None = None,
+        codec: ResultCodec | None = None,
     ):
         self.expires = expires
         self.extended = extended
         self.retry = retry or RetryPolicy()
+        # The result serializer, chosen once: its functions are bound here, not looked up
+        # per store.
+        self.codec = codec or ResultCodec()
+        self._encode = self.codec.encode
+        self._encode_exception = self.codec.encode_exception
         self._overrides = threading.local()
 
     @contextlib.contextmanager
@@ -155,7 +92,7 @@ class Backend(ABC):
     def _get(self, key: str) -> bytes | str | None: ...
 
     @abstractmethod
-    def _set(self, key: str, value: str, state: str) -> None: ...
+    def _set(self, key: str, value: bytes | str, state: str) -> None: ...
 
     @abstractmethod
     def _delete(self, key: str) -> None: ...
@@ -207,7 +144,7 @@ class Backend(ABC):
         context: ResultContext | None = None,
     ) -> None:
         key = self.key_for(task_id)
-        value = dumps(self.make_meta(task_id, result, state, traceback, context))
+        value = self._encode(self.make_meta(task_id, result, state, traceback, context))
         try:
             retrying(
                 self.store_policy(),
@@ -220,10 +157,10 @@ class Backend(ABC):
         except Exception as exc:
             raise BackendError(f"Could not store the result of task {task_id}: {exc}") from exc
 
-    def _set_unless_succeeded(self, key: str, value: str, state: str) -> None:
+    def _set_unless_succeeded(self, key: str, value: bytes | str, state: str) -> None:
         # A task that succeeded stays succeeded, whatever a duplicate run stores later.
         current = self._get(key)
-        if current is not None and _status(current) == states.SUCCESS:
+        if current is not None and self.codec.status(current) == states.SUCCESS:
             return
         self._set(key, value, state)
 
@@ -236,7 +173,7 @@ class Backend(ABC):
         context: ResultContext | None,
     ) -> dict[str, Any]:
         if isinstance(result, BaseException):
-            result = encode_exception(result)
+            result = self._encode_exception(result)
         meta: dict[str, Any] = {
             "status": state,
             "result": result,
@@ -265,8 +202,7 @@ class Backend(ABC):
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
         return self.decode_meta(task_id, self._get(self.key_for(task_id)))
 
-    @staticmethod
-    def decode_meta(task_id: str, raw: str | bytes | None) -> dict[str, Any]:
+    def decode_meta(self, task_id: str, raw: str | bytes | None) -> dict[str, Any]:
         """The meta document stored as ``raw``; a PENDING one when nothing is stored."""
         if raw is None:
             return {
@@ -277,7 +213,10 @@ class Backend(ABC):
                 "children": [],
                 "date_done": None,
             }
-        meta = loads(raw)
+        try:
+            meta = self.codec.decode(raw)
+        except ValueError as exc:
+            raise BackendError(f"Stored result of task {task_id} cannot be read: {exc}") from exc
         if not isinstance(meta, dict) or "status" not in meta:
             raise BackendError(f"Stored result of task {task_id} is not a task meta document")
         return meta
@@ -312,7 +251,7 @@ class Backend(ABC):
     def save_group(self, group_id: str, result: Sequence[Any]) -> None:
         """Store a group's result tuple (``GroupResult.as_tuple()``), with the usual expiry."""
         key = self.group_key_for(group_id)
-        value = dumps({"result": result})
+        value = self._encode({"result": result})
         try:
             # Celery writes groups with the SUCCESS state too; a group document has no
             # "status", so no backend's keep-a-stored-success check ever refuses it.
@@ -332,18 +271,24 @@ class Backend(ABC):
         raw = self._get(self.group_key_for(group_id))
         if raw is None:
             return None
-        doc = loads(raw)
-        if not isinstance(doc, dict) or not isinstance(doc.get("result"), list):
+        try:
+            doc = self.codec.decode(raw)
+        except ValueError as exc:
+            raise BackendError(f"Stored group {group_id} cannot be read: {exc}") from exc
+        # A list once decoded from JSON or msgpack; the tuple itself under pickle.
+        if not isinstance(doc, dict) or not isinstance(doc.get("result"), list | tuple):
             raise BackendError(f"Stored group {group_id} is not a group result document")
-        return doc["result"]  # type: ignore[no-any-return]
+        return list(doc["result"])
 
     def delete_group(self, group_id: str) -> None:
         self._delete(self.group_key_for(group_id))
 
 
-def _status(raw: bytes | str) -> str | None:
-    try:
-        meta = loads(raw)
-    except ValueError:
-        return None
-    return meta.get("status") if isinstance(meta, dict) else None
+__all__ = [
+    "SHARED_ERRORS",
+    "SHARED_MODULES",
+    "Backend",
+    "ResultContext",
+    "decode_exception",
+    "encode_exception",
+]

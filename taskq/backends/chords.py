@@ -75,7 +75,7 @@ class Chords(ABC):
         group_id: str,
         member: str,
         score: float,
-        entry: str,
+        entry: bytes | str,
         token: str,
         claim_s: int,
         before: Callable[[], None] | None = None,
@@ -87,8 +87,8 @@ class Chords(ABC):
         """
 
     @abstractmethod
-    def chord_entries(self, group_id: str) -> list[str]:
-        """The members' result entries, in group-index order."""
+    def chord_entries(self, group_id: str) -> list[bytes | str]:
+        """The members' result entries (in the result serializer), in group-index order."""
 
     @abstractmethod
     def chord_claim_body(self, group_id: str, token: str, claim_s: int) -> str:
@@ -117,12 +117,12 @@ class ChordTable(Protocol):
 
     def delete(self, *keys: str) -> None: ...
 
-    def add_entry(self, jkey: str, member: str, score: float, entry: str) -> None:
+    def add_entry(self, jkey: str, member: str, score: float, entry: bytes | str) -> None:
         """Add ``entry`` unless ``member`` was already added."""
 
     def count_entries(self, jkey: str) -> int: ...
 
-    def entries(self, jkey: str) -> list[str]: ...
+    def entries(self, jkey: str) -> list[bytes | str]: ...
 
     def drop_entries(self, jkey: str) -> None: ...
 
@@ -151,7 +151,7 @@ class KeyValueChords(Chords):
         group_id: str,
         member: str,
         score: float,
-        entry: str,
+        entry: bytes | str,
         token: str,
         claim_s: int,
         before: Callable[[], None] | None = None,
@@ -174,7 +174,7 @@ class KeyValueChords(Chords):
                 claimed = True
             return PartReturn(count, total, claimed)
 
-    def chord_entries(self, group_id: str) -> list[str]:
+    def chord_entries(self, group_id: str) -> list[bytes | str]:
         with self._chord_table() as t:
             return t.entries(self.group_key(group_id, ".j"))
 
@@ -225,7 +225,7 @@ class MemoryChordTable:
 
     def __init__(self) -> None:
         self.values: dict[str, tuple[str, float]] = {}
-        self.joins: dict[str, dict[str, tuple[float, str]]] = {}
+        self.joins: dict[str, dict[str, tuple[float, bytes | str]]] = {}
 
     def get(self, key: str) -> str | None:
         item = self.values.get(key)
@@ -240,14 +240,16 @@ class MemoryChordTable:
         for key in keys:
             self.values.pop(key, None)
 
-    def add_entry(self, jkey: str, member: str, score: float, entry: str) -> None:
+    def add_entry(self, jkey: str, member: str, score: float, entry: bytes | str) -> None:
         self.joins.setdefault(jkey, {}).setdefault(member, (score, entry))
 
     def count_entries(self, jkey: str) -> int:
         return len(self.joins.get(jkey, {}))
 
-    def entries(self, jkey: str) -> list[str]:
-        return [entry for _, entry in sorted(self.joins.get(jkey, {}).values())]
+    def entries(self, jkey: str) -> list[bytes | str]:
+        # By score alone: entries of one chord share a type, but order must not compare them.
+        items = sorted(self.joins.get(jkey, {}).items(), key=lambda i: (i[1][0], i[0]))
+        return [entry for _, (_, entry) in items]
 
     def drop_entries(self, jkey: str) -> None:
         self.joins.pop(jkey, None)

@@ -8,19 +8,24 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kombu.utils.json import loads
-
 from .. import exceptions, states
 from .base import Backend
 from .chords import ChordTable, KeyValueChords, MemoryChordTable, held
+from .codec import ResultCodec
 
 
 class MemoryBackend(KeyValueChords, Backend):
     """Results in a dict guarded by a condition, so ``get()`` wakes as soon as one lands."""
 
-    def __init__(self, expires: float | None = 86400.0, extended: bool = False, retry: Any = None):
-        super().__init__(expires, extended, retry)
-        self._data: dict[str, tuple[str, float | None]] = {}
+    def __init__(
+        self,
+        expires: float | None = 86400.0,
+        extended: bool = False,
+        retry: Any = None,
+        codec: ResultCodec | None = None,
+    ):
+        super().__init__(expires, extended, retry, codec)
+        self._data: dict[str, tuple[bytes | str, float | None]] = {}
         self._changed = threading.Condition()
         self._chords = MemoryChordTable()
         self.chord_expires = expires
@@ -28,14 +33,14 @@ class MemoryBackend(KeyValueChords, Backend):
     def _chord_table(self) -> contextlib.AbstractContextManager[ChordTable]:
         return held(self._changed, self._chords)
 
-    def _get(self, key: str) -> str | None:
+    def _get(self, key: str) -> bytes | str | None:
         with self._changed:
             item = self._data.get(key)
         if item is None or (item[1] is not None and item[1] <= time.monotonic()):
             return None
         return item[0]
 
-    def _set(self, key: str, value: str, state: str) -> None:
+    def _set(self, key: str, value: bytes | str, state: str) -> None:
         deadline = time.monotonic() + self.expires if self.expires else None
         with self._changed:
             self._data[key] = (value, deadline)
@@ -51,7 +56,7 @@ class MemoryBackend(KeyValueChords, Backend):
         with self._changed:
             while True:
                 raw = self._get_locked(key)
-                meta: dict[str, Any] = loads(raw) if raw is not None else {"status": states.PENDING}
+                meta = self.decode_meta(task_id, raw)
                 if meta["status"] in states.READY_STATES:
                     return meta
                 left = None if deadline is None else deadline - time.monotonic()
@@ -59,6 +64,6 @@ class MemoryBackend(KeyValueChords, Backend):
                     raise exceptions.TimeoutError("The operation timed out.")
                 self._changed.wait(left)
 
-    def _get_locked(self, key: str) -> str | None:
+    def _get_locked(self, key: str) -> bytes | str | None:
         item = self._data.get(key)
         return None if item is None else item[0]

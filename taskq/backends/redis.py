@@ -1,8 +1,9 @@
-"""Redis result backend: Celery's keys and JSON meta; waits use pub/sub, not polling."""
+"""Redis result backend: Celery's keys and meta documents; waits use pub/sub, not polling."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -15,18 +16,37 @@ from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError, ResultNotStored
 from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
+from .codec import ResultCodec
 from .redis_chord import RedisChords
 from .redis_waiter import Waiter, connect_within, within
 from .retry import RetryPolicy, retrying
 
 # Celery's rule that a stored success is never overwritten, and the write itself, in one
-# round trip and without a gap between the check and the write. An unreadable value (not
-# JSON) is overwritten, as the check in Python does.
+# round trip and without a gap between the check and the write, whatever the result
+# serializer. The script reads JSON (cjson) and msgpack (cmsgpack) itself. A pickle is
+# opaque to Lua: the script hands the stored value back instead of writing, Python reads
+# its status, and, unless it is a success, calls again with the value's SHA1 (ARGV[3]);
+# the script writes only if the key still holds that very value, so the check and the
+# write stay atomic (compare-and-set). A value neither side can read is overwritten, as
+# before. So a pickle store costs one round trip when nothing is stored yet (a task's
+# first state), two when a state is (STARTED, then SUCCESS); WATCH/MULTI would cost two
+# or three every time, and a state kept in a key of its own beside the value would not
+# see a success that a Celery worker stored.
 STORE_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+  if not ok then
+    local b1, b2 = string.byte(current, 1, 2)
+    if not (b1 == 128 and b2 and b2 >= 2 and b2 <= 5) then
+      ok, meta = pcall(cmsgpack.unpack, current)
+    end
+  end
+  if ok and type(meta) == 'table' then
+    if meta['status'] == 'SUCCESS' then return 0 end
+  elseif redis.sha1hex(current) ~= (ARGV[3] or '') then
+    return current
+  end
 end
 if ARGV[2] == '' then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -52,6 +72,9 @@ WAIT_ERRORS = (
     redis.exceptions.MasterDownError,
     redis.exceptions.MaxClientsReachedError,
 )
+CHECKS = 100  # compare-and-set attempts before a store gives up (others kept writing)
+Store = tuple[str, bytes | str, str]  # key, value, expiry in seconds ('' for none)
+
 WAIT_CODES = frozenset({"OOM", "MISCONF", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"})
 
 
@@ -65,8 +88,9 @@ class RedisBackend(RedisChords, Backend):
         extended: bool = False,
         options: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
+        codec: ResultCodec | None = None,
     ):
-        super().__init__(expires, extended, retry)
+        super().__init__(expires, extended, retry, codec)
         self.url = url
         self.chord_expires = expires
         opts = {
@@ -137,7 +161,7 @@ class RedisBackend(RedisChords, Backend):
         if local.client_pid != os.getpid():
             return  # a parent process's store, on its connection: the parent reads it
         try:
-            local.client.connection.read_response()
+            reply = local.client.connection.read_response()
         except redis.RedisError as exc:
             # The server lost the script (a restart), the connection dropped before the
             # reply, or the server could not take the write for now: all are stored again.
@@ -145,16 +169,19 @@ class RedisBackend(RedisChords, Backend):
                 self._store_again(local.client, store)
             else:
                 self._failed(store[0], self._error(exc), exc)
+        else:
+            if isinstance(reply, bytes):  # a value the script could not read: see STORE_SCRIPT
+                self._store_again(local.client, store, reply)
 
-    def _store_again(self, client: Any, store: tuple[str, str, str]) -> None:
+    def _store_again(self, client: Any, store: Store, current: bytes | None = None) -> None:
         # The client's own path loads the script and reconnects; the same value twice
         # changes nothing. A failure that may pass is tried again per the retry policy.
-        key, value, expires = store
+        key = store[0]
         task_id = key[len(self.key_prefix) :]
         try:
             retrying(
                 self.store_policy(),
-                lambda: self._store(keys=[key], args=[value, expires], client=client),
+                lambda: self._store_checked(client, store, current),
                 self.transient,
                 f"store the result of task {task_id}",
             )
@@ -162,6 +189,25 @@ class RedisBackend(RedisChords, Backend):
             self._failed(key, ResultNotStored(f"Result backend {self._where()} failed: {exc}"), exc)
         except redis.RedisError as exc:
             self._failed(key, self._error(exc), exc)
+
+    def _store_checked(self, client: Any, store: Store, current: bytes | None) -> None:
+        """Run the store script until it stored, or Python found the stored state a success.
+
+        ``current`` is a stored value the script handed back, unread (a pickle); it is
+        read here, and the script called again with its digest (compare-and-set).
+        """
+        key, value, expires = store
+        for _ in range(CHECKS):
+            args = [value, expires]
+            if current is not None:
+                if self.codec.status(current) == states.SUCCESS:
+                    return
+                args.append(hashlib.sha1(current).hexdigest())
+            reply = self._store(keys=[key], args=args, client=client)
+            if not isinstance(reply, bytes):
+                return
+            current = reply
+        raise BackendError(f"The result at {key} kept changing while it was stored")
 
     def transient(self, exc: BaseException) -> bool:
         if isinstance(exc, WAIT_ERRORS):
@@ -212,10 +258,10 @@ class RedisBackend(RedisChords, Backend):
             with contextlib.suppress(Exception):
                 client.close()
 
-    def _set(self, key: str, value: str, state: str) -> None:
+    def _set(self, key: str, value: bytes | str, state: str) -> None:
         # The script keeps a stored success itself, in the same round trip as the write.
         expires = str(max(1, int(self.expires))) if self.expires else ""
-        store = (key, value, expires)
+        store: Store = (key, value, expires)
         client = self._thread_client()
         try:
             client.connection.send_command("EVALSHA", self._store.sha, 1, *store)

@@ -140,7 +140,7 @@ class RedisChords(Chords):
         group_id: str,
         member: str,
         score: float,
-        entry: str,
+        entry: bytes | str,
         token: str,
         claim_s: int,
         before: Callable[[], None] | None = None,
@@ -157,10 +157,10 @@ class RedisChords(Chords):
         total_text = total.decode() if isinstance(total, bytes) else str(total)
         return PartReturn(int(count), int(total_text) if total_text else None, bool(claimed))
 
-    def chord_entries(self, group_id: str) -> list[str]:
+    def chord_entries(self, group_id: str) -> list[bytes | str]:
         key = self.group_key(group_id, ".j")
-        raw = self._run(f"read chord {group_id}", lambda c: c.zrange(key, 0, -1))
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+        raw: list[bytes | str] = self._run(f"read chord {group_id}", lambda c: c.zrange(key, 0, -1))
+        return raw  # as stored: the result serializer's bytes
 
     def chord_claim_body(self, group_id: str, token: str, claim_s: int) -> str:
         g = self.group_key

@@ -31,8 +31,10 @@ from kombu.exceptions import OperationalError
 from kombu.pools import ProducerPool
 
 from .. import exceptions, states
-from ..exceptions import BackendError
+from ..exceptions import BackendError, SecurityError
+from ..serializers import CONTENT_TYPES
 from .base import Backend, ResultContext
+from .codec import ResultCodec
 from .retry import RetryPolicy, retrying
 
 logger = logging.getLogger(__name__)
@@ -69,8 +71,11 @@ class RpcBackend(Backend):
         expires: float | None = 86400.0,
         extended: bool = False,
         retry: RetryPolicy | None = None,
+        codec: ResultCodec | None = None,
     ):
-        super().__init__(expires, extended, retry)
+        super().__init__(expires, extended, retry, codec)
+        self._content_type = CONTENT_TYPES[self.codec.name]
+        self._content_encoding = "utf-8" if self.codec.name == "json" else "binary"
         self.link = link
         self._changed = threading.Condition()
         self._kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -111,11 +116,12 @@ class RpcBackend(Backend):
     def _publish(self, meta: dict[str, Any], reply_to: str, task_id: str) -> None:
         with self.link.producers().acquire(block=True, timeout=10) as producer:
             producer.publish(
-                meta,
+                self._encode(meta),  # in result_serializer, as Celery's rpc:// sends it
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=reply_to,
                 correlation_id=task_id,
-                serializer="json",
+                content_type=self._content_type,
+                content_encoding=self._content_encoding,
                 delivery_mode=2 if self.link.persistent else 1,
                 retry=True,
                 retry_policy=PUBLISH_RETRY,
@@ -238,16 +244,21 @@ class RpcBackend(Backend):
         # Acked once kept, on RabbitMQ: what was on its way to a connection that died is
         # delivered again, not lost. Kombu's virtual brokers would pay a round trip per ack.
         no_ack = conn.transport.driver_type != "amqp"
-        consumer = Consumer(channel, [queue], callbacks=[self._on_reply], no_ack=no_ack,
-                            accept=["application/json"])  # fmt: skip
+        # Raw messages: the codec decodes them, and refuses what result_accept_content does.
+        consumer = Consumer(channel, [queue], on_message=self._on_reply, no_ack=no_ack)
         consumer.consume()
         self._connection, self._consumer = conn, consumer
         with self._changed:
             self._declared[name] = time.monotonic()
         return conn
 
-    def _on_reply(self, body: Any, message: Any) -> None:
-        self._keep(body, message.properties.get("correlation_id"))
+    def _on_reply(self, message: Any) -> None:
+        try:
+            body = self.codec.decode(message.body)
+        except (ValueError, SecurityError) as exc:
+            logger.error("rpc:// results: dropped a reply that cannot be read: %s", exc)
+        else:
+            self._keep(body, message.properties.get("correlation_id"))
         if not message.acknowledged:
             message.ack()
 
@@ -306,7 +317,7 @@ class RpcBackend(Backend):
     def _get(self, key: str) -> None:
         raise self._refuse("Reading a stored result by key")
 
-    def _set(self, key: str, value: str, state: str) -> None:
+    def _set(self, key: str, value: bytes | str, state: str) -> None:
         raise self._refuse("Storing a document")
 
     def _delete(self, key: str) -> None:

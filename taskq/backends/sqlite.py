@@ -13,6 +13,7 @@ from pathlib import Path
 from ..exceptions import BackendError
 from .base import Backend
 from .chords import ChordTable, KeyValueChords
+from .codec import ResultCodec
 from .retry import RetryPolicy
 
 SCHEMA = """
@@ -54,7 +55,7 @@ class SqliteChordTable:
     def delete(self, *keys: str) -> None:
         self.db.executemany("DELETE FROM taskq_chord_keys WHERE key = ?", [(k,) for k in keys])
 
-    def add_entry(self, jkey: str, member: str, score: float, entry: str) -> None:
+    def add_entry(self, jkey: str, member: str, score: float, entry: bytes | str) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO taskq_chord_entries (jkey, member, score, entry) "
             "VALUES (?, ?, ?, ?)",
@@ -67,12 +68,13 @@ class SqliteChordTable:
         ).fetchone()
         return int(row[0])
 
-    def entries(self, jkey: str) -> list[str]:
+    def entries(self, jkey: str) -> list[bytes | str]:
         rows = self.db.execute(
             "SELECT entry FROM taskq_chord_entries WHERE jkey = ? ORDER BY score, member",
             (jkey,),
         )
-        return [str(r[0]) for r in rows]
+        # TEXT for JSON, a BLOB for msgpack and pickle: SQLite keeps what it was given.
+        return [r[0] for r in rows]
 
     def drop_entries(self, jkey: str) -> None:
         self.db.execute("DELETE FROM taskq_chord_entries WHERE jkey = ?", (jkey,))
@@ -87,8 +89,9 @@ class SqliteBackend(KeyValueChords, Backend):
         expires: float | None = 86400.0,
         extended: bool = False,
         retry: RetryPolicy | None = None,
+        codec: ResultCodec | None = None,
     ):
-        super().__init__(expires, extended, retry)
+        super().__init__(expires, extended, retry, codec)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -110,7 +113,7 @@ class SqliteBackend(KeyValueChords, Backend):
             self._local.conn, self._local.pid = conn, pid
         return conn
 
-    def _get(self, key: str) -> str | None:
+    def _get(self, key: str) -> bytes | str | None:
         try:
             row = (
                 self._db()
@@ -123,9 +126,9 @@ class SqliteBackend(KeyValueChords, Backend):
             )
         except sqlite3.Error as exc:
             raise BackendError(f"Result store {self.path} failed: {exc}") from exc
-        return None if row is None else str(row[0])
+        return None if row is None else row[0]  # TEXT for JSON, a BLOB for the others
 
-    def _set(self, key: str, value: str, state: str) -> None:
+    def _set(self, key: str, value: bytes | str, state: str) -> None:
         expires_at = time.time() + self.expires if self.expires else None
         try:
             db = self._db()

@@ -40,8 +40,10 @@ def test_invalid_values_are_rejected_with_the_reason() -> None:
         conf.task_serializer = "yaml"
     with pytest.raises(ConfigurationError, match="expected one of"):
         conf.accept_content = ["json", "application/x-yaml"]
-    with pytest.raises(ConfigurationError, match="results and sends events as JSON"):
-        conf.result_serializer = "pickle"
+    with pytest.raises(ConfigurationError, match="expected one of json, msgpack, pickle"):
+        conf.result_serializer = "yaml"
+    with pytest.raises(ConfigurationError, match="result_accept_content"):
+        conf.result_accept_content = ["json", "yaml"]
     with pytest.raises(ConfigurationError, match="boolean"):
         conf.task_acks_late = "sometimes"
 
