@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 from kombu import Queue
 
 from . import shared
-from .amqp import Amqp, PublishDefaults, Router, broker_connection
-from .backends import Backend, BrokerLink, ResultCodec, RetryPolicy, backend_from_url
+from .amqp import Amqp
+from .backends import Backend
 from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
+from .clients import make_amqp, make_backend
 from .config import Config
 from .context import Context
 from .control import Control
@@ -30,7 +31,7 @@ from .loader import Discovery, Packages, import_task_modules, settings_from
 from .options import BoundTaskDecorator, TaskDecorator, TaskOptions
 from .queues import declared_queues, default_queue
 from .result import AsyncResult, GroupResult, bind_group_result
-from .serializers import check_conf, check_signing, result_accept, serializer_name
+from .serializers import check_conf, check_signing, serializer_name
 from .signals import Signal
 from .task import Task
 
@@ -320,50 +321,13 @@ class Taskq:
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:
-                c = self.conf
-                self._backend = backend_from_url(
-                    self.backend_url,
-                    expires=c.result_expires,
-                    extended=c.result_extended,
-                    options=c.result_backend_transport_options,
-                    retry=RetryPolicy.from_conf(c),
-                    codec=ResultCodec(c.result_serializer, result_accept(c)),
-                    link=BrokerLink(
-                        self.connection,
-                        lambda: self.amqp.producers,
-                        lambda: self.oid,
-                        c.result_persistent,
-                    ),
-                )
+                self._backend = make_backend(self)
             return self._backend
 
     def _make_amqp(self) -> Amqp:
-        c = self.conf
-        check_conf(c)  # pickle only with accept_content naming it; msgpack installed
+        check_conf(self.conf)  # pickle only with accept_content naming it; msgpack installed
         self.check_signing()
-        url = self.broker_url
-
-        def connect() -> Any:
-            return broker_connection(
-                url, c.broker_transport_options, c.broker_heartbeat, c.broker_connection_timeout
-            )
-
-        declared = self.declared_queues()
-        router = Router(
-            c.task_routes, default_queue(c, declared), c.task_create_missing_queues, declared
-        )
-        defaults = PublishDefaults(
-            serializer=serializer_name(c.task_serializer),
-            accept=tuple(c.accept_content),
-            compression=c.task_compression,
-            delivery_mode=c.task_default_delivery_mode,
-            priority=c.task_default_priority,
-            retry=c.task_publish_retry,
-            retry_policy=c.task_publish_retry_policy,
-            max_message_size=c.task_max_message_size,
-            sign=self.security.signer.dumps if self.security is not None else None,
-        )
-        return Amqp(url, connect, router, defaults, c.broker_pool_limit)
+        return make_amqp(self)
 
     def check_signing(self) -> None:
         """``auth`` in the serializer settings needs ``setup_security()`` first."""
