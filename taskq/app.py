@@ -390,7 +390,7 @@ class Taskq:
             priority = task.options.priority
         serializer = call.serializer or (task.options.serializer if task is not None else None)
         reply_to = call.reply_to or self.oid
-        if parent is None:
+        if parent is None and (self.backend_url or "").startswith("rpc"):
             # rpc:// needs the reply queue before the task; a task's own sends skip it, as
             # Celery's do (nobody waits on them in a worker).
             self.backend.on_task_call(reply_to)

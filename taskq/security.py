@@ -233,8 +233,6 @@ def setup(
     # (result_accept_content=["json"]: with accept_content ["auth"] alone, Celery's own
     # clients refuse its JSON results); taskq reads and writes those. docs/security.md.
     c.update(task_serializer="auth", accept_content=["auth"])
-    if c.result_accept_content is None:  # it would follow accept_content, now ["auth"]
-        c.update(result_accept_content=[c.result_serializer])
     register_with_kombu(loaded)
     return loaded
 

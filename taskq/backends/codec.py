@@ -47,9 +47,13 @@ class ResultCodec:
 
     def __init__(self, serializer: str = "json", accept: Iterable[str] | None = None):
         self.name = serializer_name(serializer)
-        self.accepted = frozenset(serializer_name(a) for a in (accept or ("json",)))
-        if self.name not in self.accepted:
-            raise ConfigurationError(_not_accepted_message(self.name, self.accepted))
+        accepted = frozenset(serializer_name(a) for a in (accept or ("json",)))
+        if self.name == "pickle" and "pickle" not in accepted:
+            raise ConfigurationError(_not_accepted_message(self.name, accepted))
+        # What it writes it reads, when that cannot run code: a worker that takes only
+        # msgpack messages still stores and joins JSON results (Celery would store them and
+        # then fail every read of them).
+        self.accepted = accepted | {self.name}
         for name in self.accepted:
             check_available(name)
         self.encode: Callable[[Any], bytes | str] = _ENCODERS[self.name]()
@@ -113,17 +117,11 @@ def sniff(raw: Raw) -> str | None:
 
 
 def _not_accepted_message(name: str, accepted: frozenset[str]) -> str:
-    if name == "pickle":
-        return (
-            "Storing results in pickle needs result_accept_content (or accept_content, when "
-            "result_accept_content is unset) to name 'pickle' as well: a pickled result runs "
-            "code of its writer's choosing in the process that reads it, so taskq turns it on "
-            "only when both settings say so."
-        )
     return (
-        f"result_serializer is {name!r}, but result_accept_content (or accept_content, when "
-        f"result_accept_content is unset) names only {', '.join(sorted(accepted))}: no "
-        f"result could be read back. Add {name!r} to it."
+        "Storing results in pickle needs result_accept_content (or accept_content, when "
+        "result_accept_content is unset) to name 'pickle' as well: a pickled result runs "
+        "code of its writer's choosing in the process that reads it, so taskq turns it on "
+        f"only when both settings say so (they name {', '.join(sorted(accepted))})."
     )
 
 

@@ -19,7 +19,11 @@ import pytest
 from taskq import Taskq
 from taskq.deadletter import DeadLetters
 from tests.integration.helpers import WorkerProcess, wait_for
-from tests.unit.test_security import Pair, make_pair
+from tests.unit.test_security import (  # the fixture: kombu's registry as it was, after
+    Pair,
+    kombu_registry_restored,  # noqa: F401
+    make_pair,
+)
 
 pytestmark = pytest.mark.integration
 APP = "tests.integration.security_tasks"

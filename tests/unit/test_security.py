@@ -7,8 +7,10 @@ Keys and self-signed certificates are made here with ``cryptography``; Celery 5.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from kombu.serialization import registry
 
 from taskq import Taskq
 from taskq.exceptions import ConfigurationError, MalformedMessage, SecurityError
@@ -88,6 +91,21 @@ def make_pair(
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Pair(key_path, cert_path, name, serial)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def kombu_registry_restored() -> Iterator[None]:
+    """kombu's serializer registry as it was before these tests, after them.
+
+    ``setup_security`` registers ``auth`` there under kombu's content type for raw bytes;
+    Celery's also makes it kombu's default and disables every other serializer (JSON
+    too). Left behind, that would decode, or refuse, the messages of the tests that run
+    after these in the same process.
+    """
+    saved = {name: copy.copy(value) for name, value in vars(registry).items()}
+    yield
+    for name, value in saved.items():
+        setattr(registry, name, value)
 
 
 @pytest.fixture
