@@ -97,7 +97,12 @@ def test_lost_child_is_requeued_under_late_ack(
 ) -> None:
     _, app, worker = running
     result = app.tasks["itest.die_once"].delay(str(tmp_path / f"marker-{uuid.uuid4()}"))
-    assert result.get(timeout=30) == "survived"
+    try:
+        value = result.get(timeout=60)
+    except TimeoutError:
+        log = worker.log()[-6000:]
+        raise AssertionError(f"no result in 60 s; the worker's log:\n{log}") from None
+    assert value == "survived"
     assert f"[{result.id}]: its process exited" in worker.log()
     assert "returned for delivery 2" in worker.log()
 
