@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import taskq
-from taskq import signals
+from taskq import schedules, signals
 from taskq.contrib import testing
 from taskq.log import get_logger, get_task_logger
 
@@ -47,6 +47,7 @@ SECTIONS: list[tuple[str, list[Any]]] = [
             taskq.xstarmap,
         ],
     ),
+    ("Periodic tasks", [schedules.crontab, schedules.schedule]),
     ("Logging", [get_task_logger, get_logger]),
     ("Testing", [testing.start_worker]),
     ("Signals", [signals.Signal]),

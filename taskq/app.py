@@ -36,7 +36,9 @@ from .signals import Signal
 from .task import Task
 
 if TYPE_CHECKING:
+    from .beat import Entry
     from .security import Security
+    from .signature import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,6 +92,7 @@ class Taskq:
         self.on_after_configure = Signal("on_after_configure", ("source",))
         self.on_after_finalize = Signal("on_after_finalize")
         self._finalized = False
+        self.periodic_tasks: list[Entry] = []  # add_periodic_task's, beside beat_schedule
         register_builtins(self)
         shared.adopt(self, set_as_current)
 
@@ -157,6 +160,35 @@ class Taskq:
             self, allowed_serializers, key, key_password, cert, store, digest, serializer
         )
         self._reset_clients()
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Signature,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Send ``sig`` on ``schedule`` (seconds, a timedelta, ``crontab(...)``), as Celery's.
+
+        Usually from an ``on_after_configure`` receiver; ``taskq beat`` reads these with
+        ``beat_schedule``. Returns the entry's name (``name``, else the signature's repr).
+        """
+        from .beat import Entry
+        from .schedules import as_schedule
+
+        key = name or repr(sig)
+        entry = Entry(
+            key,
+            sig.task,
+            as_schedule(schedule, f"periodic task {key!r}"),
+            tuple(args or sig.args),
+            dict(kwargs or sig.kwargs),
+            {**sig.options, **options},
+        )
+        self.periodic_tasks = [e for e in self.periodic_tasks if e.name != key] + [entry]
+        return key
 
     # -- where the tasks are
     def autodiscover_tasks(

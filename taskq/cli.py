@@ -360,4 +360,4 @@ def dead_purge(ctx: click.Context, force: bool) -> None:
 # The worker command lives in cli_worker.py, the remote-control ones (inspect, control,
 # status, revoke) in cli_control.py and `events` in cli_events.py. Imported last, since
 # they use the helpers above; importing them adds them to `main`.
-from . import cli_control, cli_events, cli_worker  # noqa: E402, F401
+from . import cli_beat, cli_control, cli_events, cli_worker  # noqa: E402, F401

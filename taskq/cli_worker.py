@@ -45,6 +45,9 @@ from .log import setup_logging
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("-S", "--statedb", help="File that keeps revoked task ids across restarts.")
 @click.option("-f", "--logfile", help="Write the log to this file instead of stderr.")
+@click.option(
+    "-B", "--beat", is_flag=True, help="Also run the scheduler (taskq beat) in this worker."
+)
 @click.pass_context
 @_errors_as_usage
 def worker(
@@ -64,6 +67,7 @@ def worker(
     without_mingle: bool,
     statedb: str | None,
     logfile: str | None,
+    beat: bool,
 ) -> None:
     """Start a worker."""
     from .worker.monitor import HEARTBEAT_FREQ
@@ -82,6 +86,7 @@ def worker(
         task_events=task_events,
         heartbeat=None if without_heartbeat else (heartbeat_interval or HEARTBEAT_FREQ),
         statedb=statedb,
+        beat=beat,
     )
     instance = Worker(app, options)
     click.echo(instance.banner(), err=True)

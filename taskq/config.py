@@ -94,6 +94,15 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _beat_schedule(value: Any) -> dict[str, Any]:
+    from .beat import Entry  # only apps with a schedule load the scheduler
+
+    entries = _dict(value)
+    for name, spec in entries.items():
+        Entry.from_dict(name, spec)  # says what is wrong, with the entry's name
+    return entries
+
+
 def _str_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -196,6 +205,18 @@ SETTINGS: dict[str, Setting] = {
     # the app
     "imports": Setting((), _str_list, "Modules of tasks the worker imports at start."),
     "include": Setting((), _str_list, "More modules of tasks (Celery's include=[...])."),
+    # periodic tasks (taskq beat, worker -B)
+    "beat_schedule": Setting(
+        {}, _beat_schedule, "Periodic tasks: name -> {task, schedule, args, kwargs, options}."
+    ),
+    "beat_max_loop_interval": Setting(
+        300.0, _seconds, "Longest sleep of the scheduler between two looks at the schedule."
+    ),
+    "beat_claim_lease": Setting(
+        10.0,
+        _seconds,
+        "Seconds a beat holds a due time it claimed before another may send it.",
+    ),
     "timezone": Setting(
         None, _optional(_timezone), "Time zone of schedules (an IANA name); default UTC."
     ),

@@ -22,6 +22,7 @@ from kombu import Queue
 
 from .. import signals
 from ..amqp import make_queue
+from ..beat import make_beat
 from ..events import check_serializer
 from ..exceptions import ConfigurationError
 from ..queues import default_queue
@@ -57,6 +58,7 @@ class WorkerOptions:
     task_events: bool | None = None  # -E
     heartbeat: float | None = HEARTBEAT_FREQ  # seconds between worker-heartbeat events
     statedb: str | None = None
+    beat: bool = False  # -B: run the scheduler in this process too
 
 
 def node_name(hostname: str | None) -> str:
@@ -118,6 +120,7 @@ class Worker:
             prefetch_seconds=c.worker_prefetch_seconds,
         )
         self.state = WorkerState(o.statedb or c.worker_state_db)
+        self.beat = make_beat(app) if o.beat else None  # -B: its schedule checked here
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
         self._inbox: SignalInbox | None = None
@@ -149,6 +152,8 @@ class Worker:
 
         results = mask_url(self.app.backend_url) if self.app.backend_url else "disabled"
         acks = "late (after the task ran)" if self.app.conf.task_acks_late else "early"
+        periodic = len(self.beat.entries) if self.beat is not None else 0
+        beat = "" if self.beat is None else f"- beat:        {periodic} periodic task(s) (-B)\n"
         return (
             f"taskq {__version__} ({self.hostname})\n"
             f"- app:         {self.app.main}\n"
@@ -158,7 +163,7 @@ class Worker:
             f"- prefetch:    {self.consumer_options.prefetch_count}\n"
             f"- acks:        {acks}\n"
             f"- events:      {'task events on (-E)' if self.task_events else 'worker only'}\n"
-            f"[queues]\n{queues}\n[tasks]\n{tasks}\n"
+            f"{beat}[queues]\n{queues}\n[tasks]\n{tasks}\n"
         )
 
     def start(self) -> int:
@@ -181,9 +186,14 @@ class Worker:
         consumer.on_ready = self.ready.set
         self.consumer = consumer
         self._pass_on_stop(consumer)  # a stop asked for while the pool was starting
+        beat_stop = threading.Event()
+        beat = self._start_beat(beat_stop)
         try:
             consumer.run()
         finally:
+            beat_stop.set()
+            if beat is not None:
+                beat.join(30)
             self.state.save()
             signals.worker_shutdown.send(sender=self)
             self.app.close()
@@ -192,6 +202,23 @@ class Worker:
             return 1
         logger.info("%s stopped.", self.hostname)
         return 0
+
+    def _start_beat(self, stop: threading.Event) -> threading.Thread | None:
+        """``-B``: the scheduler on a thread of this process, sharing the beats' store."""
+        scheduler = self.beat
+        if scheduler is None:
+            return None
+        signals.beat_embedded_init.send(sender=scheduler)
+
+        def run() -> None:
+            try:
+                scheduler.run(stop)
+            finally:
+                scheduler.store.close()
+
+        thread = threading.Thread(target=run, name="taskq-beat", daemon=True)
+        thread.start()
+        return thread
 
     def reload(self) -> None:
         """Celery's test-worker call after defining a task: nothing to do here, a task
