@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .beat_store import BeatStore, due_key
 from .exceptions import ConfigurationError
-from .schedules import Schedule, ScheduleError, as_schedule, crontab, schedule, zone
+from .schedules import Schedule, ScheduleError, app_zone, as_schedule, crontab, schedule
 
 if TYPE_CHECKING:
     from .app import Taskq
@@ -135,7 +135,7 @@ class Beat:
         self.max_interval = max_interval
         self.owner = owner or uuid.uuid4().hex
         self.clock = clock
-        self.tz: tzinfo = zone(app.conf.timezone)
+        self.tz: tzinfo = app_zone(app.conf.timezone, app.conf.enable_utc)
         self.sent = 0
         self._due: list[_Due] = []
         self._last_rescue = 0.0

@@ -221,7 +221,7 @@ SETTINGS: dict[str, Setting] = {
         None, _optional(_timezone), "Time zone of schedules (an IANA name); default UTC."
     ),
     "enable_utc": Setting(
-        True, _bool, "Celery's switch; taskq keeps times in UTC and reads it for schedules."
+        True, _bool, "Off with no timezone: schedules read local time (as Celery's)."
     ),
     # broker
     "embedded_data_dir": Setting(

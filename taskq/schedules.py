@@ -18,6 +18,8 @@ too for code written against Celery's API.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +60,27 @@ def zone(name: str | tzinfo | None) -> tzinfo:
         raise ScheduleError(
             f"Unknown timezone {name!r}: use an IANA name such as 'Europe/Paris' or 'UTC' ({exc})"
         ) from None
+
+
+def app_zone(timezone: str | None, enable_utc: bool) -> tzinfo:
+    """The clock schedules read: ``timezone``; unset, UTC, or local time when
+    ``enable_utc`` is off (Celery's rule)."""
+    if timezone is not None or enable_utc:
+        return zone(timezone)
+    return local_zone()
+
+
+def local_zone() -> tzinfo:
+    """This machine's time zone, by name where it has one (so its clock changes are known)."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if not named:
+        target = os.path.realpath("/etc/localtime")
+        named = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+    if named:
+        with contextlib.suppress(ScheduleError):
+            return zone(named)
+    fixed = datetime.now().astimezone().tzinfo
+    return fixed if fixed is not None else UTC
 
 
 def _aware(value: datetime, tz: tzinfo) -> datetime:
@@ -310,6 +333,7 @@ __all__ = [
     "BaseSchedule",
     "Schedule",
     "ScheduleError",
+    "app_zone",
     "as_schedule",
     "crontab",
     "parse_field",

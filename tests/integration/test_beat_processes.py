@@ -120,3 +120,29 @@ def test_the_redis_store_claims_once_and_hands_over_abandoned_claims(redis_url: 
     finally:
         store.forget("e")
         store.close()
+
+
+def test_on_rabbitmq_two_beats_keep_their_state_in_the_redis_result_backend(
+    amqp_url: str, redis_url: str, tmp_path: Path, stopped: list[WorkerProcess]
+) -> None:
+    results = redis_url.rsplit("/", 1)[0] + "/8"
+    store = redis.Redis.from_url(results)
+    store.flushdb()
+    ledger = tmp_path / "ledger"
+    env = {"BEAT_BROKER": amqp_url, "BEAT_BACKEND": results, "BEAT_LEDGER": str(ledger)}
+    worker = WorkerProcess(APP, "-P", "prefork", "-c", "1", "-Q", "beattest", env=env).start()
+    stopped.append(worker)
+    beats = [BeatProcess(APP, env=env) for _ in range(2)]
+    for beat in beats:
+        stopped.append(beat.start(wait_ready=False))
+    wait_for(lambda: len(ledger_ids(ledger)) >= 5, 60, "five runs")
+    for beat in beats:
+        beat.signal(signal.SIGTERM)
+        assert beat.wait(timeout=30) == 0, beat.log()
+    assert "state:  RedisBeatStore" in beats[0].log()
+    last = float(store.hget("taskq.beat:beattest:every-second", "last"))  # type: ignore[arg-type]
+    assert worker.stop() == 0, worker.log()
+    ids = ledger_ids(ledger)
+    assert len(set(ids)) == len(ids)
+    dues = due_times_run(ids, last)
+    assert {round(b - a, 3) for a, b in itertools.pairwise(dues)} == {1.0}

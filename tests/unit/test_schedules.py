@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskq.schedules import ScheduleError, as_schedule, crontab, schedule, zone
+from taskq.schedules import (
+    ScheduleError,
+    app_zone,
+    as_schedule,
+    crontab,
+    local_zone,
+    schedule,
+    zone,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -248,3 +256,14 @@ def test_due_instants_strictly_increase_and_never_repeat(
 ) -> None:
     seen = runs(spec, start.replace(tzinfo=UTC), tz, 40)
     assert all(a < b for a, b in itertools.pairwise(seen))
+
+
+def test_the_app_clock_is_utc_unless_a_zone_is_named_or_utc_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert app_zone(None, True) is UTC
+    assert app_zone("Europe/Paris", False) == PARIS
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert app_zone(None, False) == NEW_YORK  # local time, Celery's enable_utc=False
+    monkeypatch.setenv("TZ", ":Europe/Paris")
+    assert local_zone() == PARIS
