@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+from .backoff import Incident
 from .beat_store import BeatStore, due_key
 from .exceptions import ConfigurationError
 from .schedules import Schedule, ScheduleError, app_zone, as_schedule, crontab, schedule
@@ -139,6 +140,9 @@ class Beat:
         self.sent = 0
         self._due: list[_Due] = []
         self._last_rescue = 0.0
+        # A broker or store that is away fails every tick and send: said once, then less.
+        self._sending = Incident(logger, "Scheduler: could not send a due task")
+        self._ticking = Incident(logger, "Scheduler: could not look at the schedule")
 
     def setup(self) -> None:
         now = self.clock()
@@ -202,23 +206,28 @@ class Beat:
         try:
             self.app.send_task(entry.task, entry.args, entry.kwargs,
                                task_id=entry.task_id(due), **entry.options)  # fmt: skip
-        except Exception:
+        except Exception as exc:
             # The claim stays, and runs out: this beat, or another, tries it again then.
-            logger.exception("Scheduler: could not send %s (due %s)", entry.name, _show(due))
+            self._sending.failed(exc, f"{entry.name} (due {_show(due)}) is tried again later")
             return
+        self._sending.resolve()
         self.store.sent(entry.name, due)
         self.sent += 1
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set."""
-        self.setup()
+        """Tick until ``stop`` is set; a store or broker that is away is waited for."""
+        ready = False
         while not stop.is_set():
             try:
+                if not ready:
+                    self.setup()
+                    ready = True
                 wait = self.tick()
-            except Exception:
+                self._ticking.resolve()
+            except Exception as exc:
                 # The store or the broker is away: say so, and try again shortly.
-                logger.exception("Scheduler: a tick failed; trying again")
                 wait = min(1.0, self.lease / 2)
+                self._ticking.failed(exc, f"trying again in {wait:g} s")
             stop.wait(wait)
 
     def schedule_text(self) -> str:

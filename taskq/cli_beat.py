@@ -5,6 +5,7 @@ Imported at the end of ``cli.py``, whose helpers it uses; it adds ``beat`` to ``
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
@@ -17,6 +18,8 @@ from .beat import Beat, make_beat
 from .cli import _app, _errors_as_usage, main
 from .log import setup_logging
 from .url import mask_url
+
+logger = logging.getLogger(__name__)
 
 
 def banner(app: Taskq, beat: Beat) -> str:
@@ -42,10 +45,15 @@ def banner(app: Taskq, beat: Beat) -> str:
     help="Longest sleep between two looks at the schedule, seconds [beat_max_loop_interval].",
 )
 @click.option("-f", "--logfile", help="Write the log to this file instead of stderr.")
+@click.option("-s", "--schedule", "schedule_file", hidden=True)  # Celery's shelve file
 @click.pass_context
 @_errors_as_usage
 def beat(
-    ctx: click.Context, loglevel: str, max_interval: float | None, logfile: str | None
+    ctx: click.Context,
+    loglevel: str,
+    max_interval: float | None,
+    logfile: str | None,
+    schedule_file: str | None,
 ) -> None:
     """Send the periodic tasks of beat_schedule when they are due.
 
@@ -55,6 +63,12 @@ def beat(
     """
     app = _app(ctx)
     setup_logging(app, loglevel, logfile)
+    if schedule_file is not None:
+        logger.warning(
+            "taskq beat: -s/--schedule %s is ignored: the schedule's state is kept in the "
+            "broker, where every beat sees it",
+            schedule_file,
+        )
     scheduler = make_beat(app, max_interval)
     signals.beat_init.send(sender=scheduler)
     click.echo(banner(app, scheduler), err=True)

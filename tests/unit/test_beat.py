@@ -6,6 +6,8 @@ Tasks go to kombu's memory broker; the test reads them back off the queue.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -192,3 +194,39 @@ def test_make_beat_imports_reads_and_checks_the_schedule(app: Taskq) -> None:
     beat = make_beat(app)
     assert [e.name for e in beat.entries] == ["added", "conf"]
     assert "added: beat.ping <every 5 s>" in beat.schedule_text()
+
+
+class AwayAtFirst(MemoryBeatStore):
+    """A store that fails its first calls, as a Redis still starting would."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+
+    def start(self, entry: str, now: float) -> float:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store not up yet")
+        return super().start(entry, now)
+
+
+def test_a_store_away_at_start_is_waited_for(app: Taskq, caplog: pytest.LogCaptureFixture) -> None:
+    store = AwayAtFirst(failures=2)
+    beat = Beat(app, store, [every_second()], lease=0.02)
+    stop = threading.Event()
+    runner = threading.Thread(target=beat.run, args=(stop,))
+    runner.start()
+    try:
+        wait_until(lambda: beat.sent >= 1, 30)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert store.failures == 0 and sent_ids(app)
+    assert "could not look at the schedule: " in caplog.text
+
+
+def wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
