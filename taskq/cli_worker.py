@@ -48,6 +48,14 @@ from .log import setup_logging
 @click.option(
     "-B", "--beat", is_flag=True, help="Also run the scheduler (taskq beat) in this worker."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port).",
+)
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, help="Where metrics listen."
+)
 @click.pass_context
 @_errors_as_usage
 def worker(
@@ -68,6 +76,8 @@ def worker(
     statedb: str | None,
     logfile: str | None,
     beat: bool,
+    metrics_port: int | None,
+    metrics_address: str,
 ) -> None:
     """Start a worker."""
     from .worker.monitor import HEARTBEAT_FREQ
@@ -87,6 +97,8 @@ def worker(
         heartbeat=None if without_heartbeat else (heartbeat_interval or HEARTBEAT_FREQ),
         statedb=statedb,
         beat=beat,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
     )
     instance = Worker(app, options)
     click.echo(instance.banner(), err=True)

@@ -249,6 +249,8 @@ class Consumer:
             self.control.listen(self.connection)
         self.monitor.connect(self.connection, self.call_later)
         logger.info("Connected to %s; %s ready.", mask_url(self.app.broker_url), spec.hostname)
+        if not first and self.monitor.metrics is not None:
+            self.monitor.metrics.reconnected()
         if first:
             signals.worker_ready.send(sender=self)
             self.on_ready()

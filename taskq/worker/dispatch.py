@@ -51,7 +51,7 @@ def execute(consumer: Consumer, batch: list[Request]) -> None:
     def started(pid: int) -> None:
         for request in batch:
             request.worker_pid = pid  # a plain write, read for inspect and terminate
-            monitor.started(request.id)
+            monitor.started(request.id, request.name)
             if log_starts:
                 logger.info("Task %r started", request)
 

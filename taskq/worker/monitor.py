@@ -38,6 +38,7 @@ from .connection import connection_errors
 
 if TYPE_CHECKING:
     from ..app import Taskq
+    from .metrics import WorkerMetrics
     from .request import Request
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Monitor:
             app, hostname, clock=self.clock, buffered=True, task_events=task_events
         )
         self.load: Load = lambda: (0, 0)
+        self.metrics: WorkerMetrics | None = None  # --metrics-port: counted here too
         self._online = False  # worker-online was sent
         self._said_unavailable = False
         self._generation = 0  # one beat timer per connection (a reconnect starts another)
@@ -146,7 +148,9 @@ class Monitor:
         if self.dispatcher.task_events:
             self.dispatcher.task(event_type, task_id, json_fields(fields))
 
-    def started(self, task_id: str) -> None:
+    def started(self, task_id: str, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.started(name)
         if self.dispatcher.task_events:
             self.dispatcher.task("task-started", task_id)
 
@@ -156,9 +160,11 @@ class Monitor:
             self.dispatcher.task("task-succeeded", task_id, rest)
 
     def received(self, request: Request) -> None:
+        m = request.message
+        if self.metrics is not None:
+            self.metrics.received(m.task)
         if not self.dispatcher.task_events:
             return
-        m = request.message
         rest = (
             f',"name":{json_text(m.task)},"args":{json_text(args_repr(m))},'
             f'"kwargs":{json_text(kwargs_repr(m))},"root_id":{json_text(m.root_id)},'

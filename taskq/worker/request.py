@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from ..app import Taskq
     from ..task import Task
+    from .metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,16 @@ logger = logging.getLogger(__name__)
 class TaskEvents(Protocol):
     """Where a request reports what became of it (worker/monitor.py)."""
 
+    metrics: WorkerMetrics | None  # counted by task name, when the worker serves metrics
+
     def task(self, event_type: str, task_id: str, **fields: Any) -> None: ...
 
     def succeeded(self, task_id: str, result: str, runtime: float) -> None: ...
 
 
 class _NoEvents:
+    metrics: WorkerMetrics | None = None
+
     def task(self, event_type: str, task_id: str, **fields: Any) -> None:
         pass
 
@@ -279,6 +284,7 @@ class Request:
             self.give_back()
             return
         self.events.task("task-failed", self.id, exception=repr(exc), traceback="")
+        self._count(states.FAILURE)
         if isinstance(exc, BackendError):
             # It ran, but whoever waits for it would wait for ever: keep the message where
             # it can be seen and run again, rather than ack it as if all were well.
@@ -308,6 +314,7 @@ class Request:
         logger.info("Task %r %s%s", self, reason, "" if reason == "terminated" else ": not run")
         self.events.task("task-revoked", self.id, terminated=reason == "terminated",
                          signum=self.signum, expired=reason == "expired")  # fmt: skip
+        self._count(states.REVOKED)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
                 sender=self.app.tasks.get(self.message.task), request=self,
@@ -323,8 +330,14 @@ class Request:
             holder=self,
         )
 
+    def _count(self, state: str, runtime: float | None = None) -> None:
+        metrics = self.events.metrics
+        if metrics is not None:
+            metrics.ended(self.name, state, runtime)
+
     def _tell(self, outcome: Outcome) -> None:
         state, send = outcome.state, self.events.task
+        self._count(state, outcome.runtime)
         if state == states.SUCCESS:
             self.events.succeeded(self.id, outcome.detail, outcome.runtime)
         elif state == states.FAILURE:

@@ -30,6 +30,7 @@ from ..serializers import accepted_types, check_conf
 from ..url import mask_url
 from .consumer import Consumer, ConsumerOptions
 from .control import ControlPanel
+from .metrics import WorkerMetrics
 from .monitor import HEARTBEAT_FREQ, Monitor
 from .pool import Pool, PoolOptions, SoloPool, ThreadPool
 from .prefork import PreforkPool
@@ -59,6 +60,8 @@ class WorkerOptions:
     heartbeat: float | None = HEARTBEAT_FREQ  # seconds between worker-heartbeat events
     statedb: str | None = None
     beat: bool = False  # -B: run the scheduler in this process too
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (0: any free)
+    metrics_address: str = "127.0.0.1"
 
 
 def node_name(hostname: str | None) -> str:
@@ -121,6 +124,13 @@ class Worker:
         )
         self.state = WorkerState(o.statedb or c.worker_state_db)
         self.beat = make_beat(app) if o.beat else None  # -B: its schedule checked here
+        self.metrics = (
+            None
+            if o.metrics_port is None
+            else WorkerMetrics(app, self.hostname, self.queues, c.task_dead_letter_queue)
+        )
+        self._metrics_at = (o.metrics_address, o.metrics_port or 0)
+        self.metrics_port: int | None = None  # the port bound, once serving
         self.pool: Pool | None = None
         self.consumer: Consumer | None = None
         self._inbox: SignalInbox | None = None
@@ -179,6 +189,11 @@ class Worker:
             self.app, self.hostname, task_events=self.task_events, heartbeat=self.heartbeat
         )
         consumer = Consumer(self.app, self.pool, self.consumer_options, self.state, monitor)
+        if self.metrics is not None:
+            monitor.metrics = self.metrics
+            self.metrics.live.running = lambda: len(consumer.active)
+            self.metrics.live.held = lambda: len(consumer.held)
+            self.metrics_port = self.metrics.serve(self._metrics_at[1], self._metrics_at[0])
         if self.app.conf.worker_enable_remote_control:
             consumer.control = ControlPanel(consumer, on_shutdown=self.stop)
         if self._inbox is not None:
@@ -194,6 +209,8 @@ class Worker:
             beat_stop.set()
             if beat is not None:
                 beat.join(30)
+            if self.metrics is not None:
+                self.metrics.close()
             self.state.save()
             signals.worker_shutdown.send(sender=self)
             self.app.close()

@@ -94,7 +94,7 @@ def test_hot_task_events_are_the_json_a_dict_would_give(app: Taskq) -> None:
     monitor = Monitor(app, "w1@host", task_events=True, heartbeat=None)
     monitor.dispatcher = recorder = Recorder(app, buffered=True)
     monitor.received(SimpleNamespace(message=msg))  # type: ignore[arg-type]
-    monitor.started(msg.id)
+    monitor.started(msg.id, msg.task)
     monitor.succeeded(msg.id, odd, 0.25)
     monitor.task("task-retried", msg.id, exception=odd, traceback="")
     recorder.flush(force=True)

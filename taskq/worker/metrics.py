@@ -1,0 +1,205 @@
+"""A worker's Prometheus metrics (``taskq worker --metrics-port N``), via prometheus_client.
+
+Counted where the worker's events are sent, whether task events are on or not: tasks
+received, started, succeeded, failed, retried, revoked and rejected, and a runtime
+histogram, each per task name. Read when scraped: tasks running and held (prefetched), the
+depth of each queue the worker consumes and of the dead-letter queue, and the broker
+reconnects. Labels are task names only, and only the names registered in the app (any
+other is counted under ``(unregistered)``), so a stream of bad messages cannot grow the
+series without bound; never a task id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from kombu import Queue
+
+    from ..app import Taskq
+
+logger = logging.getLogger(__name__)
+
+UNREGISTERED = "(unregistered)"
+# Seconds: from a few milliseconds to five minutes, where most tasks' runtimes fall.
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+DEPTH_CACHE_SECONDS = 5.0  # a scrape every second must not ask the broker every second
+OUTCOMES = {
+    states.SUCCESS: "succeeded",
+    states.FAILURE: "failed",
+    states.RETRY: "retried",
+    states.REVOKED: "revoked",
+    states.REJECTED: "rejected",
+}
+
+
+class WorkerMetrics:
+    """The worker's metrics in a registry of their own, served on one port."""
+
+    def __init__(self, app: Taskq, hostname: str, queues: Sequence[Queue], dead_letter: str):
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--metrics-port needs prometheus_client ({exc}): pip install 'taskq[metrics]'"
+            ) from exc
+        self.app = app
+        self.registry = CollectorRegistry()
+        by_task = ("task",)
+        reg = self.registry
+        self._received = Counter("taskq_tasks_received", "Task messages received.", by_task,
+                                 registry=reg)  # fmt: skip
+        self._started = Counter("taskq_tasks_started", "Tasks started.", by_task, registry=reg)
+        self._ended = {
+            outcome: Counter(f"taskq_tasks_{outcome}", f"Tasks {outcome}.", by_task, registry=reg)
+            for outcome in OUTCOMES.values()
+        }
+        self._runtime = Histogram("taskq_task_runtime_seconds", "Runtime of tasks that ran.",
+                                  by_task, buckets=RUNTIME_BUCKETS, registry=reg)  # fmt: skip
+        self._reconnects = Counter("taskq_broker_reconnects", "Reconnects to the broker.",
+                                   registry=reg)  # fmt: skip
+        Gauge("taskq_worker_up", "1 while the worker runs.", ("worker",),
+              registry=reg).labels(hostname).set(1)  # fmt: skip
+        self.live = LiveCollector(app, hostname, queues, dead_letter)
+        reg.register(self.live)
+        self._server: Any = None
+
+    def _task(self, name: str) -> str:
+        return name if name in self.app.tasks else UNREGISTERED
+
+    # -- from the consumer thread (and the pool's result thread)
+    def received(self, name: str) -> None:
+        self._received.labels(self._task(name)).inc()
+
+    def started(self, name: str) -> None:
+        self._started.labels(self._task(name)).inc()
+
+    def ended(self, name: str, state: str, runtime: float | None = None) -> None:
+        outcome = OUTCOMES.get(state)
+        if outcome is None:
+            return  # IGNORED and the like: neither success nor failure
+        task = self._task(name)
+        self._ended[outcome].labels(task).inc()
+        if runtime is not None and state in (states.SUCCESS, states.FAILURE, states.RETRY):
+            self._runtime.labels(task).observe(runtime)
+
+    def reconnected(self) -> None:
+        self._reconnects.inc()
+
+    # -- the endpoint
+    def serve(self, port: int, address: str) -> int:
+        """Serve ``/metrics`` on a thread; the port bound (for ``port`` 0, the one chosen)."""
+        from prometheus_client import start_http_server
+
+        try:
+            self._server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"Cannot serve metrics on {address}:{port}: {exc.strerror or exc}"
+            ) from None
+        bound: int = self._server.server_address[1]
+        logger.info("Metrics on http://%s:%d/metrics", address, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.live.close()
+
+
+class LiveCollector:
+    """What is read at scrape time: the worker's load, and the depth of its queues."""
+
+    def __init__(self, app: Taskq, hostname: str, queues: Sequence[Queue], dead_letter: str):
+        self.app = app
+        self.hostname = hostname
+        self.queues = [q.name for q in queues]
+        self.dead_letter = dead_letter
+        self.running: Callable[[], int] = lambda: 0
+        self.held: Callable[[], int] = lambda: 0
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._depths: tuple[float, dict[str, int]] = (0.0, {})
+
+    def describe(self) -> Iterable[Any]:
+        return []  # read at scrape time only: nothing to check at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        running = GaugeMetricFamily("taskq_tasks_running", "Tasks running now.",
+                                    labels=["worker"])  # fmt: skip
+        running.add_metric([self.hostname], self.running())
+        yield running
+        held = GaugeMetricFamily("taskq_tasks_prefetched",
+                                 "Task messages held by the worker, not started.",
+                                 labels=["worker"])  # fmt: skip
+        held.add_metric([self.hostname], self.held())
+        yield held
+        depths = self._read_depths()
+        depth = GaugeMetricFamily("taskq_queue_depth", "Messages waiting in the queue.",
+                                  labels=["queue"])  # fmt: skip
+        for name in self.queues:
+            if name in depths:
+                depth.add_metric([name], depths[name])
+        yield depth
+        dead = GaugeMetricFamily("taskq_dead_letters", "Messages in the dead-letter queue.",
+                                 labels=["queue"])  # fmt: skip
+        if self.dead_letter in depths:
+            dead.add_metric([self.dead_letter], depths[self.dead_letter])
+        yield dead
+
+    def _read_depths(self) -> dict[str, int]:
+        with self._lock:
+            read_at, depths = self._depths
+            if time.monotonic() - read_at < DEPTH_CACHE_SECONDS:
+                return depths
+            depths = {}
+            for name in [*self.queues, self.dead_letter]:
+                count = self._depth(name)
+                if count is not None:
+                    depths[name] = count
+            self._depths = (time.monotonic(), depths)
+            return depths
+
+    def _depth(self, name: str) -> int | None:
+        try:
+            if self._connection is None:
+                self._connection = self.app.connection()
+                self._connection.ensure_connection(max_retries=1)
+            found = self._connection.default_channel.queue_declare(name, passive=True)
+            return int(found.message_count)
+        except self._not_found() as exc:
+            # A queue nobody declared yet is empty (Redis: an empty list is no key). On
+            # RabbitMQ the refusal closed the channel: the next read opens another.
+            logger.debug("Metrics: queue %s not found (%s): depth 0", name, exc)
+            self.close()
+            return 0
+        except Exception as exc:  # the broker is away: this scrape goes without the depth
+            logger.debug("Metrics: depth of %s not read: %r", name, exc)
+            self.close()
+            return None
+
+    def _not_found(self) -> tuple[type[BaseException], ...]:
+        conn = self._connection
+        return tuple(conn.channel_errors) if conn is not None else ()
+
+    def close(self) -> None:
+        conn, self._connection = self._connection, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # already broken
+                logger.debug("Metrics: closing the broker connection failed", exc_info=True)
+
+
+__all__ = ["LiveCollector", "WorkerMetrics"]
