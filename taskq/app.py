@@ -23,7 +23,7 @@ from .builtins import register_builtins
 from .calling import CallOptions, build_message, expiration_seconds
 from .clients import make_amqp, make_backend
 from .config import Config
-from .context import Context
+from .context import Context, TaskStack
 from .control import Control
 from .events import EventDispatcher, client_hostname, send_task_sent
 from .exceptions import ConfigurationError, NotRegistered
@@ -85,7 +85,7 @@ class Taskq:
         self._amqp: Amqp | None = None
         self._backend: Backend | None = None
         self._lock = threading.RLock()
-        self._local = threading.local()
+        self._stack = TaskStack()
         self._oid: tuple[int, str] | None = None
         self.security: Security | None = None  # set by setup_security()
         # Celery's app signals: sent once each, by finalize (a worker or beat at start).
@@ -175,20 +175,12 @@ class Taskq:
         Usually from an ``on_after_configure`` receiver; ``taskq beat`` reads these with
         ``beat_schedule``. Returns the entry's name (``name``, else the signature's repr).
         """
-        from .beat import Entry
-        from .schedules import as_schedule
+        from .beat import periodic_entry  # the scheduler's, loaded by apps that use it
 
-        key = name or repr(sig)
-        entry = Entry(
-            key,
-            sig.task,
-            as_schedule(schedule, f"periodic task {key!r}"),
-            tuple(args or sig.args),
-            dict(kwargs or sig.kwargs),
-            {**sig.options, **options},
-        )
-        self.periodic_tasks = [e for e in self.periodic_tasks if e.name != key] + [entry]
-        return key
+        entry = periodic_entry(schedule, sig, args, kwargs, name, options)
+        self.periodic_tasks = [e for e in self.periodic_tasks if e.name != entry.name]
+        self.periodic_tasks.append(entry)
+        return entry.name
 
     # -- where the tasks are
     def autodiscover_tasks(
@@ -471,27 +463,21 @@ class Taskq:
 
     # -- the task running in this thread, so tasks it sends get parent_id/root_id
     def push_context(self, context: Context) -> None:
-        stack = self._local.__dict__.setdefault("stack", [])
-        stack.append((context, []))
+        self._stack.push(context)
 
     def pop_context(self) -> list[str]:
         """Leave the task's context; returns the ids of the tasks it sent (its children)."""
-        _, children = self._local.stack.pop()
-        return children  # type: ignore[no-any-return]
+        return self._stack.pop()
 
     def current_context(self) -> Context | None:
-        stack = self._local.__dict__.get("stack")
-        return stack[-1][0] if stack else None
+        return self._stack.current()
 
     def current_children(self) -> list[str]:
         """The ids of the tasks the running task has sent so far."""
-        stack = self._local.__dict__.get("stack")
-        return list(stack[-1][1]) if stack else []
+        return self._stack.children()
 
     def _add_child(self, task_id: str) -> None:
-        stack = self._local.__dict__.get("stack")
-        if stack:
-            stack[-1][1].append(task_id)
+        self._stack.add_child(task_id)
 
 
 __all__ = ["TaskRegistry", "Taskq"]

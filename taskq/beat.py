@@ -30,6 +30,7 @@ from .schedules import Schedule, ScheduleError, app_zone, as_schedule, crontab, 
 
 if TYPE_CHECKING:
     from .app import Taskq
+    from .signature import Signature
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,26 @@ class Entry:
 
     def describe(self) -> str:
         return f"{self.name}: {self.task} {self.schedule!r}"
+
+
+def periodic_entry(
+    when: Any,
+    sig: Signature,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    name: str | None,
+    options: Mapping[str, Any],
+) -> Entry:
+    """``app.add_periodic_task``'s entry: named ``name``, else after the signature."""
+    key = name or repr(sig)
+    return Entry(
+        key,
+        sig.task,
+        as_schedule(when, f"periodic task {key!r}"),
+        tuple(args or sig.args),
+        dict(kwargs or sig.kwargs),
+        {**sig.options, **options},
+    )
 
 
 def entries_of(app: Taskq) -> list[Entry]:
@@ -285,5 +306,6 @@ __all__ = [
     "entries_of",
     "make_beat",
     "open_store",
+    "periodic_entry",
     "schedule",
 ]

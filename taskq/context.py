@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,3 +38,31 @@ class Context:
     is_eager: bool = False
     called_directly: bool = True
     replaced_task_nesting: int = 0
+
+
+class TaskStack(threading.local):
+    """The tasks running in this thread, innermost last, each with the ids it sent.
+
+    Per thread (a thread pool runs one task per thread), so tasks a task sends get its
+    id as parent and its root as root, and its result can list them as children.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[Context, list[str]]] = []
+
+    def push(self, context: Context) -> None:
+        self.frames.append((context, []))
+
+    def pop(self) -> list[str]:
+        """Leave the innermost task; the ids of the tasks it sent."""
+        return self.frames.pop()[1]
+
+    def current(self) -> Context | None:
+        return self.frames[-1][0] if self.frames else None
+
+    def children(self) -> list[str]:
+        return list(self.frames[-1][1]) if self.frames else []
+
+    def add_child(self, task_id: str) -> None:
+        if self.frames:
+            self.frames[-1][1].append(task_id)
