@@ -54,6 +54,7 @@ class FakeWorker:
         self.node.channel = self.channel
         self.consumer = self.node.listen(channel=self.channel, callback=self._on_message)
         self.received: list[Received] = []
+        self.handled = 0
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"fake-{hostname}", daemon=True)
@@ -65,6 +66,9 @@ class FakeWorker:
             self.received.append(Received(body, dict(message.headers), exchange))
             self._changed.notify_all()
         self.node.handle_message(body, message)
+        with self._changed:
+            self.handled += 1  # its reply, if any, is sent
+            self._changed.notify_all()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -77,6 +81,12 @@ class FakeWorker:
             if not self._changed.wait_for(lambda: len(self.received) >= count, WAIT):
                 raise AssertionError(f"{self.hostname} received {len(self.received)} request(s)")
             return self.received[index]
+
+    def wait_handled(self, count: int) -> None:
+        """Until ``count`` requests were handled (answered, where they want an answer)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.handled >= count, WAIT):
+                raise AssertionError(f"{self.hostname} handled {self.handled} request(s)")
 
     def stop(self) -> None:
         self._stop.set()
