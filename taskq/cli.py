@@ -28,6 +28,15 @@ from .url import mask_url, scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The worker's and beat's -l, with Celery's level names in any case.
+loglevel_option = click.option(
+    "-l",
+    "--loglevel",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+)
+
 
 def find_app(spec: str) -> Taskq:
     """The app ``-A`` names, found where Celery looks.

@@ -15,7 +15,7 @@ import click
 from . import signals
 from .app import Taskq
 from .beat import Beat, make_beat
-from .cli import _app, _errors_as_usage, main
+from .cli import _app, _errors_as_usage, loglevel_option, main
 from .log import setup_logging
 from .url import mask_url
 
@@ -32,13 +32,7 @@ def banner(app: Taskq, beat: Beat) -> str:
 
 
 @main.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-)
+@loglevel_option
 @click.option(
     "--max-interval",
     type=click.FloatRange(min=0.1),

@@ -7,18 +7,12 @@ from __future__ import annotations
 
 import click
 
-from .cli import _app, _errors_as_usage, main
+from .cli import _app, _errors_as_usage, loglevel_option, main
 from .log import setup_logging
 
 
 @main.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-)
+@loglevel_option
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size [default: CPUs].")
 @click.option(
     "-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Execution pool."

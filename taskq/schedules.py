@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -87,11 +88,12 @@ def _aware(value: datetime, tz: tzinfo) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
 
-class BaseSchedule:
+class BaseSchedule(ABC):
     """What the scheduler asks of a schedule: ``next_after``; and Celery's ``is_due``."""
 
+    @abstractmethod
     def next_after(self, last: datetime, tz: tzinfo = UTC) -> datetime:
-        raise NotImplementedError
+        """The first due instant strictly after ``last``."""
 
     def is_due(
         self, last_run_at: datetime, now: datetime | None = None, tz: tzinfo = UTC

@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -145,17 +145,20 @@ class Backend(ABC):
     ) -> None:
         key = self.key_for(task_id)
         value = self._encode(self.make_meta(task_id, result, state, traceback, context))
+        self._retried(
+            lambda: self._set_unless_succeeded(key, value, state),
+            f"store the {state} state of task {task_id}",
+            f"Could not store the result of task {task_id}",
+        )
+
+    def _retried(self, attempt: Callable[[], None], what: str, failed: str) -> None:
+        """``attempt()`` under the store policy; any failure left over is a BackendError."""
         try:
-            retrying(
-                self.store_policy(),
-                lambda: self._set_unless_succeeded(key, value, state),
-                self.transient,
-                f"store the {state} state of task {task_id}",
-            )
+            retrying(self.store_policy(), attempt, self.transient, what)
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"Could not store the result of task {task_id}: {exc}") from exc
+            raise BackendError(f"{failed}: {exc}") from exc
 
     def _set_unless_succeeded(self, key: str, value: bytes | str, state: str) -> None:
         # A task that succeeded stays succeeded, whatever a duplicate run stores later.
@@ -252,19 +255,13 @@ class Backend(ABC):
         """Store a group's result tuple (``GroupResult.as_tuple()``), with the usual expiry."""
         key = self.group_key_for(group_id)
         value = self._encode({"result": result})
-        try:
-            # Celery writes groups with the SUCCESS state too; a group document has no
-            # "status", so no backend's keep-a-stored-success check ever refuses it.
-            retrying(
-                self.store_policy(),
-                lambda: self._set(key, value, states.SUCCESS),
-                self.transient,
-                f"save group {group_id}",
-            )
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"Could not save group {group_id}: {exc}") from exc
+        # Celery writes groups with the SUCCESS state too; a group document has no
+        # "status", so no backend's keep-a-stored-success check ever refuses it.
+        self._retried(
+            lambda: self._set(key, value, states.SUCCESS),
+            f"save group {group_id}",
+            f"Could not save group {group_id}",
+        )
 
     def restore_group(self, group_id: str) -> list[Any] | None:
         """The result tuple saved for the group (as JSON lists), or None if none is stored."""

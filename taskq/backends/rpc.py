@@ -35,7 +35,7 @@ from ..exceptions import BackendError, SecurityError
 from ..serializers import CONTENT_TYPES
 from .base import Backend, ResultContext
 from .codec import ResultCodec
-from .retry import RetryPolicy, retrying
+from .retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +101,11 @@ class RpcBackend(Backend):
             logger.debug("Task %s: no reply_to, so no %s state is sent", task_id, state)
             return
         meta = self.make_meta(task_id, result, state, traceback, context)
-        try:
-            retrying(
-                self.store_policy(),
-                lambda: self._publish(meta, reply_to, task_id),
-                self.transient,
-                f"send the {state} state of task {task_id} to {reply_to}",
-            )
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"Could not send the result of task {task_id}: {exc}") from exc
+        self._retried(
+            lambda: self._publish(meta, reply_to, task_id),
+            f"send the {state} state of task {task_id} to {reply_to}",
+            f"Could not send the result of task {task_id}",
+        )
 
     def _publish(self, meta: dict[str, Any], reply_to: str, task_id: str) -> None:
         with self.link.producers().acquire(block=True, timeout=10) as producer:
