@@ -326,17 +326,7 @@ def dead_show(ctx: click.Context, task_id: str) -> None:
     click.echo(json.dumps(letter.summary(), indent=2))
     click.echo(f"content-type: {letter.content_type}  encoding: {letter.content_encoding}")
     click.echo("headers: " + json.dumps(dict(letter.headers), indent=2, default=repr))
-    click.echo("body: " + _show_body(letter.body, letter.content_type))
-
-
-def _show_body(body: bytes, content_type: str | None) -> str:
-    # Shown as text only if it is text; never decoded by a serializer (pickle stays bytes).
-    if content_type == "application/json":
-        try:
-            return json.dumps(json.loads(body), indent=2)
-        except ValueError:
-            pass
-    return repr(body[:4096]) + (f" ... ({len(body)} bytes)" if len(body) > 4096 else "")
+    click.echo("body: " + letter.body_text())
 
 
 @dead.command("requeue")
@@ -369,4 +359,4 @@ def dead_purge(ctx: click.Context, force: bool) -> None:
 # The worker command lives in cli_worker.py, the remote-control ones (inspect, control,
 # status, revoke) in cli_control.py and `events` in cli_events.py. Imported last, since
 # they use the helpers above; importing them adds them to `main`.
-from . import cli_beat, cli_control, cli_events, cli_worker  # noqa: E402, F401
+from . import cli_beat, cli_control, cli_dashboard, cli_events, cli_worker  # noqa: E402, F401

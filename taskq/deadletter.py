@@ -9,6 +9,7 @@ requeues them through the same kombu connection the app uses, on any broker.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -76,6 +77,16 @@ class DeadLetter:
             content_type=message.content_type,
             content_encoding=message.content_encoding,
         )
+
+    def body_text(self, limit: int = 4096) -> str:
+        """The body for people: JSON indented, anything else as bytes (never unpickled)."""
+        if self.content_type == "application/json":
+            try:
+                return json.dumps(json.loads(self.body), indent=2)
+            except ValueError:
+                pass
+        more = f" ... ({len(self.body)} bytes)" if len(self.body) > limit else ""
+        return repr(self.body[:limit]) + more
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -306,6 +306,7 @@ class EventReceiver:
         self.connection = connection
         self.handlers = dict(handlers)
         self.clock = clock or LamportClock()
+        self.should_stop = False  # set from another thread: the capture ends within a second
         c = app.conf
         exchange = event_exchange(app, connection)
         self.queue = Queue(
@@ -359,7 +360,7 @@ class EventReceiver:
                     self.dispatch(event)
                     yield event
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if self.should_stop or (left is not None and left <= 0):
                     return
                 try:
                     self.connection.drain_events(timeout=1.0 if left is None else min(left, 1.0))

@@ -12,12 +12,11 @@ series without bound; never a task id.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import states
+from ..depths import QueueDepths
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -126,9 +125,7 @@ class LiveCollector:
         self.dead_letter = dead_letter
         self.running: Callable[[], int] = lambda: 0
         self.held: Callable[[], int] = lambda: 0
-        self._lock = threading.Lock()
-        self._connection: Any = None
-        self._depths: tuple[float, dict[str, int]] = (0.0, {})
+        self.depths = QueueDepths(app, DEPTH_CACHE_SECONDS)
 
     def describe(self) -> Iterable[Any]:
         return []  # read at scrape time only: nothing to check at registration
@@ -159,47 +156,10 @@ class LiveCollector:
         yield dead
 
     def _read_depths(self) -> dict[str, int]:
-        with self._lock:
-            read_at, depths = self._depths
-            if time.monotonic() - read_at < DEPTH_CACHE_SECONDS:
-                return depths
-            depths = {}
-            for name in [*self.queues, self.dead_letter]:
-                count = self._depth(name)
-                if count is not None:
-                    depths[name] = count
-            self._depths = (time.monotonic(), depths)
-            return depths
-
-    def _depth(self, name: str) -> int | None:
-        try:
-            if self._connection is None:
-                self._connection = self.app.connection()
-                self._connection.ensure_connection(max_retries=1)
-            found = self._connection.default_channel.queue_declare(name, passive=True)
-            return int(found.message_count)
-        except self._not_found() as exc:
-            # A queue nobody declared yet is empty (Redis: an empty list is no key). On
-            # RabbitMQ the refusal closed the channel: the next read opens another.
-            logger.debug("Metrics: queue %s not found (%s): depth 0", name, exc)
-            self.close()
-            return 0
-        except Exception as exc:  # the broker is away: this scrape goes without the depth
-            logger.debug("Metrics: depth of %s not read: %r", name, exc)
-            self.close()
-            return None
-
-    def _not_found(self) -> tuple[type[BaseException], ...]:
-        conn = self._connection
-        return tuple(conn.channel_errors) if conn is not None else ()
+        return self.depths.read([*self.queues, self.dead_letter])
 
     def close(self) -> None:
-        conn, self._connection = self._connection, None
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:  # already broken
-                logger.debug("Metrics: closing the broker connection failed", exc_info=True)
+        self.depths.close()
 
 
 __all__ = ["LiveCollector", "WorkerMetrics"]

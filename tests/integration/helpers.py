@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def children(pid: int) -> list[int]:
 class WorkerProcess:
     """A `python -m taskq -A <module> worker ...` subprocess with its log in a file."""
 
+    ready_line = "Connected to"  # in the log once the process is ready
+
     def __init__(
         self,
         app: str,
@@ -120,7 +123,7 @@ class WorkerProcess:
             )
         if wait_ready:
             wait_for(
-                lambda: "Connected to" in self.log() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                lambda: self.ready_line in self.log() or self.proc.poll() is not None,  # type: ignore[union-attr]
                 self.ready_timeout,
                 f"worker {self.app} to connect",
             )
@@ -185,3 +188,19 @@ class WorkerProcess:
             self.stop()
         finally:
             self.kill()
+
+
+class DashboardProcess(WorkerProcess):
+    """`python -m taskq -A <module> dashboard --port 0 ...`; ``url`` once it serves."""
+
+    ready_line = "Dashboard on http"
+
+    def command(self) -> Sequence[str]:
+        return [sys.executable, "-m", "taskq", "-A", self.app, "dashboard", "--port", "0",
+                "-l", "info", *self.args]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        found = re.search(r"Dashboard on (http://\S+/)", self.log())
+        assert found, self.log()
+        return found.group(1)
