@@ -51,7 +51,7 @@ def synthetic(workers: int, tasks: int) -> list[dict[str, Any]]:
                 "args": "(1, 2)",
                 "kwargs": "{}",
                 "retries": 0,
-            },  # fmt: skip
+            },
             {**base, "type": "task-started"},
             {**base, "type": "task-succeeded", "result": "3", "runtime": 0.001},
         ]
