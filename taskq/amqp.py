@@ -26,6 +26,8 @@ from .serializers import AUTH, check_sending, serializer_name
 from .signals import after_task_publish, before_task_publish
 from .url import credentials_in_userinfo, mask_url, scrub
 
+QUEUE_TYPE = "x-queue-type"  # RabbitMQ's queue argument: classic, quorum, stream
+
 
 def custom_transport(scheme: str) -> type[Any] | None:
     """taskq's own kombu transport for a URL scheme, passed to kombu by class rather than by
@@ -95,9 +97,22 @@ def make_queue(
     exchange: str | None = None,
     routing_key: str | None = None,
     exchange_type: str = "direct",
+    queue_type: str = "classic",
 ) -> Queue:
+    """A durable queue on an exchange of its own name; ``queue_type`` "quorum" on RabbitMQ
+    (other brokers ignore the argument)."""
     exchange_name = name if exchange is None else exchange
-    return Queue(name, Exchange(exchange_name, exchange_type), routing_key=routing_key or name)
+    arguments = {QUEUE_TYPE: queue_type} if queue_type != "classic" else None
+    return Queue(
+        name,
+        Exchange(exchange_name, exchange_type),
+        routing_key=routing_key or name,
+        queue_arguments=arguments,
+    )
+
+
+def is_quorum(queue: Queue) -> bool:
+    return (queue.queue_arguments or {}).get(QUEUE_TYPE) == "quorum"
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class Router:
         default_queue: Queue,
         create_missing: bool = True,
         declared: Sequence[Queue] = (),
+        queue_type: str = "classic",
     ):
         self.routes: Sequence[Any] = (
             ()
@@ -129,6 +145,7 @@ class Router:
         )
         self.default_queue = default_queue
         self.create_missing = create_missing
+        self.queue_type = queue_type
         self._queues: dict[str, Queue] = {q.name: q for q in declared}
         self._queues[default_queue.name] = default_queue
         self._lock = threading.Lock()
@@ -140,7 +157,7 @@ class Router:
                     raise ConfigurationError(
                         f"Queue {name!r} is not defined and task_create_missing_queues is off"
                     )
-                self._queues[name] = make_queue(name)
+                self._queues[name] = make_queue(name, queue_type=self.queue_type)
             return self._queues[name]
 
     def route(

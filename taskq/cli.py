@@ -283,7 +283,7 @@ def _purge_queue(app: Taskq, channel: Any, name: str) -> int:
     queue = app.default_queue() if name == app.conf.task_default_queue else None
     from .amqp import make_queue
 
-    bound = (queue or make_queue(name))(channel)
+    bound = (queue or make_queue(name, queue_type=app.conf.task_default_queue_type))(channel)
     bound.declare()
     return int(bound.purge() or 0)
 

@@ -29,7 +29,11 @@ def make_amqp(app: Taskq) -> Amqp:
 
     declared = app.declared_queues()
     router = Router(
-        c.task_routes, default_queue(c, declared), c.task_create_missing_queues, declared
+        c.task_routes,
+        default_queue(c, declared),
+        c.task_create_missing_queues,
+        declared,
+        c.task_default_queue_type,
     )
     defaults = PublishDefaults(
         serializer=serializer_name(c.task_serializer),

@@ -298,6 +298,11 @@ SETTINGS: dict[str, Setting] = {
     "task_default_exchange_type": Setting(
         "direct", _one_of("direct", "topic", "fanout"), "Type of the default exchange."
     ),
+    "task_default_queue_type": Setting(
+        "classic",
+        _one_of("classic", "quorum"),
+        "RabbitMQ type of the queues taskq declares: quorum queues are replicated (Raft).",
+    ),
     "task_default_routing_key": Setting(
         None, _optional(_str), "Routing key of the default queue (default: the queue name)."
     ),
@@ -455,6 +460,17 @@ SETTINGS: dict[str, Setting] = {
         _optional(_seconds),
         "ETA tasks due later than this many seconds are parked on the broker, not held "
         "(None: every ETA task is held until due, as Celery does).",
+    ),
+    "worker_detect_quorum_queues": Setting(
+        True,
+        _bool,
+        "On RabbitMQ, a worker consuming a quorum queue uses per-consumer prefetch and parks "
+        "ETA tasks in the broker's delay queues (quorum queues refuse global prefetch).",
+    ),
+    "broker_native_delayed_delivery_queue_type": Setting(
+        "quorum",
+        _one_of("classic", "quorum"),
+        "Type of the delay queues (celery_delayed_0..27) that keep parked ETA tasks.",
     ),
     # remote control (Celery's names and defaults: a mixed fleet shares one mailbox)
     "control_exchange": Setting(

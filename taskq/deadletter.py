@@ -128,7 +128,7 @@ class DeadLetters:
 
     @property
     def queue(self) -> Queue:
-        return make_queue(self.name)
+        return make_queue(self.name, queue_type=self.app.conf.task_default_queue_type)
 
     def bury(
         self,

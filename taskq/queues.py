@@ -20,7 +20,7 @@ def declared_queues(conf: Any) -> tuple[Queue, ...]:
     found = []
     for q in conf.task_queues or ():
         if not isinstance(q, Queue):
-            found.append(make_queue(q))
+            found.append(make_queue(q, queue_type=conf.task_default_queue_type))
             continue
         if not q.exchange or not q.exchange.name:
             q = copy.copy(q)  # the config's own object stays as written
@@ -39,6 +39,7 @@ def default_queue(conf: Any, declared: tuple[Queue, ...] = ()) -> Queue:
         conf.task_default_exchange,
         conf.task_default_routing_key,
         conf.task_default_exchange_type,
+        conf.task_default_queue_type,
     )
 
 

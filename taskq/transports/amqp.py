@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
+import math
 import select
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,6 +27,12 @@ from amqp import spec
 from amqp.exceptions import UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
+from kombu.transport.native_delayed_delivery import (
+    MAX_LEVEL,
+    MAX_NUMBER_OF_BITS_TO_USE,
+    calculate_routing_key,
+    level_name,
+)
 
 from .compressed import HeldAmqpMessage
 from .wakeup import Waker
@@ -124,6 +132,7 @@ class Channel(pyamqp.Channel):
     Message = HeldAmqpMessage  # a compressed body stays so until the worker reads it
 
     defer_acks = False
+    delayed_queues: frozenset[str] = frozenset()  # bound to the delay queues: can park
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -208,6 +217,16 @@ class Channel(pyamqp.Channel):
         between. A crash right after can leave both (RabbitMQ drops what a closing
         connection sent that it had not handled yet): a duplicate, never a loss.
         """
+        self._publish_copy("", queue, body, headers, properties)
+
+    def _publish_copy(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+    ) -> None:
         properties = dict(properties)
         copy = self.prepare_message(
             body,
@@ -220,7 +239,35 @@ class Channel(pyamqp.Channel):
         # The basic.publish method itself: py-amqp's publish reads the socket first (for a
         # connection.blocked notice), and its confirming variant reads until the confirm;
         # either would dispatch further deliveries in the middle of this one.
-        self.send_method(spec.Basic.Publish, "Bssbb", (0, "", queue, False, False), copy)
+        self.send_method(
+            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, False, False), copy
+        )
+
+    def can_delay(self, queue: str) -> bool:
+        """Whether ``queue`` is bound to the delay queues (taskq/worker/delayed.py)."""
+        return queue in self.delayed_queues
+
+    def delay_copy(
+        self,
+        queue: str,
+        due: float,
+        body: bytes,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+    ) -> None:
+        """Put a copy of a message delivered here in the delay queues, back on ``queue``
+        at ``due`` (epoch seconds, rounded up to the next whole second).
+
+        The copy enters the cascade of delay queues (kombu's native delayed delivery, as
+        Celery's workers declare it) with the delay written in its routing key, bit by bit,
+        and comes out on the delivery exchange, which routes it to ``queue`` by name. In
+        order on this channel, as ``send_copy``: before the ack of the original.
+        """
+        countdown = max(1, math.ceil(due - time.time()))
+        if countdown >= 1 << MAX_NUMBER_OF_BITS_TO_USE:
+            raise ValueError(f"an ETA {countdown} s away is beyond the delay queues' reach")
+        key = calculate_routing_key(countdown, queue)
+        self._publish_copy(level_name(MAX_LEVEL), key, body, headers, properties)
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_open and self.connection is not None:

@@ -153,7 +153,8 @@ def cmd_add_consumer(
     known = panel.app.declared_queues()
     source = next((q for q in known if q.name == queue), None)
     if source is None:
-        source = make_queue(queue, exchange, routing_key, exchange_type or "direct")
+        kind = panel.app.conf.task_default_queue_type
+        source = make_queue(queue, exchange, routing_key, exchange_type or "direct", kind)
     if not panel.consumer.consume_queue(source):
         return ok(f"already consuming from {queue!r}")
     return ok(f"add consumer {queue}")

@@ -20,6 +20,7 @@ from kombu.common import QoS
 from ..backoff import Incident, describe
 from ..exceptions import BrokerUnavailable
 from ..url import mask_url
+from .delayed import bind_delay_queues, uses_quorum
 
 if TYPE_CHECKING:
     from ..app import Taskq
@@ -49,6 +50,7 @@ class Link:
     qos: QoS
     consumers: tuple[Any, ...]
     wake: Callable[[], None] | None  # None: the transport cannot be woken (polled instead)
+    fixed_prefetch: bool = False  # quorum queues: the count cannot grow for held ETA tasks
 
 
 class Stopped(OSError):
@@ -73,7 +75,7 @@ def open_link(
     try:
         _ensure_connected(app, conn, between_attempts, first, stopping)
         try:
-            return _set_up(conn, spec, on_message, on_decode_error)
+            return _set_up(app, conn, spec, on_message, on_decode_error)
         except OSError:
             raise
         except Exception as exc:
@@ -121,7 +123,9 @@ def _ensure_connected(
         logger.warning("Connected to %s after %d failed attempt(s)", url, incident.attempts)
 
 
-def _set_up(conn: Any, spec: LinkSpec, on_message: OnMessage, on_decode: OnDecodeError) -> Link:
+def _set_up(
+    app: Taskq, conn: Any, spec: LinkSpec, on_message: OnMessage, on_decode: OnDecodeError
+) -> Link:
     channel = conn.default_channel
     # A transport that can be woken (taskq's Redis and RabbitMQ) lets a finished task end
     # the wait for the broker at once; the others are polled briefly while tasks run. The
@@ -136,15 +140,20 @@ def _set_up(conn: Any, spec: LinkSpec, on_message: OnMessage, on_decode: OnDecod
     # Global (per-channel) QoS: RabbitMQ applies a non-global basic.qos only to consumers
     # started after it, so raising the count while ETA tasks are held would never reach the
     # consumers already running. This worker has one channel, so global is the worker's
-    # limit. Redis and the embedded broker ignore the flag.
+    # limit. Redis and the embedded broker ignore the flag. Quorum queues refuse it: there
+    # the limit is per consumer, and ETA tasks park in the delay queues (delayed.py).
+    quorum = uses_quorum(app, conn, spec.queues)
+    if quorum:
+        channel.delayed_queues = bind_delay_queues(app, conn, spec.queues)
     qos = QoS(
-        lambda prefetch_count: channel.basic_qos(0, prefetch_count, True), spec.prefetch_count
+        lambda prefetch_count: channel.basic_qos(0, prefetch_count, not quorum),
+        spec.prefetch_count,
     )
     qos.update()
     # One kombu consumer per queue, so each message knows the queue it came from: returns
     # and dead letters name it, whatever exchange delivered the message.
     consumers = [consume_from(channel, source, on_message, on_decode) for source in spec.queues]
-    return Link(conn, qos, tuple(consumers), wake)
+    return Link(conn, qos, tuple(consumers), wake, fixed_prefetch=quorum)
 
 
 def consume_from(

@@ -42,6 +42,7 @@ from .connection import (
     consume_from,
     open_link,
 )
+from .delayed import SHORTEST_PARK
 from .dispatch import dispatch
 from .intake import receive
 from .keeper import ResultKeeper
@@ -116,6 +117,7 @@ class Consumer:
         self.cold_stop = False
         self.connection: Any = None
         self.qos: QoS | None = None
+        self.fixed_prefetch = False  # quorum queues (delayed.py): ETA tasks park
         self.kombu_consumers: list[Any] = []
         self.queues: list[Queue] = list(options.queues)  # add_consumer, cancel_consumer
         self.redelivery = Redelivery(app, options.hostname)
@@ -173,9 +175,14 @@ class Consumer:
         # A held message stays unacked, so it uses a prefetch slot: for ETA tasks raise the
         # count while they wait so they do not starve the pool (not for rate-limit waits,
         # whose whole point is to slow intake down).
+        bump = raise_prefetch and self.qos is not None
+        if bump and self.fixed_prefetch:
+            # Quorum queues: the count cannot grow, so the broker keeps the task instead.
+            if delay >= SHORTEST_PARK and request.park():
+                return
+            bump = False
         key = self.next_key()
         self.held[key] = request
-        bump = raise_prefetch and self.qos is not None
         if bump:
             self.qos.increment_eventually()  # type: ignore[union-attr]
             self._bumped.add(key)
@@ -244,6 +251,7 @@ class Consumer:
         )  # fmt: skip
         # Nothing is held at connect time: reconnecting forgot what the old connection held.
         self.connection, self.qos, self._wake = link.connection, link.qos, link.wake
+        self.fixed_prefetch = link.fixed_prefetch
         self.kombu_consumers = list(link.consumers)
         if self.control is not None:
             self.control.listen(self.connection)

@@ -11,7 +11,8 @@ how often, and a plain requeue would keep no count at all.
 * ``count_failed_delivery``: the delivery ended without a result (the process died, the
   task asked to be requeued): count + 1, or buried once the limit is reached.
 * ``bury``: to the dead-letter queue, with the reason.
-* ``park``: a far-future ETA message goes to the broker's parked set (Redis) until due.
+* ``park``: an ETA message goes to the broker until due: the parked set on Redis, the
+  delay queues on RabbitMQ when the worker consumes quorum queues (delayed.py).
 
 All of it runs on the consumer thread (it acks kombu messages).
 """
@@ -61,6 +62,23 @@ class CopyingChannel(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class DelayingChannel(Protocol):
+    """A kombu channel that can send a copy through the broker's delay queues (RabbitMQ,
+    when the worker bound the queue to them: taskq/worker/delayed.py)."""
+
+    def can_delay(self, queue: str) -> bool: ...
+
+    def delay_copy(
+        self,
+        queue: str,
+        due: float,
+        body: bytes,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+    ) -> None: ...
+
+
 def was_redelivered(raw: Any) -> bool:
     """The broker delivered this message before, to a consumer that did not settle it."""
     info = getattr(raw, "delivery_info", None) or {}
@@ -90,12 +108,21 @@ class Redelivery:
         if self._move(raw, send, f"return it to {queue.name}"):
             logger.debug("Returned a message to %s (deliveries so far: %d)", queue.name, deliveries)
 
-    def can_park(self, raw: Any) -> bool:
-        return isinstance(getattr(raw, "channel", None), ParkingChannel)
+    def can_park(self, raw: Any, queue: Queue) -> bool:
+        channel = getattr(raw, "channel", None)
+        if isinstance(channel, DelayingChannel):
+            return channel.can_delay(queue.name)
+        return isinstance(channel, ParkingChannel)
 
     def park(self, raw: Any, queue: Queue, due: float, deliveries: int) -> None:
-        """Hand a far-future ETA message to the broker to keep until ``due`` (epoch s)."""
+        """Hand an ETA message to the broker to keep until ``due`` (epoch s)."""
         channel = raw.channel
+        if isinstance(channel, DelayingChannel):
+            copy = RawMessage.of(raw, **{DELIVERIES: deliveries or None})
+            send = functools.partial(channel.delay_copy, queue.name, due, copy.body,
+                                     dict(copy.headers), copy.properties())  # fmt: skip
+            self._move(raw, send, "park it in the delay queues")
+            return
         # The parked copy is kombu's stored form, body still compressed: keep that header.
         headers = headers_of(raw, keep_compression=True, **{DELIVERIES: deliveries or None})
         self._move(raw, lambda: channel.park(raw, queue.name, due, headers), "park it")

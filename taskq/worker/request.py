@@ -206,7 +206,7 @@ class Request:
 
     def park(self) -> bool:
         """Leave a far-future ETA task with the broker; False if the broker cannot keep it."""
-        if self.message.eta is None or not self.redelivery.can_park(self.raw):
+        if self.message.eta is None or not self.redelivery.can_park(self.raw, self.queue):
             return False
         due = self.message.eta.timestamp()
         self._settled(lambda: self.redelivery.park(self.raw, self.queue, due, self.deliveries))

@@ -147,7 +147,8 @@ class Worker:
         if not names:
             return declared or (default,)
         by_name = {q.name: q for q in (*declared, default)}
-        return tuple(by_name.get(n) or make_queue(n) for n in names)
+        kind = self.app.conf.task_default_queue_type
+        return tuple(by_name.get(n) or make_queue(n, queue_type=kind) for n in names)
 
     def banner(self) -> str:
         # Celery's built-in names are on every app: the banner lists the app's own tasks.

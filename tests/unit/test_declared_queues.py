@@ -74,3 +74,29 @@ def test_a_worker_consumes_the_declared_queues(names: tuple[str, str, str]) -> N
         assert other.delay().get(timeout=10) == "other"
     finally:
         worker.stop()
+
+
+def test_task_default_queue_type_quorum_declares_every_named_queue_as_quorum() -> None:
+    app = Taskq("quorum", broker="memory://", backend="memory://", set_as_current=False,
+                task_queues=["named"], task_default_queue_type="quorum")  # fmt: skip
+    try:
+        quorum = {"x-queue-type": "quorum"}
+        assert app.default_queue().queue_arguments == quorum
+        assert [q.queue_arguments for q in app.declared_queues()] == [quorum]
+        created = app.amqp.router.queue("made-on-first-use")
+        assert created.queue_arguments == quorum and created.durable
+        from taskq.deadletter import DeadLetters
+
+        assert DeadLetters(app).queue.queue_arguments == quorum
+    finally:
+        app.close()
+
+
+def test_classic_queues_carry_no_type_argument_and_bad_types_are_refused() -> None:
+    app = Taskq("classic", broker="memory://", backend="memory://", set_as_current=False)
+    try:
+        assert not app.default_queue().queue_arguments
+    finally:
+        app.close()
+    with pytest.raises(ConfigurationError, match="task_default_queue_type"):
+        Taskq("bad", broker="memory://", task_default_queue_type="stream", set_as_current=False)
