@@ -61,7 +61,7 @@ class DeadLetter:
         if not still_compressed(message):
             headers.pop("compression", None)  # kombu inflated the body it holds
         info = headers.get(DEAD)
-        info = info if isinstance(info, Mapping) else {}
+        info = info if isinstance(info, Mapping) else _broker_death(headers)
         task_id, task = recover_identity(headers)
         body = message.body
         return cls(
@@ -98,6 +98,28 @@ class DeadLetter:
             "dead_at": self.dead_at,
             "worker": self.worker,
         }
+
+
+def _broker_death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What RabbitMQ says of a message it dead-lettered itself (its ``x-death`` header):
+    a queue's ``x-delivery-limit`` reached, a TTL expired, a length limit, a rejection."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list | tuple) or not deaths or not isinstance(deaths[0], Mapping):
+        return {}
+    last = deaths[0]  # the most recent death comes first
+    why = str(last.get("reason", "unknown"))
+    said = {
+        "delivery_limit": "the queue's x-delivery-limit was reached (RabbitMQ dead-lettered it)",
+        "expired": "its TTL expired in the queue (RabbitMQ dead-lettered it)",
+        "maxlen": "the queue's length limit pushed it out (RabbitMQ dead-lettered it)",
+        "rejected": "a consumer rejected it without requeue (RabbitMQ dead-lettered it)",
+    }.get(why, f"RabbitMQ dead-lettered it ({why})")
+    when = last.get("time")
+    return {
+        "reason": said,
+        "queue": last.get("queue"),
+        "at": when.isoformat() if isinstance(when, datetime) else when,
+    }
 
 
 def _opt_str(value: Any) -> str | None:

@@ -12,7 +12,8 @@ import pytest
 from kombu import Connection, Queue
 
 from taskq import Taskq
-from tests.integration.helpers import WorkerProcess
+from taskq.deadletter import DeadLetters
+from tests.integration.helpers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,37 @@ def test_a_celery_clients_delayed_task_reaches_a_taskq_worker(
     # Once: Celery sent it through the delay queues (a held task would show too), and the
     # queue's two bindings to the delivery exchange gave it one copy.
     assert worker.log().count(f"[{sent.id}] received") == 1, worker.log()
+
+
+def test_a_message_the_broker_dead_letters_shows_why_in_the_dead_letter_queue(
+    amqp_url: str, redis_backend_url: str
+) -> None:
+    # A user's own backstop: a quorum queue whose delivery limit sends a message that keeps
+    # coming back to taskq's dead-letter queue (here a consumer that requeues it each time).
+    name = f"limited-{uuid.uuid4().hex[:8]}"
+    dead = f"{name}.dead"
+    limited = Queue(name, routing_key=name, queue_arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 1,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
+        "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+    })  # fmt: skip
+    app = Taskq("limited", broker=amqp_url, backend=redis_backend_url, task_queues=[limited],
+                task_default_queue=name, task_dead_letter_queue=dead,
+                task_default_queue_type="quorum")  # fmt: skip
+    try:
+        with Connection(amqp_url) as conn:
+            DeadLetters(app).queue(conn.channel()).declare()
+        sent = app.send_task("quorum.when", args=("looping",))
+        with Connection(amqp_url) as conn:
+            channel = conn.channel()
+            bound = limited(channel)
+            for _ in range(10):
+                message = bound.get(no_ack=False)
+                if message is None:
+                    break
+                message.reject(requeue=True)
+        letter = wait_for(lambda: DeadLetters(app).get(sent.id), 30, "the broker's dead letter")
+        assert "x-delivery-limit" in letter.reason  # type: ignore[attr-defined]
+        assert letter.queue == name and letter.task == "quorum.when"  # type: ignore[attr-defined]
+    finally:
+        app.close()
