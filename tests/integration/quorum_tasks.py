@@ -2,7 +2,8 @@
 client app, sharing one quorum queue on a topic exchange.
 
 From the environment: QUORUM_BROKER (amqp://), QUORUM_BACKEND (redis://), QUORUM_QUEUE
-(a name of the test's own: quorum queues outlive the worker that declared them).
+(a name of the test's own: quorum queues outlive the worker that declared them), and
+QUORUM_TYPE ("quorum", or "classic" to compare).
 ``quorum.when`` returns its tag and the time it ran, so a test can tell the order.
 """
 
@@ -18,22 +19,23 @@ from kombu import Exchange, Queue
 from taskq import Taskq
 
 QUEUE = os.environ.get("QUORUM_QUEUE", "quorum-tests")
+KIND = os.environ.get("QUORUM_TYPE", "quorum")  # "classic" for benchmarks/quorum_eta.py
 
 
-def quorum_queue(name: str) -> Queue:
+def quorum_queue(name: str, kind: str = "quorum") -> Queue:
     return Queue(
         name,
         Exchange(name, type="topic"),
         routing_key=name,
-        queue_arguments={"x-queue-type": "quorum"},
+        queue_arguments={"x-queue-type": kind} if kind != "classic" else None,
     )
 
 
 SETTINGS: dict[str, Any] = {
-    "task_queues": [quorum_queue(QUEUE)],
+    "task_queues": [quorum_queue(QUEUE, KIND)],
     "task_default_queue": QUEUE,
     "task_dead_letter_queue": f"{QUEUE}.dead",
-    "task_default_queue_type": "quorum",
+    "task_default_queue_type": KIND,
     "worker_prefetch_multiplier": 1,
 }
 
