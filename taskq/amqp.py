@@ -1,8 +1,8 @@
 """The client's kombu boundary: queues, routing, connections and publishing with retry.
 
 Everything that touches the broker on the client side goes through ``Amqp.publish``; the
-worker gets its consuming connection from ``broker_connection`` so both sides agree on
-transport options (confirms, timeouts, the embedded SQLite transport).
+connection itself comes from ``broker.broker_connection``, as the worker's does, so both
+sides agree on transport options (confirms, timeouts, the embedded SQLite transport).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from kombu import Connection, Exchange, Queue
 from kombu.connection import ConnectionPool
-from kombu.exceptions import KombuError, OperationalError
+from kombu.exceptions import OperationalError
 from kombu.pools import ProducerPool
 from kombu.serialization import dumps
 
@@ -24,72 +24,9 @@ from .message import TaskMessage, to_body, to_headers
 from .publisher import Publisher, queue_known
 from .serializers import AUTH, check_sending, serializer_name
 from .signals import after_task_publish, before_task_publish
-from .url import credentials_in_userinfo, mask_url, scrub
+from .url import mask_url, scrub
 
 QUEUE_TYPE = "x-queue-type"  # RabbitMQ's queue argument: classic, quorum, stream
-
-
-def custom_transport(scheme: str) -> type[Any] | None:
-    """taskq's own kombu transport for a URL scheme, passed to kombu by class rather than by
-    its alias table; imported when used, so redis-py is needed only for redis:// URLs."""
-    if scheme == "sqlite":
-        from .transports.sqlite import Transport as Sqlite
-
-        return Sqlite
-    if scheme in ("amqp", "pyamqp"):
-        from .transports.amqp import Transport as Amqp
-
-        return Amqp
-    if scheme in ("redis", "rediss"):
-        try:
-            from .transports.redis import Transport as Redis
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"A redis:// broker needs redis-py ({exc}): pip install 'taskq[redis]'"
-            ) from exc
-        return Redis
-    return None
-
-
-# Dead connections are noticed: a read that hangs times out, keepalives probe idle sockets.
-REDIS_OPTIONS = {
-    "socket_timeout": 10.0,
-    "socket_connect_timeout": 4.0,
-    "socket_keepalive": True,
-    "health_check_interval": 25,
-}
-CONFIRMING_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
-
-
-def broker_connection(
-    url: str,
-    transport_options: Mapping[str, Any] | None = None,
-    heartbeat: float = 0.0,
-    connect_timeout: float = 4.0,
-) -> Connection:
-    """A kombu connection for ``url`` with taskq's transport defaults."""
-    scheme = url.split("://", 1)[0].lower()
-    options = dict(transport_options or {})
-    if scheme == "memory":
-        # kombu's in-process broker polls; its 1 s default would dominate test latency.
-        options.setdefault("polling_interval", 0.01)
-    if scheme in ("redis", "rediss"):
-        options = {**REDIS_OPTIONS, **options}
-    if scheme in CONFIRMING_SCHEMES:
-        # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
-        options.setdefault("confirm_publish", True)
-    kwargs: dict[str, Any] = {
-        "transport_options": options,
-        "heartbeat": heartbeat if scheme in CONFIRMING_SCHEMES else 0,
-        "connect_timeout": connect_timeout,
-    }
-    transport = custom_transport(scheme)
-    if transport is not None:
-        kwargs["transport"] = transport
-    try:
-        return Connection(credentials_in_userinfo(url), **kwargs)
-    except (KombuError, KeyError, ValueError, TypeError, ImportError) as exc:
-        raise ConfigurationError(f"Cannot use broker URL {mask_url(url)!r}: {exc}") from exc
 
 
 def make_queue(

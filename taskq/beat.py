@@ -27,6 +27,7 @@ from .backoff import Incident
 from .beat_store import BeatStore, due_key
 from .exceptions import ConfigurationError
 from .schedules import Schedule, ScheduleError, app_zone, as_schedule, crontab, schedule
+from .sentinel import SENTINEL_SCHEME, sentinel_options
 
 if TYPE_CHECKING:
     from .app import Taskq
@@ -282,6 +283,12 @@ def open_store(app: Taskq) -> BeatStore:
         scheme = url.split("://", 1)[0].lower()
         if scheme in ("redis", "rediss", "unix"):
             return RedisBeatStore(url, app.main)
+        if scheme == SENTINEL_SCHEME:
+            setting = "result_backend_transport_options"
+            if url is broker:
+                setting = "broker_transport_options"
+            options = sentinel_options(app.conf[setting])
+            return RedisBeatStore(url, app.main, options, setting)
         if scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
             return SqliteBeatStore(url[len("sqlite:///") :] + ".beat")
         if url is broker and scheme == "memory":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .exceptions import ConfigurationError
+from .sentinel import close_client, redis_client
 
 
 def due_key(due: float) -> str:
@@ -93,14 +94,21 @@ return found
 
 
 class RedisBeatStore:
-    def __init__(self, url: str, namespace: str, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        options: dict[str, Any] | None = None,
+        setting: str = "broker_transport_options",
+    ):
+        """``options`` are redis-py keywords (with ``master_name`` for sentinel://);
+        ``setting`` is where they came from, for errors."""
         try:
-            import redis
+            self.client = redis_client(url, options or {}, setting)
         except ImportError as exc:
             raise ConfigurationError(
                 f"taskq beat on Redis needs redis-py ({exc}): pip install 'taskq[redis]'"
             ) from exc
-        self.client = redis.Redis.from_url(url, **(options or {}))
         self.prefix = f"taskq.beat:{namespace}:"
         self._claim = self.client.register_script(CLAIM)
         self._sent = self.client.register_script(SENT)
@@ -112,7 +120,7 @@ class RedisBeatStore:
     def start(self, entry: str, now: float) -> float:
         key = self._key(entry)
         self.client.hsetnx(key, "last", due_key(now))
-        return float(self.client.hget(key, "last"))  # type: ignore[arg-type]
+        return float(self.client.hget(key, "last"))
 
     def claim(self, entry: str, due: float, owner: str, lease: float) -> bool:
         return bool(self._claim(keys=[self._key(entry)], args=[due_key(due), owner, lease]))
@@ -128,7 +136,7 @@ class RedisBeatStore:
         self.client.delete(self._key(entry))
 
     def close(self) -> None:
-        self.client.close()
+        close_client(self.client)
 
 
 # ---------------------------------------------------------------------------- SQLite

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .amqp import Amqp, PublishDefaults, Router, broker_connection
+from .amqp import Amqp, PublishDefaults, Router
 from .backends import Backend, BrokerLink, ResultCodec, RetryPolicy, backend_from_url
+from .broker import broker_connection
 from .queues import default_queue
 from .serializers import result_accept, serializer_name
 

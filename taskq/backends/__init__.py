@@ -55,12 +55,12 @@ def backend_from_url(
     if not url or url in ("disabled", "none"):
         return DisabledBackend(expires, extended)
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "sentinel"):
         try:
             from .redis import RedisBackend
         except ImportError as exc:
             raise ConfigurationError(
-                f"A redis:// result backend needs redis-py ({exc}): pip install 'taskq[redis]'"
+                f"A {scheme}:// result backend needs redis-py ({exc}): pip install 'taskq[redis]'"
             ) from exc
 
         return RedisBackend(url, expires, extended, options, retry, codec)
@@ -83,8 +83,8 @@ def backend_from_url(
 
         return MemoryBackend(expires, extended, retry, codec)
     raise ConfigurationError(
-        f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sqlite:///path, "
-        "rpc://, memory:// or leave result_backend unset"
+        f"Unsupported result backend {url.split('://', 1)[0]!r}; use redis://, sentinel://, "
+        "sqlite:///path, rpc://, memory:// or leave result_backend unset"
     )
 
 

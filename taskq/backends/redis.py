@@ -14,6 +14,7 @@ import redis
 
 from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError, ResultNotStored
+from ..sentinel import close_client, redis_client
 from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
 from .codec import ResultCodec
@@ -104,7 +105,7 @@ class RedisBackend(RedisChords, Backend):
             # Celery's rule, so both sides find the same keys: a separator unless it has one.
             self.key_prefix = prefix + ("" if prefix[-1] in ":_-." else "_") + KEY_PREFIX
         try:
-            self.client = redis.Redis.from_url(url, **opts)
+            self.client = redis_client(url, opts, "result_backend_transport_options")
             # redis-py checks connection keywords only when it connects: check them now.
             self.client.connection_pool.connection_class(
                 **self.client.connection_pool.connection_kwargs
@@ -390,4 +391,4 @@ class RedisBackend(RedisChords, Backend):
     def close(self) -> None:
         self._drop_waiter()
         self._drop_client()
-        self.client.close()
+        close_client(self.client)

@@ -12,7 +12,7 @@ import pytest
 import redis
 from kombu import Consumer, Exchange, Producer, Queue
 
-from taskq.amqp import broker_connection
+from taskq.broker import broker_connection
 from taskq.transports.redis_script import UNREADABLE_KEY
 from tests.integration.helpers import wait_for
 

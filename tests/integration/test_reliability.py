@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from taskq import DeadLettered, NotRegistered
-from taskq.amqp import broker_connection
+from taskq.broker import broker_connection
 from taskq.deadletter import DeadLetters
 from taskq.transports.redis import PARKED_KEY
 from tests.integration.helpers import WorkerProcess, run_cli, wait_for

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kombu import Consumer, Exchange, Producer, Queue
 
-from taskq.amqp import broker_connection
+from taskq.broker import broker_connection
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import billiard
 import pytest
 
 from taskq import BrokerUnavailable, ConfigurationError, Taskq
-from taskq.amqp import broker_connection
+from taskq.broker import broker_connection
 from taskq.message import TaskMessage
 from taskq.worker.consumer import Consumer, ConsumerOptions
 from taskq.worker.pool import BatchCallbacks, PoolOptions
