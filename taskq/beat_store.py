@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .exceptions import ConfigurationError
-from .sentinel import close_client, redis_client
 
 
 def due_key(due: float) -> str:
@@ -104,11 +103,13 @@ class RedisBeatStore:
         """``options`` are redis-py keywords (with ``master_name`` for sentinel://);
         ``setting`` is where they came from, for errors."""
         try:
-            self.client = redis_client(url, options or {}, setting)
+            from .redis_sentinel import close_client, redis_client
         except ImportError as exc:
             raise ConfigurationError(
                 f"taskq beat on Redis needs redis-py ({exc}): pip install 'taskq[redis]'"
             ) from exc
+        self.client = redis_client(url, options or {}, setting)
+        self._close = close_client
         self.prefix = f"taskq.beat:{namespace}:"
         self._claim = self.client.register_script(CLAIM)
         self._sent = self.client.register_script(SENT)
@@ -136,7 +137,7 @@ class RedisBeatStore:
         self.client.delete(self._key(entry))
 
     def close(self) -> None:
-        close_client(self.client)
+        self._close(self.client)
 
 
 # ---------------------------------------------------------------------------- SQLite

@@ -13,9 +13,11 @@ The database and the master's password come from the first URL
 have any, go in ``sentinel_kwargs`` (``{"password": ...}``). Every client taskq makes from
 such a URL (the broker transport, the result backend, the beat store) connects through
 redis-py's ``SentinelConnectionPool``: each new connection asks the sentinels for the
-master, so after a failover the next connection goes to the promoted replica.
+master, so after a failover the next connection goes to the promoted replica
+(``redis_sentinel.MasterConnection``).
 
-redis-py is imported when a client is made, so the rest of taskq runs without it.
+This module holds what needs no redis-py (URLs, options, errors); the clients themselves
+are made in ``redis_sentinel``.
 """
 
 from __future__ import annotations
@@ -77,59 +79,16 @@ def master_params(url: str) -> dict[str, Any]:
     return params
 
 
-def master_client(url: str, options: Mapping[str, Any], setting: str) -> Any:
-    """A redis-py client on the master the sentinels at ``url`` name, following failovers.
-
-    ``options`` are the transport options: ``master_name`` (required), optionally
-    ``min_other_sentinels`` and ``sentinel_kwargs``; the rest are redis-py connection
-    keywords for the master (timeouts, keepalive...).
-    """
-    import redis
-    from redis.sentinel import Sentinel
-
-    opts = dict(options)
-    name = require_master_name(opts, setting, url)
-    for key in SENTINEL_OPTIONS:
-        opts.pop(key, None)
-    sentinel = Sentinel(
-        sentinel_addresses(url),
-        min_other_sentinels=int(options.get("min_other_sentinels") or 0),
-        sentinel_kwargs=options.get("sentinel_kwargs"),
-        **opts,
-    )
-    return sentinel.master_for(name, redis_class=redis.Redis, **master_params(url))
-
-
-def redis_client(url: str, options: Mapping[str, Any], setting: str) -> Any:
-    """A redis-py client for ``url``: on the sentinels' master for sentinel://, else
-    ``redis.Redis.from_url``; ``options`` are its keywords (``setting`` names them in
-    errors)."""
-    if url.split("://", 1)[0].lower() == SENTINEL_SCHEME:
-        return master_client(url, options, setting)
-    import redis
-
-    return redis.Redis.from_url(url, **options)
-
-
 def sentinel_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Of a transport's options, those a plain redis-py client on the master needs too:
     the sentinel ones and the socket timeouts (not kombu's, such as visibility_timeout)."""
     return {k: v for k, v in options.items() if k in SENTINEL_OPTIONS or k.startswith("socket_")}
 
 
-def close_client(client: Any) -> None:
-    """Close a client, and its connections to the sentinels if it has any."""
-    client.close()
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    if manager is not None:
-        manager.close()
-
-
 __all__ = [
+    "SENTINEL_OPTIONS",
     "SENTINEL_SCHEME",
-    "close_client",
-    "master_client",
-    "redis_client",
+    "master_params",
     "require_master_name",
     "sentinel_addresses",
     "sentinel_options",

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
-__all__ = ["RabbitServer", "RedisServer", "ServerError", "free_port"]
+__all__ = ["RabbitServer", "RedisServer", "SentinelServer", "ServerError", "free_port"]
 
 LOG_TAIL_LINES = 60
 
@@ -439,6 +439,83 @@ class RedisServer(_Server):
             with contextlib.suppress(OSError):
                 self._call("SHUTDOWN", "SAVE", timeout=self._stop_timeout)
         return super().restart()
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (``redis-server <conf> --sentinel``, the same binary) on 127.0.0.1,
+    watching the master on ``master_port`` as ``master_name``.
+
+    It writes its state into the config file, which lives in its own directory. Quick
+    settings, for tests: a master that does not answer for ``down_after_ms`` is down, and
+    a failover that stalls is tried again after ``failover_timeout_ms``::
+
+        with RedisServer() as master, SentinelServer(master.port) as sentinel:
+            use(sentinel.url)             # sentinel://127.0.0.1:PORT
+            sentinel.master_address()     # ("127.0.0.1", master.port), until a failover
+    """
+
+    name = "sentinel"
+
+    def __init__(
+        self,
+        master_port: int,
+        master_name: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        port: int | None = None,
+        binary: str | None = None,
+    ):
+        super().__init__(port, binary=binary)
+        self.master_name = master_name
+        self.config = (
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+            f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {master_name} 1\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        conf = self.dir / "sentinel.conf"
+        if not conf.exists():  # kept across restarts: the sentinel's state is in it
+            conf.write_text(self.config)
+        return [self.binary, str(conf), "--sentinel"]
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where this sentinel says the master is now (None if it does not answer)."""
+        try:
+            with self.client() as client:
+                found = client.sentinel_get_master_addr_by_name(self.master_name)
+        except OSError:
+            return None
+        except Exception as exc:  # redis-py's errors, which need not be imported here
+            if type(exc).__module__.startswith("redis"):
+                return None
+            raise
+        if not found:
+            return None
+        host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
+        return host, int(found[1])
+
+    def master_state(self) -> dict[str, Any]:
+        """``SENTINEL MASTER <name>``: the sentinel's view of the master (redis-py parses it:
+        ``num-slaves``, ``num-other-sentinels``, ``is_sdown``...)."""
+        with self.client() as client:
+            state: dict[str, Any] = client.sentinel_master(self.master_name)
+        return state
+
+    def client(self) -> Any:
+        """A redis-py client on this sentinel (redis-py imported only here)."""
+        import redis
+
+        return redis.Redis("127.0.0.1", self.port, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 class RabbitServer(_Server):

@@ -14,7 +14,7 @@ import redis
 
 from .. import exceptions, states
 from ..exceptions import BackendError, ConfigurationError, ResultNotStored
-from ..sentinel import close_client, redis_client
+from ..redis_sentinel import close_client, redis_client
 from ..url import mask_url, scrub
 from .base import KEY_PREFIX, Backend
 from .codec import ResultCodec

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from kombu.transport import redis as kombu_redis
 
+from ..redis_sentinel import MasterConnection, MasterSSLConnection
 from .redis import Channel, Transport
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    connection_class = MasterConnection  # see taskq/redis_sentinel.py: follows the master
+    connection_class_ssl = MasterSSLConnection
     # kombu's SentinelChannel comes after taskq's channel: it adds the pool and its fanout
     # topic, taskq's classes everything else.
     from_transport_options = (

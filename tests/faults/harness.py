@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from taskq import Taskq
+from taskq import BrokerUnavailable, Taskq
 from taskq.amqp import make_queue
-from tests.faults.fault_tasks import make_app
+from tests.faults.fault_tasks import WORK, make_app
 from tests.faults.ledger import Ledger
 from tests.integration.helpers import WorkerProcess, wait_for
 from tests.servers import alive, proc_table
@@ -135,6 +137,34 @@ def scenario(setup: Setup) -> Iterator[Taskq]:
             app.close()
         finally:
             setup.close()
+
+
+@dataclass
+class Publisher:
+    """Publishes in a loop, noting which calls returned and which raised."""
+
+    app: Taskq
+    returned: list[tuple[str, float]] = field(default_factory=list)  # (id, when it returned)
+    raised: list[tuple[str, str]] = field(default_factory=list)  # (id, the error)
+    unexpected: list[str] = field(default_factory=list)  # errors other than the promised one
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        work = self.app.tasks[WORK]
+        while not self.stop.is_set():
+            task_id = str(uuid.uuid4())  # known even when the call raises
+            try:
+                work.apply_async((0.005,), task_id=task_id)
+            except BrokerUnavailable as exc:  # the one clear error a publish may end in
+                self.raised.append((task_id, repr(exc)[:200]))
+                time.sleep(0.05)
+                continue
+            except Exception as exc:
+                self.unexpected.append(repr(exc)[:300])
+                time.sleep(0.05)
+                continue
+            self.returned.append((task_id, time.monotonic()))
+            time.sleep(0.01)
 
 
 # -- processes

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from taskq import BrokerUnavailable, Taskq
-from tests.faults.fault_tasks import WORK
-from tests.faults.harness import eventually, locate, make_setup, scenario
+from tests.faults.harness import Publisher, eventually, locate, make_setup, scenario
 from tests.faults.ledger import Ledger
 from tests.faults.report import Results
 from tests.servers import RabbitServer, RedisServer, serve
@@ -36,34 +32,6 @@ def private_broker(kind: str) -> Iterator[RedisServer | RabbitServer]:
         )
 
     yield from serve(factory, f"the {kind} broker")
-
-
-@dataclass
-class Publisher:
-    """Publishes in a loop, noting which calls returned and which raised."""
-
-    app: Taskq
-    returned: list[tuple[str, float]] = field(default_factory=list)  # (id, when it returned)
-    raised: list[tuple[str, str]] = field(default_factory=list)  # (id, the error)
-    unexpected: list[str] = field(default_factory=list)  # errors other than the promised one
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        work = self.app.tasks[WORK]
-        while not self.stop.is_set():
-            task_id = str(uuid.uuid4())  # known even when the call raises
-            try:
-                work.apply_async((0.005,), task_id=task_id)
-            except BrokerUnavailable as exc:  # the one clear error a publish may end in
-                self.raised.append((task_id, repr(exc)[:200]))
-                time.sleep(0.05)
-                continue
-            except Exception as exc:
-                self.unexpected.append(repr(exc)[:300])
-                time.sleep(0.05)
-                continue
-            self.returned.append((task_id, time.monotonic()))
-            time.sleep(0.01)
 
 
 @pytest.mark.timeout(240)
