@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .exceptions import ConfigurationError
-from .url import mask_url
+from .url import credentials_in_userinfo, mask_url
 
 SENTINEL_SCHEME = "sentinel"
 DEFAULT_PORT = 26379
@@ -63,7 +63,7 @@ def sentinel_addresses(url: str) -> list[tuple[str, int]]:
 
 def master_params(url: str) -> dict[str, Any]:
     """The database and credentials for the master, from the list's first URL."""
-    first = urlsplit(url.split(";", 1)[0].strip())
+    first = urlsplit(credentials_in_userinfo(url.split(";", 1)[0].strip()))
     params: dict[str, Any] = {}
     path = first.path.strip("/")
     if path:

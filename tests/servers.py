@@ -489,20 +489,21 @@ class SentinelServer(RedisServer):
         return [self.binary, str(conf), "--sentinel"]
 
     def master_address(self) -> tuple[str, int] | None:
-        """Where this sentinel says the master is now (None if it does not answer)."""
+        """Where this sentinel tells clients the master is (None if it does not answer).
+
+        From ``SENTINEL MASTER``, as redis-py asks: during a failover it names the new
+        master only once the switch is done (``+switch-master``), a little after
+        ``get-master-addr-by-name`` does.
+        """
         try:
-            with self.client() as client:
-                found = client.sentinel_get_master_addr_by_name(self.master_name)
+            state = self.master_state()
         except OSError:
             return None
         except Exception as exc:  # redis-py's errors, which need not be imported here
             if type(exc).__module__.startswith("redis"):
                 return None
             raise
-        if not found:
-            return None
-        host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
-        return host, int(found[1])
+        return str(state["ip"]), int(state["port"])
 
     def master_state(self) -> dict[str, Any]:
         """``SENTINEL MASTER <name>``: the sentinel's view of the master (redis-py parses it:

@@ -26,6 +26,12 @@ CASES = [
     ("redis://u:p%40ss@h/0", "redis://u:**@h/0"),
     ("redis://u:s3cr3t@h:notaport/0", "redis://**@h:notaport"),  # kombu cannot parse it
     ("sentinel://:s3cr3t@h1:26379;sentinel://:0ther@h2:26379", None),
+    (
+        "sentinel://:s3cr3t@h1:26379/1;sentinel://:s3cr3t@h2:26380/1",
+        "sentinel://:**@h1:26379/1;sentinel://:**@h2:26380/1",
+    ),
+    ("sentinel://u:s3cr3t@h1;sentinel://h2", None),
+    ("sentinel://h1:26379/0?password=s3cr3t;sentinel://h2:26379/0", None),
 ]
 
 

@@ -1,0 +1,118 @@
+"""sentinel:// on real servers: a master, its replica and one sentinel on loopback.
+
+The broker gets taskq's channel (its atomic take records what it hands out in taskq's held
+set), results and the beat store work through the sentinels, and a kept connection follows
+the master when the sentinel names another one. The master's death, with three sentinels,
+a worker and a client, is F19 (tests/faults/test_sentinel_failover.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from kombu import Exchange, Producer, Queue
+
+from taskq import Taskq
+from taskq.beat import open_store
+from taskq.broker import broker_connection
+from taskq.redis_sentinel import master_client
+from taskq.transports.redis_script import HELD_KEY
+from taskq.transports.redis_sentinel import SentinelChannel
+from tests.integration.helpers import wait_for
+from tests.servers import RedisServer, SentinelServer
+
+pytestmark = pytest.mark.integration
+
+MASTER_NAME = "mymaster"
+OPTIONS = {"master_name": MASTER_NAME}
+QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
+
+
+@dataclass
+class Pair:
+    first: RedisServer  # the master at the start
+    second: RedisServer  # its replica
+    sentinel: SentinelServer
+
+    def url(self, db: int) -> str:
+        return f"{self.sentinel.url}/{db}"
+
+    def client(self, server: RedisServer) -> redis.Redis:
+        return redis.Redis("127.0.0.1", server.port, socket_timeout=5)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    with contextlib.ExitStack() as stack:
+        try:
+            first = stack.enter_context(RedisServer(extra_args=QUICK_SYNC))
+            second = stack.enter_context(
+                RedisServer(extra_args=["--replicaof", "127.0.0.1", str(first.port), *QUICK_SYNC])
+            )
+            sentinel = stack.enter_context(SentinelServer(first.port, MASTER_NAME, quorum=1))
+            wait_for(lambda: sentinel.master_state()["num-slaves"] == 1, 30, "the replica")
+        except Exception as exc:
+            pytest.fail(f"cannot start the Sentinel servers: {exc}", pytrace=False)
+        yield Pair(first, second, sentinel)
+
+
+def test_the_broker_channel_is_taskqs_and_takes_atomically(pair: Pair) -> None:
+    queue = Queue("sq", Exchange("sq", "direct"), "sq")
+    with broker_connection(pair.url(0), OPTIONS) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, SentinelChannel)
+        Producer(channel).publish({"n": 1}, exchange=queue.exchange, routing_key="sq",
+                                  declare=[queue], serializer="json")  # fmt: skip
+        message = channel.basic_get("sq")
+        assert message is not None and message.payload == {"n": 1}
+        master = pair.client(pair.first)
+        # taskq's take script recorded it as held by a taskq worker (kombu's BRPOP would not)
+        assert master.smembers(HELD_KEY) == {message.delivery_tag.encode()}
+        message.ack()
+        channel.flush_acks()
+        assert master.scard(HELD_KEY) == 0
+
+
+def test_results_and_the_beat_store_go_through_the_sentinel(pair: Pair) -> None:
+    app = Taskq("proj", broker=pair.url(0), backend=pair.url(1))
+    app.conf.update(broker_transport_options=OPTIONS, result_backend_transport_options=OPTIONS)
+    try:
+        app.backend.store_result("t1", 42, "SUCCESS")
+        assert app.AsyncResult("t1").get(timeout=10) == 42
+        assert pair.client(pair.first).execute_command("SELECT", 1)
+        store = open_store(app)
+        try:
+            assert store.claim("entry", 100.0, "beat-1", 30.0)
+            assert not store.claim("entry", 100.0, "beat-2", 30.0)
+        finally:
+            store.close()
+    finally:
+        app.close()
+
+
+def test_a_kept_connection_follows_the_master_the_sentinel_names(pair: Pair) -> None:
+    # redis-py reconnects a dropped connection from send_command without asking the
+    # sentinels; taskq's MasterConnection asks them whichever way it connects.
+    client = master_client(pair.url(0), OPTIONS, "broker_transport_options")
+    try:
+        connection = client.connection_pool.get_connection()
+        connection.send_command("SET", "k", "before")
+        assert connection.read_response() == b"OK"
+        assert connection.port == pair.first.port
+        pair.sentinel.client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        wait_for(lambda: pair.sentinel.master_address() == ("127.0.0.1", pair.second.port),
+                 30, "the sentinel to name the replica")  # fmt: skip
+        wait_for(lambda: pair.client(pair.second).info("replication")["role"] == "master",
+                 30, "the replica to take over")  # fmt: skip
+        connection.disconnect()  # as after a lost connection
+        connection.send_command("SET", "k", "after")
+        assert connection.read_response() == b"OK"
+        assert connection.port == pair.second.port
+        assert pair.client(pair.second).get("k") == b"after"
+        client.connection_pool.release(connection)
+    finally:
+        client.close()
