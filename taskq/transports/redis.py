@@ -32,6 +32,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.eventio import READ
 from kombu.utils.json import dumps, loads
 
+from ..exceptions import BrokerUnavailable
 from ..message import new_id
 from ..redis_direct import call
 from .redis_script import DUE_SCRIPT, HELD_KEY, RENEW_SCRIPT
@@ -105,11 +106,17 @@ class Channel(TakingChannel):
     # stay unacked before a taskq worker restores it: never sooner than Celery would
     # (its visibility_timeout, 3600 s by default).
     celery_visibility_timeout: float | None = None
+    # A publish returns only once this many replicas have the message (Redis WAIT), or
+    # raises BrokerUnavailable after min_replicas_timeout seconds: see docs/reliability.md.
+    min_replicas = 0
+    min_replicas_timeout = 1.0
     from_transport_options = (
         *TakingChannel.from_transport_options,
         "unacked_sweep_interval",
         "lease_renew_interval",
         "celery_visibility_timeout",
+        "min_replicas",
+        "min_replicas_timeout",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -232,7 +239,23 @@ class Channel(TakingChannel):
         # then retries the long way; the lock keeps threads that share a channel apart.
         client, lock, wait = self._direct()
         with lock:
-            call(client.connection, "LPUSH", key, payload, wait=wait)
+            if not self.min_replicas:
+                call(client.connection, "LPUSH", key, payload, wait=wait)
+                return
+            # Both commands in one write; WAIT answers once enough replicas acknowledged
+            # everything this connection wrote, or at the timeout with how many did.
+            connection = client.connection
+            wait_ms = max(1, int(float(self.min_replicas_timeout) * 1000))
+            commands = [("LPUSH", key, payload), ("WAIT", int(self.min_replicas), wait_ms)]
+            connection.send_packed_command(connection.pack_commands(commands))
+            connection.read_response()
+            replicas = int(connection.read_response())
+        if replicas < int(self.min_replicas):
+            raise BrokerUnavailable(
+                f"Only {replicas} of the {self.min_replicas} replicas asked for "
+                f"(min_replicas) had the message after {self.min_replicas_timeout} s; it is "
+                "on the master and may run, but a failover now could lose it."
+            )
 
     def _next_delivery_tag(self) -> str:
         return new_id()
