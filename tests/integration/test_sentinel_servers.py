@@ -16,7 +16,7 @@ import pytest
 import redis
 from kombu import Exchange, Producer, Queue
 
-from taskq import Taskq
+from taskq import BrokerUnavailable, Taskq
 from taskq.beat import open_store
 from taskq.broker import broker_connection
 from taskq.redis_sentinel import master_client
@@ -116,3 +116,26 @@ def test_a_kept_connection_follows_the_master_the_sentinel_names(pair: Pair) -> 
         client.connection_pool.release(connection)
     finally:
         client.close()
+
+
+def test_min_replicas_publishes_once_a_replica_has_it_or_raises(pair: Pair) -> None:
+    master = pair.client(pair.first)
+    for replicas, timeout in ((1, 5.0), (2, 0.2)):  # one replica exists, not two
+        app = Taskq("proj", broker=pair.first.url, backend=None, task_default_queue="mr")
+        app.conf.broker_transport_options = {
+            "min_replicas": replicas,
+            "min_replicas_timeout": timeout,
+        }
+        waits = master.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        try:
+            if replicas == 1:
+                app.send_task("t", (1,))
+                assert pair.client(pair.second).llen("mr") == 1  # the replica has it
+            else:
+                with pytest.raises(BrokerUnavailable, match="1 of the 2 replicas"):
+                    app.send_task("t", (2,))
+                # Raised, not retried: the message is on the master once, no copy.
+                assert master.llen("mr") == 2
+        finally:
+            app.close()
+        assert master.info("commandstats")["cmdstat_wait"]["calls"] == waits + 1
