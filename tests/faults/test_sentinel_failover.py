@@ -1,4 +1,4 @@
-"""F19: Redis behind Sentinel; the master is SIGKILLed mid-run and a replica takes over.
+"""F20: Redis behind Sentinel; the master is SIGKILLed mid-run and a replica takes over.
 
 A master, one replica and three sentinels (quorum 2) on loopback; a prefork worker and a
 publishing client reach them only through ``sentinel://`` URLs, for the broker and for
@@ -91,7 +91,7 @@ def group() -> Iterator[Group]:
 def test_f19_sentinel_failover(
     kind: str, group: Group, request: pytest.FixtureRequest, tmp_path: Path, results: Results
 ) -> None:
-    """F19: the Redis master SIGKILLed mid-run; the sentinels promote the replica; the worker
+    """F20: the Redis master SIGKILLed mid-run; the sentinels promote the replica; the worker
     and the client follow; only publishes not yet replicated can be lost, and are counted."""
     options = {"master_name": MASTER_NAME}
     setup = make_setup(

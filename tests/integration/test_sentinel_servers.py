@@ -3,7 +3,7 @@
 The broker gets taskq's channel (its atomic take records what it hands out in taskq's held
 set), results and the beat store work through the sentinels, and a kept connection follows
 the master when the sentinel names another one. The master's death, with three sentinels,
-a worker and a client, is F19 (tests/faults/test_sentinel_failover.py).
+a worker and a client, is F20 (tests/faults/test_sentinel_failover.py).
 """
 
 from __future__ import annotations
