@@ -244,14 +244,21 @@ class DeadLetters:
         the back (Redis, memory), or at its old place (RabbitMQ, SQLite), so putting them
         back in the order taken keeps the queue's order. Should the scan die half-way,
         the broker returns what it held (RabbitMQ at once, Redis after its timeout).
+
+        A scan reads at most the letters there were when it began: a letter requeued by
+        this scan and buried again meanwhile (a task still unknown to the workers) is
+        left for the next one, not taken round and round.
         """
         taken = 0
         kept: list[Any] = []
         with self._connection() as conn:
             bound = self.queue(conn.default_channel)
             bound.declare()
+            # Redis has no empty queue to declare passively: declare it as it is.
+            there = int(bound.queue_declare().message_count)
+            most = there if limit is None else min(limit, there)
             try:
-                while limit is None or taken + len(kept) < limit:
+                while taken + len(kept) < most:
                     message = bound.get(no_ack=False, accept=None)
                     if message is None:
                         break

@@ -1,4 +1,4 @@
-"""F14: a quorum queue on a 3-node RabbitMQ cluster; the node that holds the queue's
+"""F21: a quorum queue on a 3-node RabbitMQ cluster; the node that holds the queue's
 leader, and the worker's and the client's connections, is killed with SIGKILL mid-run and
 restarted. Every publish that returned ran at least once; every other one raised; the
 worker fails over to another node and goes on.
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import RabbitCluster
-from tests.faults.harness import eventually, make_setup, scenario
+from tests.faults.harness import Publisher, eventually, make_setup, scenario
 from tests.faults.report import Results
-from tests.faults.test_broker_restart import Publisher, _resumed
+from tests.faults.test_broker_restart import _resumed
 from tests.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
@@ -35,15 +35,15 @@ def cluster() -> Iterator[RabbitCluster]:
 
 @pytest.mark.parametrize("kind", ["amqp"])
 @pytest.mark.timeout(600)
-def test_f14_quorum_leader_node_killed(
+def test_f21_quorum_leader_node_killed(
     kind: str,
     cluster: RabbitCluster,
     request: pytest.FixtureRequest,
     tmp_path: Path,
     results: Results,
 ) -> None:
-    """F14: the node holding a quorum queue's leader is SIGKILLed mid-run and restarted."""
-    setup = make_setup(kind, request, tmp_path, "f14", broker=cluster.url,
+    """F21: the node holding a quorum queue's leader is SIGKILLed mid-run and restarted."""
+    setup = make_setup(kind, request, tmp_path, "f21", broker=cluster.url,
                        task_default_queue_type="quorum")  # fmt: skip
     ledger = setup.ledger
     with scenario(setup) as app:
@@ -94,6 +94,6 @@ def test_f14_quorum_leader_node_killed(
         assert not report.lost, detail  # every publish that returned ran
         assert not report.concurrent, detail
         assert worker.proc is not None and worker.proc.poll() is None, detail
-    print(f"\nF14: failover {failover_s:.1f} s; {len(sent)} confirmed, "  # type: ignore[str-format]
+    print(f"\nF21: failover {failover_s:.1f} s; {len(sent)} confirmed, "  # type: ignore[str-format]
           f"{len(publisher.raised)} raised ({raised_ran} of them ran anyway), "
           f"{report.duplicates} duplicates")  # fmt: skip

@@ -156,7 +156,14 @@ def test_a_revoke_outlives_a_restart_with_statedb(
     capp = celery.Celery("ctl", broker=setup.broker, backend=setup.backend)
     first = setup.worker("-c", "1", "-Q", queue, "-n", node, "--statedb", statedb).start()
     doomed = str(uuid.uuid4())
-    capp.control.revoke(doomed, destination=[node], reply=True, timeout=5)
+    # Until the worker answers: on Redis a broadcast reaches only a worker that has already
+    # subscribed to the mailbox, which may come just after its "Connected" line (a revoke
+    # sent before it was lost once). A second revoke of the same id changes nothing.
+    wait_for(
+        lambda: capp.control.revoke(doomed, destination=[node], reply=True, timeout=2),
+        WAIT,
+        "the worker's reply to the revoke",
+    )
     assert first.stop() == 0, first.log()
     assert doomed in Path(statedb).read_text()
     second = setup.worker("-c", "1", "-Q", queue, "-n", node, "--statedb", statedb).start()
