@@ -1,5 +1,6 @@
 // /chart: the last hour, minute by minute: tasks per second (succeeded, failed) and the
-// runtime's median and 99th percentile. Re-read every 15 s.
+// runtime's median and 99th percentile. Re-read every 15 s, and soon after the
+// stream reports a task finished.
 
 import { getJSON } from "./api.js";
 import { fill, h, notice } from "./dom.js";
@@ -8,6 +9,8 @@ import { legend, lineChart } from "./svgchart.js";
 
 const MINUTES = 60;
 const REFRESH_MS = 15000;
+const SOON_MS = 2000;
+const FINISHED = new Set(["SUCCESS", "FAILURE"]);
 
 function throughput(points, step) {
   const series = [
@@ -67,10 +70,20 @@ export function mount(main, _param, ctx) {
     h("span", { class: "muted" }, "per minute, from the workers' events")), body);
   load();
   const timer = setInterval(load, REFRESH_MS);
+  let soon = null;
   return {
+    update(message) {
+      // a task finished: re-read shortly (once for a burst of them)
+      if (soon !== null || !(message.tasks || []).some((t) => FINISHED.has(t.state))) return;
+      soon = setTimeout(() => {
+        soon = null;
+        if (alive) load();
+      }, SOON_MS);
+    },
     unmount() {
       alive = false;
       clearInterval(timer);
+      clearTimeout(soon);
     },
   };
 }
