@@ -4,6 +4,7 @@
 #   make test        unit + integration tests (installs redis/rabbitmq from Debian if missing;
 #                    PYTEST_JOBS=2 processes, PYTEST_ARGS='...' for pytest)
 #   make bench       taskq vs Celery 5.7 benchmark (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS=...)
+#   make screenshots the dashboard's browser tests, saving docs/img/dashboard-*.png
 #   make lint | typecheck | format | clean
 
 SHELL := /bin/bash
@@ -19,12 +20,16 @@ SRC := taskq tests examples benchmarks docs/api_reference.py
 
 # Debian packages the integration tests start privately (tests/servers.py).
 SYSTEM_PACKAGES := redis-server rabbitmq-server
+# Debian packages the dashboard's browser tests drive (tests/browser: headless Chromium).
+BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean bench docs
+.PHONY: help install system-deps _apt _stop_services demo test lint typecheck format clean bench docs \
+	screenshots
 
 help:
 	@echo "targets: install demo test lint typecheck format clean  (PYTEST_ARGS='...' for pytest)"
 	@echo "         bench  (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS='--reps 5 --only main')"
+	@echo "         screenshots  (the dashboard's pages into docs/img)"
 
 install: $(STAMP)
 
@@ -46,16 +51,23 @@ $(STAMP): pyproject.toml
 # Install redis-server and rabbitmq-server if either is missing, without leaving
 # Debian's system services running: a temporary policy-rc.d (only if none exists)
 # stops the packages' postinst from starting them, and they are stopped afterwards
-# anyway. The tests start their own servers on free loopback ports.
+# anyway. The tests start their own servers on free loopback ports. Chromium and its
+# driver (the dashboard's browser tests) come the same way when either is missing.
 system-deps:
-	@missing=""; \
+	@servers=""; browser=""; \
 	{ [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } \
-	  || missing="$$missing redis-server"; \
+	  || servers="$$servers redis-server"; \
 	{ [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ -x /usr/sbin/rabbitmq-server ]; } \
-	  || missing="$$missing rabbitmq-server"; \
-	if [ -n "$$missing" ]; then \
-	  echo ">> missing:$$missing; installing $(SYSTEM_PACKAGES) from Debian"; \
-	  $(MAKE) --no-print-directory _apt APT_PACKAGES="$(SYSTEM_PACKAGES)" STOP_SERVICES=1; \
+	  || servers="$$servers rabbitmq-server"; \
+	[ -x /usr/bin/chromium ] || browser="$$browser chromium"; \
+	[ -x /usr/bin/chromedriver ] || browser="$$browser chromedriver"; \
+	packages=""; \
+	[ -z "$$servers" ] || packages=" $(SYSTEM_PACKAGES)"; \
+	[ -z "$$browser" ] || packages="$$packages $(BROWSER_PACKAGES)"; \
+	if [ -n "$$packages" ]; then \
+	  echo ">> missing:$$servers$$browser; installing$$packages from Debian"; \
+	  $(MAKE) --no-print-directory _apt APT_PACKAGES="$$packages" \
+	    STOP_SERVICES=$$([ -z "$$servers" ] || echo 1); \
 	fi
 
 # Internal: apt-get install $(APT_PACKAGES) as root (sudo when not root).
@@ -123,6 +135,11 @@ typecheck: install
 format: install
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
+
+# The dashboard's pages in headless Chromium (tests/browser), each test saving its page.
+screenshots: install system-deps
+	mkdir -p docs/img
+	TASKQ_SCREENSHOTS=docs/img $(BIN)/pytest tests/browser -q $(PYTEST_ARGS)
 
 # benchmarks/run.py (docs/performance.md): private Redis/RabbitMQ, taskq from $(VENV),
 # Celery 5.7 from a venv of its own, so it never becomes a dependency of taskq.
