@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from taskq import states
 from taskq.deadletter import DeadLetters
@@ -200,3 +200,26 @@ def test_chart_page_draws_the_tasks_that_ran(
     assert browser.execute_script(POINTS, "#chart-runtime .series-p50") > 0
     assert browser.execute_script(LINES, "#chart-throughput") > 0
     screenshot("dashboard-chart")
+
+
+def test_a_refused_action_shows_the_workers_reason_in_the_dialog(
+    stack: Stack, browser: WebDriver, wait: Wait
+) -> None:
+    open_page(browser, wait, f"{stack.url}/workers")
+    wait.until(EC.visibility_of_element_located(css(f'tr[data-hostname="{stack.node}"]')))
+    browser.execute_script("window.__noReload = 1")
+    click(wait, '#nav a[data-view="tasks"]')  # in-page navigation, no reload
+    wait.until(EC.visibility_of_element_located(css("#tasks-table")))
+    assert browser.current_url == f"{stack.url}/tasks"
+    click(wait, "#rate-limit")
+    dialog = confirm_dialog(wait)
+    dialog.find_element(By.ID, "field-task").send_keys("btest.no_such_task")
+    dialog.find_element(By.ID, "field-rate").send_keys("5/s")
+    Select(dialog.find_element(By.ID, "field-worker")).select_by_value(stack.node)
+    click(wait, "#confirm-ok")
+    wait.until(EC.visibility_of_element_located(css("#confirm-error")))
+    assert text(browser, "#confirm-error") == f"{stack.node}: unknown task"
+    assert browser.find_element(By.ID, "confirm").get_attribute("open") is not None
+    click(wait, "#confirm-cancel")
+    wait.until(EC.invisibility_of_element_located(css("dialog#confirm")))
+    assert browser.execute_script("return window.__noReload") == 1

@@ -4,6 +4,25 @@
 import { post } from "./api.js";
 import { confirmAction } from "./dialog.js";
 
+/**
+ * Read the workers' replies in an action's answer ([{hostname: {ok|error: text}}]): when
+ * every one refused, or `expected` named a worker and none answered, the action failed
+ * (the dialog shows why); some refusals are added to the message.
+ */
+function checkReplies(answer, expected = null) {
+  const replies = Array.isArray(answer?.replies) ? answer.replies : [];
+  const refusals = [];
+  for (const reply of replies) {
+    for (const [host, body] of Object.entries(reply || {})) {
+      if (body && typeof body === "object" && body.error) refusals.push(`${host}: ${body.error}`);
+    }
+  }
+  if (replies.length && refusals.length === replies.length) throw new Error(refusals.join("\n"));
+  if (expected && !replies.length) throw new Error(`No answer from ${expected}: is it online?`);
+  if (refusals.length) return { ...answer, message: `${answer.message} (refused by ${refusals.join("; ")})` };
+  return answer;
+}
+
 const SIGNALS = ["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGHUP"];
 const enc = encodeURIComponent;
 
@@ -18,15 +37,16 @@ export function revokeTask(task) {
     ],
     confirm: "Revoke",
     danger: true,
-    run: ({ terminate, signal }) => post(`/api/tasks/${enc(task.id)}/revoke`, { terminate, signal }),
+    run: async ({ terminate, signal }) =>
+      checkReplies(await post(`/api/tasks/${enc(task.id)}/revoke`, { terminate, signal })),
   });
 }
 
 /** Set or remove a task type's rate limit, on every worker or one. */
 export function rateLimit({ task = "", names = [], workers = [] } = {}) {
-  const taskField = names.length
-    ? { name: "task", type: "select", label: "Task", value: task, options: names.map((n) => [n, n]) }
-    : { name: "task", label: "Task name", value: task, required: true, placeholder: "proj.tasks.add" };
+  const taskField = {
+    name: "task", label: "Task name", value: task, required: true, placeholder: "proj.tasks.add", suggestions: names,
+  };
   return confirmAction({
     title: "Rate limit",
     message: "Limit how often workers start this task type.",
@@ -39,7 +59,8 @@ export function rateLimit({ task = "", names = [], workers = [] } = {}) {
       },
     ],
     confirm: "Apply",
-    run: ({ task: name, rate, worker }) => post("/api/rate-limit", { task: name, rate, worker: worker || null }),
+    run: async ({ task: name, rate, worker }) =>
+      checkReplies(await post("/api/rate-limit", { task: name, rate, worker: worker || null }), worker || null),
   });
 }
 
@@ -51,10 +72,10 @@ export function resizePool(hostname, delta) {
     message: `${grow ? "Add" : "Remove"} pool processes ${grow ? "to" : "from"} ${hostname}.`,
     fields: [{ name: "n", type: "number", label: "Processes", value: Math.abs(delta), min: 1, max: 64, step: 1, required: true }],
     confirm: grow ? "Grow" : "Shrink",
-    run: ({ n }) => {
+    run: async ({ n }) => {
       const count = Number.parseInt(n, 10);
       if (!(count > 0)) throw new Error("Give a number of processes, 1 or more.");
-      return post(`/api/workers/${enc(hostname)}/pool`, { delta: grow ? count : -count });
+      return checkReplies(await post(`/api/workers/${enc(hostname)}/pool`, { delta: grow ? count : -count }), hostname);
     },
   });
 }

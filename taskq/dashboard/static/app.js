@@ -137,7 +137,8 @@ async function boot() {
   document.addEventListener("click", onLinkClick);
   window.addEventListener("popstate", render);
   const stream = new LiveStream(onUpdate, showConnection);
-  render();
+  // The overview first, then the view, then the stream from the overview's version: what
+  // the view reads is at least that recent, and every change after it comes by the stream.
   let version = 0;
   try {
     const overview = await getJSON("/api/overview");
@@ -146,6 +147,7 @@ async function boot() {
   } catch (err) {
     toast(err.message, "error");
   }
+  render();
   stream.start(version);
   setInterval(() => {
     refreshAges(document.getElementById("main"));

@@ -19,10 +19,14 @@ function fieldInput(field) {
     input = h("input", {
       id, name: field.name, type: field.type || "text", value: field.value ?? "",
       placeholder: field.placeholder, required: field.required, autocomplete: "off",
-      min: field.min, max: field.max, step: field.step, list: field.list,
+      min: field.min, max: field.max, step: field.step,
+      list: field.suggestions?.length ? `${id}-list` : null,
     });
   }
-  return h("label", { class: "field", for: id }, h("span", null, field.label), input,
+  const suggestions = field.suggestions?.length
+    ? h("datalist", { id: `${id}-list` }, field.suggestions.map((v) => h("option", { value: v })))
+    : null;
+  return h("label", { class: "field", for: id }, h("span", null, field.label), input, suggestions,
     field.help ? h("small", null, field.help) : null);
 }
 

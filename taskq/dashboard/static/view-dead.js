@@ -128,6 +128,8 @@ function letterDetail(d, ctx) {
     ]),
     d.args ? h("section", { class: "block" }, h("h2", null, "Arguments"), h("pre", { class: "args" }, d.args)) : null,
     d.kwargs ? h("section", { class: "block" }, h("h2", null, "Keyword arguments"), h("pre", { class: "args" }, d.kwargs)) : null,
+    d.body ? h("section", { class: "block" }, h("h2", null, `Body${d.content_type ? ` (${d.content_type})` : ""}`),
+      h("pre", { class: "body" }, d.body)) : null,
     h("section", { class: "block" }, h("h2", null, "Headers"),
       h("pre", { class: "headers" }, JSON.stringify(d.headers || {}, null, 2))),
   ];

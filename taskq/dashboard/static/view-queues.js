@@ -26,7 +26,11 @@ export function mount(main, _param, ctx) {
   let alive = true;
   let lastRead = null;
 
-  const show = (answer) => {
+  let shown = -1; // the version of what is on screen: an older answer is not shown
+
+  const show = (answer, version = 0) => {
+    if (version < shown) return;
+    shown = version;
     const queues = Array.isArray(answer) ? answer : answer.queues || [];
     if (!Array.isArray(answer) && "read_at" in answer) lastRead = answer.read_at;
     syncRows(tbody, rows, queues, (q) => q.name, queueRow);
@@ -44,13 +48,13 @@ export function mount(main, _param, ctx) {
   ctx.setTitle("Queues");
   main.append(h("div", { class: "page-head" }, h("h1", null, "Queues"), readAt),
     h("div", { class: "scroll" }, grid), status);
-  getJSON("/api/queues").then((answer) => alive && show(answer),
+  getJSON("/api/queues").then((answer) => alive && show(answer, answer.version ?? 0),
     (err) => alive && fill(status, notice("error", err.message)));
   return {
     update(message) {
       if (message.queues) {
         if (Array.isArray(message.queues)) lastRead = Date.now() / 1000;
-        show(message.queues);
+        show(message.queues, message.version ?? 0);
       }
     },
     tick,

@@ -66,14 +66,17 @@ export function mount(main, id, ctx) {
   let timer = null;
   let missing = false;
 
+  let loading = 0;
+
   async function load() {
+    const ticket = ++loading; // only the latest read is shown
     try {
       const answer = await getJSON(`/api/tasks/${encodeURIComponent(id)}`);
-      if (!alive) return;
+      if (!alive || ticket !== loading) return;
       missing = false;
       fill(main, detail(answer.task, ctx, load));
     } catch (err) {
-      if (!alive) return;
+      if (!alive || ticket !== loading) return;
       missing = err.status === 404;
       fill(main, h("div", { class: "page-head" }, h("h1", null, "Task")),
         h("p", { class: "crumbs" }, link("/tasks", "Tasks"), " / ", h("span", { class: "mono" }, id)),

@@ -53,6 +53,21 @@ function matches(t, filters) {
     && (!filters.worker || t.worker === filters.worker);
 }
 
+/**
+ * Replace `tasks` by the rows of a fresh answer, except rows the stream brought while it
+ * was on its way: those are newer than the answer and stay.
+ */
+function keepNewer(tasks, answer, filters) {
+  const fresh = new Map((answer.tasks || []).map((t) => [t.id, t]));
+  for (const t of tasks.values()) {
+    const known = fresh.get(t.id);
+    const newer = known ? (t.version ?? 0) > (known.version ?? 0) : (t.version ?? 0) > (answer.version ?? 0);
+    if (newer && matches(t, filters)) fresh.set(t.id, t);
+  }
+  tasks.clear();
+  for (const [id, t] of fresh) tasks.set(id, t);
+}
+
 export function mount(main, _param, ctx) {
   const params = new URLSearchParams(location.search);
   const filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) || ""]));
@@ -93,8 +108,7 @@ export function mount(main, _param, ctx) {
       if (!alive || ticket !== loading) return;
       learn(answer);
       total = answer.total ?? 0;
-      tasks.clear();
-      for (const t of answer.tasks || []) tasks.set(t.id, t);
+      keepNewer(tasks, answer, filters);
       drawFilters();
       draw();
     } catch (err) {
@@ -144,7 +158,11 @@ export function mount(main, _param, ctx) {
     h("div", { class: "page-head" }, h("h1", null, "Tasks"), shown,
       h("button", {
         type: "button", class: "small push-right", id: "rate-limit",
-        onclick: () => rateLimit({ task: filters.name, names: [...known.name].sort(), workers: [...known.worker].sort() }),
+        onclick: () => rateLimit({
+          task: filters.name,
+          names: [...known.name].sort(),
+          workers: [...new Set([...ctx.workers.map((w) => w.hostname), ...known.worker])].sort(),
+        }),
       }, "Rate limit…")),
     form, h("div", { class: "scroll" }, grid), status);
   drawFilters();

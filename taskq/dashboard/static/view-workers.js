@@ -44,7 +44,11 @@ export function mount(main, _param, ctx) {
   const rows = new Map();
   let alive = true;
 
-  const show = (workers) => {
+  let shown = -1; // the version of the list on screen: an older answer is not shown
+
+  const show = (workers, version = 0) => {
+    if (version < shown) return;
+    shown = version;
     ctx.workers = workers;
     syncRows(tbody, rows, workers, (w) => w.hostname, (w) => workerRow(w, refresh));
     fill(status, workers.length ? null : notice("empty",
@@ -53,7 +57,7 @@ export function mount(main, _param, ctx) {
   async function refresh() {
     try {
       const answer = await getJSON("/api/workers");
-      if (alive) show(answer.workers || []);
+      if (alive) show(answer.workers || [], answer.version ?? 0);
     } catch (err) {
       if (alive) fill(status, notice("error", err.message));
     }
@@ -66,7 +70,7 @@ export function mount(main, _param, ctx) {
   refresh();
   return {
     update(message) {
-      if (Array.isArray(message.workers)) show(message.workers);
+      if (Array.isArray(message.workers)) show(message.workers, message.version ?? 0);
     },
     unmount() {
       alive = false;
