@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from taskq import states
 from taskq.deadletter import DeadLetters
-from tests.browser.conftest import WAIT, Stack
+from tests.browser.conftest import WAIT, DashboardProcess, Stack
 from tests.integration.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -223,3 +223,36 @@ def test_a_refused_action_shows_the_workers_reason_in_the_dialog(
     click(wait, "#confirm-cancel")
     wait.until(EC.invisibility_of_element_located(css("dialog#confirm")))
     assert browser.execute_script("return window.__noReload") == 1
+
+
+def test_task_filters_narrow_the_rows_and_the_address(
+    stack: Stack, browser: WebDriver, wait: Wait
+) -> None:
+    failed = stack.app.tasks["btest.fail"].delay("for the filter")
+    added = stack.app.tasks["btest.add"].delay(20, 22)
+    assert added.get(timeout=WAIT) == 42
+    with pytest.raises(ValueError):
+        failed.get(timeout=WAIT)
+    open_page(browser, wait, f"{stack.url}/tasks")
+    wait.until(lambda b: row_state(b, added.id) == states.SUCCESS)
+    by_name = browser.find_element(By.CSS_SELECTOR, 'select[data-filter="name"]')
+    Select(by_name).select_by_value("btest.fail")
+    wait.until(lambda b: row_state(b, added.id) is None and row_state(b, failed.id) is not None)
+    names = "return [...document.querySelectorAll('#tasks-table td.name')].map((e) => e.innerText)"
+    assert set(browser.execute_script(names)) == {"btest.fail"}
+    assert browser.current_url == f"{stack.url}/tasks?name=btest.fail"
+    browser.refresh()  # the address keeps the filter
+    wait.until(lambda b: row_state(b, failed.id) == states.FAILURE)
+    assert set(browser.execute_script(names)) == {"btest.fail"}
+
+
+def test_the_page_says_reconnecting_when_the_server_goes(
+    stack: Stack, browser: WebDriver, wait: Wait
+) -> None:
+    own = DashboardProcess(stack.dashboard.env).start()  # one this test may stop
+    try:
+        open_page(browser, wait, f"{own.url}/queues")
+    finally:
+        own.stop()
+    wait.until(EC.text_to_be_present_in_element(css("#conn"), "reconnecting"))
+    assert text(browser, "#conn") == "reconnecting"
