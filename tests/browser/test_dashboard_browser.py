@@ -116,6 +116,10 @@ def test_a_task_row_turns_success_live_without_reload(
     assert browser.execute_script("return window.__noReload") == 1  # the same page all along
     row = text(browser, f'#tasks-table tr[data-task-id="{result.id}"]')
     assert "btest.wait_for" in row and stack.node in row
+    # a few more rows, arriving live too, for the picture
+    more = [stack.app.tasks["btest.add"].delay(i, 10 * i) for i in range(4)]
+    for task in more:
+        wait.until(lambda b, task=task: row_state(b, task.id) == states.SUCCESS)
     screenshot("dashboard-tasks")
 
 
@@ -196,7 +200,8 @@ def test_chart_page_draws_the_tasks_that_ran(
     open_page(browser, wait, f"{stack.url}/chart")
 
     # The chart is redrawn as data comes: read it in one go, inside the page.
-    wait.until(lambda b: b.execute_script(POINTS, "#chart-throughput .series-succeeded") > 0)
+    wait.until(lambda b: int(text(b, "#total-succeeded b").replace(",", "") or 0) >= 5)
+    assert browser.execute_script(POINTS, "#chart-throughput .series-succeeded") > 0
     assert browser.execute_script(POINTS, "#chart-runtime .series-p50") > 0
     assert browser.execute_script(LINES, "#chart-throughput") > 0
     screenshot("dashboard-chart")

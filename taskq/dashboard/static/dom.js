@@ -53,6 +53,12 @@ export function link(href, ...children) {
   return h("a", { href, "data-link": true }, ...children);
 }
 
+/** A task id as lists show it: its first 8 characters; the whole id in the tooltip. */
+export function shortId(id) {
+  const text = String(id ?? "");
+  return h("span", { class: "mono", title: text }, text.length > 10 ? `${text.slice(0, 8)}…` : text);
+}
+
 /** A coloured badge for a task state. */
 export function stateBadge(state) {
   return h("span", { class: `badge state-${String(state || "unknown").toLowerCase()}` }, state || "?");

@@ -41,8 +41,8 @@ function totals(points) {
   const sum = (key) => points.reduce((n, p) => n + (p[key] ?? 0), 0);
   const last = [...points].reverse().find((p) => p.p50 !== null && p.p50 !== undefined);
   return h("div", { class: "totals" },
-    h("div", { class: "total" }, h("b", null, count(sum("succeeded"))), h("span", null, "succeeded")),
-    h("div", { class: "total bad" }, h("b", null, count(sum("failed"))), h("span", null, "failed")),
+    h("div", { class: "total", id: "total-succeeded" }, h("b", null, count(sum("succeeded"))), h("span", null, "succeeded")),
+    h("div", { class: "total bad", id: "total-failed" }, h("b", null, count(sum("failed"))), h("span", null, "failed")),
     h("div", { class: "total" }, h("b", null, last ? duration(last.p50) : "—"), h("span", null, "latest p50")),
     h("div", { class: "total" }, h("b", null, last ? duration(last.p99) : "—"), h("span", null, "latest p99")));
 }

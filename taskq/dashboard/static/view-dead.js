@@ -5,7 +5,7 @@
 
 import { purgeDead, requeueDead } from "./actions.js";
 import { getJSON } from "./api.js";
-import { facts, fill, h, link, notice, setText, syncRows, table } from "./dom.js";
+import { facts, fill, h, link, notice, setText, shortId, syncRows, table } from "./dom.js";
 import { count, isoDate } from "./format.js";
 
 const LIMIT = 100;
@@ -18,13 +18,13 @@ const deadHref = (id) => `/dead/${encodeURIComponent(id)}`;
 
 function letterRow(d, done) {
   return h("tr", { "data-dead-id": d.id ?? "" },
-    h("td", { class: "mono id" }, d.id ? link(deadHref(d.id), d.id) : "—"),
+    h("td", { class: "id" }, d.id ? link(deadHref(d.id), shortId(d.id)) : "—"),
     h("td", null, d.task || "—"),
-    h("td", { class: "reason", title: d.reason }, d.reason),
+    h("td", { class: "reason" }, d.reason),
     h("td", { class: "num" }, count(d.deliveries)),
     h("td", { class: "mono" }, d.queue || "—"),
     h("td", { class: "time", title: d.dead_at || "" }, isoDate(d.dead_at)),
-    h("td", null, d.worker || "—"),
+    h("td", { class: "host", title: d.worker || "" }, d.worker || "—"),
     h("td", { class: "actions" }, d.id ? h("button", {
       type: "button", class: "small", onclick: () => requeueDead([d.id], `${d.task || "the message"} ${d.id}`).then(done),
     }, "Requeue") : null),

@@ -20,11 +20,11 @@ function block(title, text, cls = "") {
 
 function eventsTable(events) {
   if (!events || !events.length) return null;
-  return h("section", { class: "block" }, h("h2", null, "Events"),
+  return h("section", { class: "block" }, h("h2", null, "Events"), h("div", { class: "scroll" },
     h("table", { class: "grid compact", id: "task-events" },
       h("thead", null, h("tr", null, h("th", null, "Event"), h("th", null, "Time"), h("th", null, "Worker"))),
       h("tbody", null, events.map((e) => h("tr", null,
-        h("td", null, e.type), h("td", { class: "time" }, when(e.timestamp) || "—"), h("td", null, e.hostname || "—"))))));
+        h("td", null, e.type), h("td", { class: "time" }, when(e.timestamp) || "—"), h("td", null, e.hostname || "—")))))));
 }
 
 function detail(t, ctx, reload) {

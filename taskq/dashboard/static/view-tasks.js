@@ -3,7 +3,7 @@
 
 import { rateLimit, revokeTask } from "./actions.js";
 import { getJSON, query } from "./api.js";
-import { fill, h, link, notice, setText, stateBadge, syncRows, table } from "./dom.js";
+import { fill, h, link, notice, setText, shortId, stateBadge, syncRows, table } from "./dom.js";
 import { clock, count, duration, fullDate } from "./format.js";
 
 const LIMIT = 100;
@@ -28,9 +28,9 @@ function taskRow(t, act) {
   return h("tr", { "data-task-id": t.id, "data-state": t.state },
     h("td", { class: "state" }, stateBadge(t.state)),
     h("td", { class: "name" }, t.name || "—"),
-    h("td", { class: "mono id" }, link(`/tasks/${encodeURIComponent(t.id)}`, t.id)),
+    h("td", { class: "id" }, link(`/tasks/${encodeURIComponent(t.id)}`, shortId(t.id))),
     h("td", { class: "mono args", title: args }, args),
-    h("td", null, t.worker || "—"),
+    h("td", { class: "host", title: t.worker || "" }, t.worker || "—"),
     h("td", { class: "time", title: fullDate(t.received) }, clock(t.received)),
     h("td", { class: "time", title: fullDate(t.started) }, clock(t.started)),
     h("td", { class: "num" }, duration(t.runtime)),

@@ -28,7 +28,7 @@ function workerRow(w, refresh) {
     h("td", { class: "num" }, count(w.processed)),
     h("td", { class: "mono" }, w.loadavg ? w.loadavg.map((x) => Number(x).toFixed(2)).join(" ") : "—"),
     agoCell(w.last_heartbeat),
-    h("td", null, (w.queues || []).map((q) => h("span", { class: "tag" }, q))),
+    h("td", { class: "queues" }, (w.queues || []).map((q) => h("span", { class: "tag" }, q))),
     h("td", { class: "muted" }, [w.sw_ident, w.sw_ver].filter(Boolean).join(" ") || "—"),
     h("td", { class: "num" }, w.pid ?? "—"),
     h("td", { class: "actions" },
