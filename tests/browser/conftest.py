@@ -136,7 +136,7 @@ def stack(redis_url: str, redis_backend_url: str) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
+def browser() -> Iterator[webdriver.Chrome]:
     for binary in (CHROMIUM, CHROMEDRIVER):
         if not os.access(binary, os.X_OK):
             pytest.fail(f"{binary} is missing: `make system-deps` installs chromium-driver")
@@ -172,14 +172,14 @@ FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture(autouse=True)
-def _page_on_failure(request: pytest.FixtureRequest, browser: WebDriver) -> Iterator[None]:
+def _page_on_failure(request: pytest.FixtureRequest, browser: webdriver.Chrome) -> Iterator[None]:
     """After a failed test, print what the page showed and said (the console)."""
     yield
     if request.node.stash.get(FAILED, False):
         with contextlib.suppress(Exception):
             print(f"--- page {browser.current_url} ---")
             print(browser.find_element("tag name", "body").text[-4000:])
-            for entry in browser.get_log("browser"):
+            for entry in browser.get_log("browser"):  # type: ignore[no-untyped-call]
                 print("console:", entry.get("level"), entry.get("message"))
 
 
@@ -201,7 +201,7 @@ def screenshot(browser: WebDriver, tmp_path: Path) -> Iterator[Any]:
         # A headless window is no taller than its screen: the page is laid out as tall as
         # it is instead, through the DevTools protocol, for the one picture.
         height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.execute_cdp_cmd(  # type: ignore[attr-defined]
+        browser.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
             {"width": 1280, "height": min(max(800, int(height)), 3000),
              "deviceScaleFactor": 1, "mobile": False},
@@ -211,6 +211,6 @@ def screenshot(browser: WebDriver, tmp_path: Path) -> Iterator[Any]:
             browser.save_screenshot(str(path))
             return path
         finally:
-            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})  # type: ignore[attr-defined]
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     yield shot

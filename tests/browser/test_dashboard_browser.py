@@ -49,11 +49,13 @@ ATTR = "const e = document.querySelector(arguments[0]); return e && e.getAttribu
 
 
 def text(browser: WebDriver, selector: str) -> str:
-    return browser.execute_script(TEXT, selector) or ""
+    return str(browser.execute_script(TEXT, selector) or "")
 
 
 def row_state(browser: WebDriver, task_id: str) -> str | None:
-    return browser.execute_script(ATTR, f'#tasks-table tr[data-task-id="{task_id}"]', "data-state")
+    row = f'#tasks-table tr[data-task-id="{task_id}"]'
+    state = browser.execute_script(ATTR, row, "data-state")
+    return None if state is None else str(state)
 
 
 def click(wait: Wait, selector: str) -> None:
@@ -117,9 +119,8 @@ def test_a_task_row_turns_success_live_without_reload(
     row = text(browser, f'#tasks-table tr[data-task-id="{result.id}"]')
     assert "btest.wait_for" in row and stack.node in row
     # a few more rows, arriving live too, for the picture
-    more = [stack.app.tasks["btest.add"].delay(i, 10 * i) for i in range(4)]
-    for task in more:
-        wait.until(lambda b, task=task: row_state(b, task.id) == states.SUCCESS)
+    more = {stack.app.tasks["btest.add"].delay(i, 10 * i).id for i in range(4)}
+    wait.until(lambda b: all(row_state(b, task_id) == states.SUCCESS for task_id in more))
     screenshot("dashboard-tasks")
 
 
