@@ -71,11 +71,13 @@ export function query(params) {
  * version seen, after a growing pause (1 s to 15 s).
  *   onUpdate(message)   each `update` event, parsed
  *   onStatus(state)     "connecting" | "live" | "reconnecting"
+ *   onRestart()         the server was restarted (its version counter went back)
  */
 export class LiveStream {
-  constructor(onUpdate, onStatus) {
+  constructor(onUpdate, onStatus, onRestart) {
     this.onUpdate = onUpdate;
     this.onStatus = onStatus;
+    this.onRestart = onRestart;
     this.version = 0;
     this.source = null;
     this.retry = null;
@@ -107,7 +109,14 @@ export class LiveStream {
     } catch {
       return;
     }
-    if (typeof message.version === "number") this.version = Math.max(this.version, message.version);
+    if (typeof message.version === "number") {
+      if (message.version < this.version) {
+        // the counter went back: a new server process, with a new state and CSRF token
+        this.onRestart();
+        return;
+      }
+      this.version = message.version;
+    }
     this.onStatus("live");
     this.onUpdate(message);
   }

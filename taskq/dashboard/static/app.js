@@ -136,7 +136,8 @@ function onUpdate(message) {
 async function boot() {
   document.addEventListener("click", onLinkClick);
   window.addEventListener("popstate", render);
-  const stream = new LiveStream(onUpdate, showConnection);
+  // A restarted server has a new CSRF token and a new state: load the page afresh.
+  const stream = new LiveStream(onUpdate, showConnection, () => location.reload());
   // The overview first, then the view, then the stream from the overview's version: what
   // the view reads is at least that recent, and every change after it comes by the stream.
   let version = 0;
