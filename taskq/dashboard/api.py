@@ -32,11 +32,28 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 ARG_HEADERS = ("argsrepr", "kwargsrepr")
-REPLY_TIMEOUT = 2.0
+# Seconds to wait for workers' replies; the wait ends as soon as those asked have answered.
+REPLY_TIMEOUT = 5.0
 
 
 class ActionError(Exception):
     """An action the user asked for that cannot be done as asked: a 400 with the reason."""
+
+
+class NoReply(Exception):
+    """The worker an action was sent to did not answer: a 504."""
+
+
+def _refused(replies: Any) -> str:
+    """The workers' refusals, when every worker that answered refused ("" otherwise)."""
+    errors, oks = [], 0
+    for reply in replies or ():
+        for node, said in reply.items() if isinstance(reply, dict) else ():
+            if isinstance(said, dict) and "error" in said:
+                errors.append(f"{node}: {said['error']}")
+            else:
+                oks += 1
+    return "; ".join(errors) if errors and not oks else ""
 
 
 def answer(data: dict[str, Any], status: int = 200, version: int | None = None) -> JSONResponse:
@@ -136,9 +153,10 @@ class Api:
         try:
             found = await run_in_threadpool(self.dead.list, limit)
         except Exception as exc:
-            return answer({"dead_letters": [], "queue": self.dead.name, "error": _why(exc)})
+            return answer({"dead_letters": [], "queue": self.dead.name, "error": _why(exc)},
+                          version=self.state.version)  # fmt: skip
         return answer({"dead_letters": [d.summary() for d in found], "queue": self.dead.name,
-                       "error": None})  # fmt: skip
+                       "error": None}, version=self.state.version)  # fmt: skip
 
     async def dead_letter(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -159,7 +177,7 @@ class Api:
             "body": HIDDEN if hide else letter.body_text(),
             "content_type": letter.content_type,
         }
-        return answer({"dead_letter": shown})
+        return answer({"dead_letter": shown}, version=self.state.version)
 
     async def chart(self, request: Request) -> Response:
         try:
@@ -167,7 +185,12 @@ class Api:
         except ValueError:
             step = 60
         step = max(10, min(600, step))
-        points = [asdict(p) for p in self.state.chart(step)]
+        try:
+            minutes = int(request.query_params.get("minutes", 60))
+        except ValueError:
+            minutes = 60
+        span = max(1, min(60, minutes)) * 60
+        points = [asdict(p) for p in self.state.chart(step, span)]
         return answer({"step": step, "points": points}, version=self.state.version)
 
     # -- actions
@@ -183,9 +206,16 @@ class Api:
                 message, replies = await run_in_threadpool(action, request, body)
             except ActionError as exc:
                 return error(str(exc), 400)
+            except NoReply as exc:
+                return error(str(exc), 504)
             except Exception as exc:
                 logger.warning("Dashboard: action %s failed: %s", request.url.path, _why(exc))
                 return error(_why(exc), 503)
+            refused = _refused(replies)
+            if refused:
+                logger.warning("Dashboard: %s: refused: %s", message, refused)
+                return answer({"error": f"Refused by the workers: {refused}",
+                               "replies": replies}, 502)  # fmt: skip
             logger.info("Dashboard: %s", message)
             return answer({"ok": True, "message": message, "replies": replies or []})
 
@@ -210,10 +240,18 @@ class Api:
         worker = body.get("worker")
         control = self.app.control
         if isinstance(worker, str) and worker:
-            replies = control.rate_limit(task, rate, [worker], reply=True, timeout=REPLY_TIMEOUT)
+            sent = control.rate_limit(task, rate, [worker], reply=True, timeout=REPLY_TIMEOUT)
+            replies = self._named(worker, sent, "rate_limit")
         else:
             replies = control.rate_limit(task, rate, reply=True, **self._everyone())
         return f"rate limit of {task} set to {rate}", replies
+
+    def _named(self, hostname: str, replies: Any, what: str) -> Any:
+        """Replies to a command sent to one worker; no reply at all is a failure."""
+        if not replies:
+            raise NoReply(f"No answer from {hostname} to {what} within {REPLY_TIMEOUT:g} s: "
+                          "is it running? (the workers page shows its last heartbeat)")  # fmt: skip
+        return replies
 
     def pool(self, request: Request, body: dict[str, Any]) -> tuple[str, Any]:
         hostname = request.path_params["hostname"]
@@ -222,7 +260,9 @@ class Api:
             raise ActionError("delta must be a non-zero whole number (+1 grows, -1 shrinks).")
         control = self.app.control
         change = control.pool_grow if delta > 0 else control.pool_shrink
-        replies = change(abs(delta), [hostname], reply=True, timeout=REPLY_TIMEOUT)
+        replies = self._named(
+            hostname, change(abs(delta), [hostname], reply=True, timeout=REPLY_TIMEOUT), "pool"
+        )
         return f"pool of {hostname} {'grown' if delta > 0 else 'shrunk'} by {abs(delta)}", replies
 
     def shutdown(self, request: Request, body: dict[str, Any]) -> tuple[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import states
 from .metrics import observe
-from .series import Point, Series
+from .series import SPAN, Point, Series
 
 HIDDEN = "(hidden)"
 OTHER = "(other)"
@@ -248,6 +248,8 @@ class FleetState:
         elif kind in ("task-failed", "task-retried"):
             row.exception = _str(event.get("exception"))
             row.traceback = _str(event.get("traceback")) or row.traceback
+            if row.started is not None and when >= row.started:
+                row.runtime = when - row.started  # these events carry none: the worker's clock
         if STATE_OF[kind] in FINISHED:
             row.finished = when
 
@@ -334,9 +336,9 @@ class FleetState:
         with self.lock:
             return dict(Counter(r.state for r in self.tasks.values()))
 
-    def chart(self, step: int = 60) -> list[Point]:
+    def chart(self, step: int = 60, span: int = SPAN) -> list[Point]:
         with self.lock:
-            return self.series.points(self.clock(), step)
+            return self.series.points(self.clock(), step, span)
 
     def counters(self) -> tuple[dict[tuple[str, str], int], dict[str, list[int]]]:
         with self.lock:

@@ -224,7 +224,8 @@ def test_a_refused_action_shows_the_workers_reason_in_the_dialog(
     Select(dialog.find_element(By.ID, "field-worker")).select_by_value(stack.node)
     click(wait, "#confirm-ok")
     wait.until(EC.visibility_of_element_located(css("#confirm-error")))
-    assert text(browser, "#confirm-error") == f"{stack.node}: unknown task"
+    # The server answers 502 with the workers' refusals; the dialog shows its text.
+    assert text(browser, "#confirm-error") == f"Refused by the workers: {stack.node}: unknown task"
     assert browser.find_element(By.ID, "confirm").get_attribute("open") is not None
     click(wait, "#confirm-cancel")
     wait.until(EC.invisibility_of_element_located(css("dialog#confirm")))

@@ -162,3 +162,15 @@ def test_the_stream_starts_with_what_changed_since_the_page_read(board: Dashboar
     message = json.loads(data.removeprefix("data: "))
     assert [t["id"] for t in message["tasks"]] == ["new"]
     assert message["version"] == board.state.version and "workers" in message
+
+
+def test_refusals_and_silence_are_failures_not_ok(board: Dashboard) -> None:
+    from taskq.dashboard.api import _refused
+
+    assert _refused([{"w1@h": {"error": "unknown task"}}]) == "w1@h: unknown task"
+    assert _refused([{"w1@h": {"error": "x"}}, {"w2@h": {"ok": "done"}}]) == ""
+    assert _refused([]) == "" and _refused(None) == ""
+    with client(board) as c:
+        silent = c.post("/api/workers/ghost@h/pool", json={"delta": 1},
+                        headers={"x-csrf-token": board.csrf_token})  # fmt: skip
+    assert silent.status_code == 504 and "No answer from ghost@h" in silent.json()["error"]
