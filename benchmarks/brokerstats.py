@@ -146,7 +146,23 @@ class Rabbit:
             "consumers": len(self.rows("list_consumers", "queue_name")),
         }
 
-    def frames(self) -> tuple[int, int]:
-        """Frames received and sent so far, over the connections open now."""
-        rows = self.rows("list_connections", "recv_cnt", "send_cnt")
-        return sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
+    def socket_counts(self) -> dict[str, tuple[int, int]]:
+        """Per connection (by name): socket reads and writes the broker made so far.
+
+        RabbitMQ's ``recv_cnt``/``send_cnt`` count socket operations, not AMQP frames (a
+        read may carry several frames). Compare two readings with ``socket_rates``: only
+        the connections open at both count, so one that closed meanwhile (the harness's
+        ping) cannot make a rate negative.
+        """
+        rows = self.rows("list_connections", "name", "recv_cnt", "send_cnt")
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows if len(r) == 3}
+
+
+def socket_rates(
+    a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], seconds: float
+) -> tuple[float, float]:
+    """Reads and writes a second between two ``Rabbit.socket_counts`` readings."""
+    both = a.keys() & b.keys()
+    reads = sum(b[name][0] - a[name][0] for name in both)
+    writes = sum(b[name][1] - a[name][1] for name in both)
+    return reads / seconds, writes / seconds

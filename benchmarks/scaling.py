@@ -9,8 +9,8 @@ processes, in batches, waits until every one answers a remote-control ping, and 
 two windows:
 
 * **idle**: nothing is published. Broker CPU (from /proc), and for Redis its commands a
-  second with the share of each command (INFO commandstats), for RabbitMQ the frames it
-  received and sent, its connections, channels, queues and consumers (rabbitmqctl).
+  second with the share of each command (INFO commandstats); for RabbitMQ its socket
+  reads and writes, connections, channels, queues and consumers (rabbitmqctl).
 * **busy**: a publisher in this process sends ``scale.noop`` at a steady ``--rate``; the
   same figures plus the tasks a second the workers got through.
 
@@ -52,6 +52,7 @@ from .brokerstats import (
     redis_delta,
     redis_snapshot,
     rss_bytes,
+    socket_rates,
 )
 from .procs import BenchError, Worker
 from .run import compile_sources
@@ -241,7 +242,7 @@ class Probe:
         rabbit = self.rabbit
         if rabbit is not None:
             out.update(rabbit.counts())
-            frames0, frames_at0 = rabbit.frames(), time.monotonic()
+            sockets0, sockets_at0 = rabbit.socket_counts(), time.monotonic()
         broker_pids, me = self.broker_pids(), [os.getpid()]
         out["load_start"] = loadavg()
         machine0, mine0 = machine_busy_seconds(), cpu_seconds(me)
@@ -268,10 +269,9 @@ class Probe:
         if snap0 is not None and snap1 is not None:
             out["redis"] = redis_delta(snap0, snap1)
         if rabbit is not None:
-            recv, sent = rabbit.frames()
-            span = time.monotonic() - frames_at0
-            out["frames_in_per_s"] = (recv - frames0[0]) / span
-            out["frames_out_per_s"] = (sent - frames0[1]) / span
+            sockets1 = rabbit.socket_counts()
+            span = time.monotonic() - sockets_at0
+            out["reads_per_s"], out["writes_per_s"] = socket_rates(sockets0, sockets1, span)
 
 
 def wait_quiet(opts: Options) -> dict[str, Any]:

@@ -63,8 +63,8 @@ def idle_table(broker: str, steps: list[dict[str, Any]]) -> str:
             ]
         else:
             extra = [
-                f"{w['frames_in_per_s']:.1f}",
-                f"{w['frames_out_per_s']:.1f}",
+                f"{w['reads_per_s']:.1f}",
+                f"{w['writes_per_s']:.1f}",
                 f"{w['connections']}",
                 f"{w['channels']}",
                 f"{w['queues']}",
@@ -74,7 +74,7 @@ def idle_table(broker: str, steps: list[dict[str, Any]]) -> str:
     if broker == "redis":
         header = [*COMMON, "commands/s", "per worker", "net in KB/s", "clients"]
     else:
-        header = [*COMMON, "frames in/s", "frames out/s", "connections", "channels",
+        header = [*COMMON, "socket reads/s", "socket writes/s", "connections", "channels",
                   "queues", "consumers"]  # fmt: skip
     return _table([*header, "broker RSS MB"], rows)
 
@@ -91,7 +91,7 @@ def busy_table(broker: str, steps: list[dict[str, Any]]) -> str:
             cmds = w["redis"]["commands_per_s"]
             extra = [f"{cmds:,.0f}", f"{cmds / done:.1f}"]
         else:
-            extra = [f"{w['frames_in_per_s']:,.0f}", f"{w['frames_out_per_s']:,.0f}"]
+            extra = [f"{w['reads_per_s']:,.0f}", f"{w['writes_per_s']:,.0f}"]
         rows.append([
             *_common(n, w), f"{w['sent_per_s']:.0f}", f"{w['done_per_s']:.0f}",
             f"{w['depth_end']}", f"{cpu_per_task:.0f}", *extra,
@@ -100,7 +100,7 @@ def busy_table(broker: str, steps: list[dict[str, Any]]) -> str:
     if broker == "redis":
         header += ["commands/s", "commands per task"]
     else:
-        header += ["frames in/s", "frames out/s"]
+        header += ["socket reads/s", "socket writes/s"]
     return _table(header, rows)
 
 
