@@ -24,7 +24,7 @@ SYSTEM_PACKAGES := redis-server rabbitmq-server
 # Debian packages the dashboard's browser tests drive (tests/browser: headless Chromium).
 BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: test-cluster help install system-deps _apt _stop_services demo test lint typecheck format clean bench docs \
+.PHONY: test-cluster bench-scaling help install system-deps _apt _stop_services demo test lint typecheck format clean bench docs \
 	screenshots
 
 help:
@@ -32,6 +32,7 @@ help:
 	@echo "         bench  (BROKER=redis|amqp|both QUICK=1 BENCH_ARGS='--reps 5 --only main')"
 	@echo "         screenshots  (the dashboard's pages into docs/img)"
 	@echo "         test-cluster  (the slow cluster scenarios, left out of make test)"
+	@echo "         bench-scaling  (broker cost of 1-100 workers: BROKER=redis|amqp)"
 
 install: $(STAMP)
 
@@ -170,6 +171,11 @@ bench: install system-deps
 	@if [ "$(BROKER)" != amqp ]; then \
 	  echo ">> what min_replicas=1 costs a Redis publish (docs/reliability.md)"; \
 	  $(BIN)/python -m benchmarks.replicated_publish $(if $(QUICK),1000); fi
+
+# benchmarks/scaling.py (docs/scaling.md): what 1 to 100 idle and busy workers cost the
+# broker. Long (minutes per fleet size); BENCH_ARGS='--workers 1,10 --window 10' to shorten.
+bench-scaling: install system-deps
+	$(BIN)/python -m benchmarks.scaling --broker $(BROKER) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
