@@ -12,16 +12,16 @@ the best round kept).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
 
 from taskq import Taskq
 from tests.integration.helpers import wait_for
-from tests.servers import RedisServer
+from tests.servers import replica_pair
 
 ROUNDS = 3
-QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 
 
 def measure(url: str, count: int, options: dict[str, object]) -> tuple[float, float, float]:
@@ -54,9 +54,8 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     import redis
 
-    master = RedisServer(extra_args=QUICK_SYNC)
-    replica_of = ["--replicaof", "127.0.0.1", str(master.port), *QUICK_SYNC]
-    with master, RedisServer(extra_args=replica_of):
+    with contextlib.ExitStack() as stack:
+        master, _ = replica_pair(stack)
         client = redis.Redis("127.0.0.1", master.port)
         wait_for(lambda: client.info("replication")["connected_slaves"] == 1, 30, "replica")
         print(f"{count} publishes, one at a time, master + 1 replica on loopback")

@@ -115,5 +115,4 @@ def _listen(options: DashboardOptions) -> socket.socket:
         raise ConfigurationError(
             f"Cannot serve the dashboard on {options.address}:{options.port}: {exc.strerror or exc}"
         ) from None
-    sock.set_inheritable(True)
     return sock

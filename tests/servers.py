@@ -441,6 +441,17 @@ class RedisServer(_Server):
         return super().restart()
 
 
+# A replica that takes its master's data at once, not after Redis's default 5 s delay.
+QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
+
+
+def replica_pair(stack: contextlib.ExitStack) -> tuple[RedisServer, RedisServer]:
+    """A Redis master and its replica, started now and closed with ``stack``."""
+    master = stack.enter_context(RedisServer(extra_args=QUICK_SYNC))
+    follows = ["--replicaof", "127.0.0.1", str(master.port), *QUICK_SYNC]
+    return master, stack.enter_context(RedisServer(extra_args=follows))
+
+
 class SentinelServer(RedisServer):
     """A Redis Sentinel (``redis-server <conf> --sentinel``, the same binary) on 127.0.0.1,
     watching the master on ``master_port`` as ``master_name``.

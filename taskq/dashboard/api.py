@@ -23,7 +23,7 @@ from starlette.routing import Route
 from .. import states
 from ..deadletter import DeadLetters
 from ..url import scrub
-from .state import HIDDEN
+from .state import HIDDEN, TaskRow
 
 if TYPE_CHECKING:
     from .web import Dashboard
@@ -137,16 +137,12 @@ class Api:
             return None
         if state == states.PENDING:  # what a backend says of every id it does not know
             return None
-        shown = HIDDEN if self.dash.options.hide_args else repr(result)
-        failed = state in states.EXCEPTION_STATES
-        return {
-            "id": task_id, "name": None, "state": state, "worker": None, "received": None,
-            "started": None, "finished": None, "runtime": None, "args": None, "kwargs": None,
-            "retries": None, "result": None if failed else shown,
-            "exception": repr(result) if failed else None, "traceback": traceback,
-            "eta": None, "expires": None, "parent_id": None, "root_id": None,
-            "source": "backend", "events": [], "version": 0,
-        }  # fmt: skip
+        row = TaskRow(task_id, state=state, traceback=traceback)
+        if state in states.EXCEPTION_STATES:
+            row.exception = repr(result)
+        else:
+            row.result = HIDDEN if self.dash.options.hide_args else repr(result)
+        return {**row.detail(), "source": "backend"}
 
     async def dead_letters(self, request: Request) -> Response:
         limit = _limit(request)

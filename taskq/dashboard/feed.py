@@ -32,6 +32,7 @@ class EventFeed:
         self.state = state
         self.connected = False
         self.error: str | None = None
+        self.hopeless = False  # the broker cannot broadcast: no event will ever come
         self._receiver: EventReceiver | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-events", daemon=True)
@@ -51,8 +52,8 @@ class EventFeed:
         while not self._stop.is_set():
             if self._capture():
                 pause = FIRST_PAUSE
-            if self.error is not None and "cannot broadcast" in self.error:
-                return  # the broker will not learn to broadcast: stop asking
+            if self.hopeless:
+                return
             self._stop.wait(pause)
             pause = min(pause * 2, LAST_PAUSE)
 
@@ -70,6 +71,7 @@ class EventFeed:
                     "workers and tasks here."
                 )
                 logger.warning("Dashboard: %s", self.error)
+                self.hopeless = True
                 return got_in
             self._receiver = EventReceiver(self.app, conn, {"*": self.state.apply})
             self.connected, self.error = True, None

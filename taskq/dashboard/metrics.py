@@ -13,13 +13,11 @@ import bisect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..metrics import KINDS, RUNTIME_BUCKETS
+
 if TYPE_CHECKING:
     from .poller import QueueView
     from .state import FleetState
-
-# The worker's buckets (taskq/worker/metrics.py): a fleet and a worker histogram add up.
-RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-KINDS = ("received", "started", "succeeded", "failed", "retried", "revoked", "rejected")
 
 
 def observe(runtimes: dict[str, list[int]], name: str, runtime: float) -> None:
@@ -94,4 +92,4 @@ def _queue_families(family_type: Any, view: QueueView) -> Iterator[Any]:
     yield dead
 
 
-__all__ = ["RUNTIME_BUCKETS", "FleetCollector", "observe"]
+__all__ = ["FleetCollector", "observe"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import states
+from ..metrics import KINDS
 from .metrics import observe
 from .series import SPAN, Point, Series
 
@@ -42,15 +43,7 @@ STATE_OF = {
 }
 RANK = {states.PENDING: 0, states.RECEIVED: 1, states.STARTED: 2, states.RETRY: 3}
 FINISHED = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED})
-COUNTED = {  # event type -> the counter /metrics shows it under
-    "task-received": "received",
-    "task-started": "started",
-    "task-succeeded": "succeeded",
-    "task-failed": "failed",
-    "task-retried": "retried",
-    "task-revoked": "revoked",
-    "task-rejected": "rejected",
-}
+COUNTED = {f"task-{kind}": kind for kind in KINDS}  # event type -> its counter
 
 
 @dataclass(slots=True)

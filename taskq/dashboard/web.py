@@ -66,6 +66,7 @@ class Dashboard:
         self.feed = EventFeed(app, self.state)
         self.poller = Poller(app, self.state, DeadLetters(app).name)
         self.csrf_token = secrets.token_urlsafe(32)
+        self.shell = _shell(self.csrf_token, app.main)  # every page's HTML, read once
         self.closing = False
 
     def start(self) -> None:
@@ -112,13 +113,9 @@ class Dashboard:
                      loopback_only=is_loopback(self.options.address))  # fmt: skip
 
     async def page(self, request: Request) -> Response:
-        try:
-            shell = (STATIC / "index.html").read_text(encoding="utf-8")
-        except OSError:
+        if self.shell is None:
             return answer({"error": "The page's files are missing from this install."}, 503)
-        shell = shell.replace("__CSRF_TOKEN__", self.csrf_token)
-        shell = shell.replace("__APP_NAME__", html.escape(self.app.main))
-        return HTMLResponse(shell, headers={"cache-control": "no-store"})
+        return HTMLResponse(self.shell, headers={"cache-control": "no-store"})
 
     async def stream(self, request: Request) -> Response:
         try:
@@ -170,6 +167,15 @@ class Dashboard:
         registry.register(FleetCollector(self.state, lambda: self.poller.view))
         text = await run_in_threadpool(generate_latest, registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+def _shell(csrf_token: str, app_name: str) -> str | None:
+    try:
+        shell = (STATIC / "index.html").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    shell = shell.replace("__CSRF_TOKEN__", csrf_token)
+    return shell.replace("__APP_NAME__", html.escape(app_name))
 
 
 __all__ = ["Dashboard", "DashboardOptions"]

@@ -42,7 +42,6 @@ from .connection import (
     consume_from,
     open_link,
 )
-from .delayed import SHORTEST_PARK
 from .dispatch import dispatch
 from .intake import receive
 from .keeper import ResultKeeper
@@ -174,13 +173,9 @@ class Consumer:
     ) -> None:
         # A held message stays unacked, so it uses a prefetch slot: for ETA tasks raise the
         # count while they wait so they do not starve the pool (not for rate-limit waits,
-        # whose whole point is to slow intake down).
-        bump = raise_prefetch and self.qos is not None
-        if bump and self.fixed_prefetch:
-            # Quorum queues: the count cannot grow, so the broker keeps the task instead.
-            if delay >= SHORTEST_PARK and request.park():
-                return
-            bump = False
+        # whose whole point is to slow intake down; nor on quorum queues, where it cannot
+        # grow: the strategy parks their ETA tasks instead).
+        bump = raise_prefetch and self.qos is not None and not self.fixed_prefetch
         key = self.next_key()
         self.held[key] = request
         if bump:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import states
 from ..depths import QueueDepths
 from ..exceptions import ConfigurationError
+from ..metrics import OUTCOMES, RUNTIME_BUCKETS
 
 if TYPE_CHECKING:
     from kombu import Queue
@@ -27,16 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 UNREGISTERED = "(unregistered)"
-# Seconds: from a few milliseconds to five minutes, where most tasks' runtimes fall.
-RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 DEPTH_CACHE_SECONDS = 5.0  # a scrape every second must not ask the broker every second
-OUTCOMES = {
-    states.SUCCESS: "succeeded",
-    states.FAILURE: "failed",
-    states.RETRY: "retried",
-    states.REVOKED: "revoked",
-    states.REJECTED: "rejected",
-}
 
 
 class WorkerMetrics:

@@ -20,6 +20,7 @@ from ..exceptions import ConfigurationError, MalformedMessage, SecurityError
 from ..message import TaskMessage, decode_body, parse, recover_identity
 from ..serializers import AUTH, CONTENT_TYPES
 from ..signals import task_received as received
+from .delayed import SHORTEST_PARK
 from .keeper import Keeper
 from .redelivery import Redelivery
 from .request import AckPolicy, Request
@@ -49,6 +50,9 @@ class Reserver(Protocol):
 
     @property
     def monitor(self) -> Monitor: ...
+
+    @property
+    def fixed_prefetch(self) -> bool: ...
 
     def reserve(self, request: Request) -> None: ...
 
@@ -163,9 +167,15 @@ def _handler(
         wait = (message.eta - datetime.now(UTC)).total_seconds() if message.eta else 0.0
         if wait <= 0 or request.expired():
             admit(request)
-        elif horizon is None or wait <= horizon:
+            return
+        # On quorum queues the prefetch cannot grow for held tasks, so the broker keeps
+        # any due a second or more ahead (delayed.py); elsewhere, those past the horizon.
+        keep = SHORTEST_PARK if consumer.fixed_prefetch else horizon
+        if keep is not None and wait > keep and request.park():
+            return
+        if horizon is None or wait <= horizon:
             consumer.hold(wait, request, admit)
-        elif not request.park():
+        else:
             # No parking on this broker: hold it until the horizon, then give it back, so
             # no message stays unacked for long (RabbitMQ closes such channels).
             consumer.hold(horizon, request, Request.give_back)

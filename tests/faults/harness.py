@@ -22,7 +22,7 @@ import pytest
 from taskq import BrokerUnavailable, Taskq
 from taskq.amqp import make_queue
 from tests.faults.fault_tasks import WORK, make_app
-from tests.faults.ledger import Ledger
+from tests.faults.ledger import Ledger, Report
 from tests.integration.helpers import WorkerProcess, wait_for
 from tests.servers import alive, proc_table
 
@@ -165,6 +165,27 @@ class Publisher:
                 continue
             self.returned.append((task_id, time.monotonic()))
             time.sleep(0.01)
+
+    def settle(self, ledger: Ledger, within: float) -> Report:
+        """Wait up to ``within`` for every publish that returned to run; the ledger's check."""
+        sent = [task_id for task_id, _ in self.returned]
+        eventually(lambda: set(sent) <= set(ledger.completions()), within)
+        return ledger.check(sent)
+
+    def raised_that_ran(self, ledger: Ledger) -> int:
+        """Publishes that raised yet ran: the broker had them when the connection broke."""
+        completions = ledger.completions()
+        return sum(1 for task_id, _ in self.raised if completions.get(task_id))
+
+    def resumed(self, ledger: Ledger, since: float) -> float | None:
+        """Seconds from ``since`` to the first run of a task whose publish returned after it.
+
+        Only a message published after the fault proves that the worker consumes again
+        (not one it had taken before).
+        """
+        fresh = {task_id for task_id, when in self.returned if when > since}
+        starts = [e["t"] for e in ledger.events() if e["event"] == "start" and e["id"] in fresh]
+        return min(starts) - since if starts else None
 
 
 # -- processes

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import Publisher, eventually, locate, make_setup, scenario
-from tests.faults.ledger import Ledger
 from tests.faults.report import Results
 from tests.servers import RabbitServer, RedisServer, serve
 
@@ -62,28 +61,27 @@ def test_f7_broker_killed_and_restarted_three_times(
                 private_broker.start()
                 up = time.monotonic()
                 eventually(
-                    lambda u=up: _resumed(ledger, publisher, u) is not None,  # type: ignore[misc]
+                    lambda u=up: publisher.resumed(ledger, u) is not None,  # type: ignore[misc]
                     RESUME_WITHIN,
                 )
-                resumes.append(_resumed(ledger, publisher, up))
+                resumes.append(publisher.resumed(ledger, up))
             done = len(ledger.completions())
             eventually(lambda: len(ledger.completions()) >= done + 30, 30)
         finally:
             publisher.stop.set()
             thread.join(30)
-        sent = [task_id for task_id, _ in publisher.returned]
-        eventually(lambda: set(sent) <= set(ledger.completions()), VT + 30)
-        report = ledger.check(sent)
-        completions = ledger.completions()
-        raised_ran = sum(1 for task_id, _ in publisher.raised if completions.get(task_id))
+        report = publisher.settle(ledger, VT + 30)
         measured = [r for r in resumes if r is not None]
         results.add(
-            tasks=len(sent),
+            tasks=len(publisher.returned),
             lost=len(report.lost),
             duplicates=report.duplicates,
             concurrent=len(report.concurrent),
             recovery_s=max(measured, default=None),
-            extra={"raised": len(publisher.raised), "raised_ran": raised_ran},
+            extra={
+                "raised": len(publisher.raised),
+                "raised_ran": publisher.raised_that_ran(ledger),
+            },
         )
         where = locate(setup, app, report.lost)
         detail = (
@@ -100,14 +98,3 @@ def test_f7_broker_killed_and_restarted_three_times(
         # crashed RabbitMQ forgets acks it had not yet written to disk and delivers those
         # messages again (at-least-once); the issue asks nothing more of F7.
         assert worker.proc is not None and worker.proc.poll() is None, detail
-
-
-def _resumed(ledger: Ledger, publisher: Publisher, up: float) -> float | None:
-    """Seconds from the broker's return to the first run of a task sent after it, if any.
-
-    Only a message published to the restarted broker proves that the worker consumes again
-    (not one it had taken before the crash).
-    """
-    fresh = {task_id for task_id, when in publisher.returned if when > up}
-    starts = [e["t"] for e in ledger.events() if e["event"] == "start" and e["id"] in fresh]
-    return min(starts) - up if starts else None

@@ -19,7 +19,6 @@ import pytest
 from tests.cluster import RabbitCluster
 from tests.faults.harness import Publisher, eventually, make_setup, scenario
 from tests.faults.report import Results
-from tests.faults.test_broker_restart import _resumed
 from tests.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
@@ -61,8 +60,8 @@ def test_f21_quorum_leader_node_killed(
             # Failover: from the kill to the first run of a task published after it (one the
             # worker had taken before would prove nothing): the client and the worker both
             # moved to another node, and the queue has a new leader.
-            failed_over = eventually(lambda: _resumed(ledger, publisher, killed_at), 120)
-            failover_s = _resumed(ledger, publisher, killed_at)
+            failed_over = eventually(lambda: publisher.resumed(ledger, killed_at), 120)
+            failover_s = publisher.resumed(ledger, killed_at)
             new_leader = cluster.leader_of(setup.queue)
             leader.start()  # from this thread: a node dies with the thread that started it
             cluster.wait_clustered(120)  # it rejoined, and took its place among the members
@@ -70,11 +69,9 @@ def test_f21_quorum_leader_node_killed(
         finally:
             publisher.stop.set()
             thread.join(60)
-        sent = [task_id for task_id, _ in publisher.returned]
-        eventually(lambda: set(sent) <= set(ledger.completions()), 180)
-        report = ledger.check(sent)
-        completions = ledger.completions()
-        raised_ran = sum(1 for task_id, _ in publisher.raised if completions.get(task_id))
+        report = publisher.settle(ledger, 180)
+        raised_ran = publisher.raised_that_ran(ledger)
+        sent = publisher.returned
         results.add(
             tasks=len(sent),
             lost=len(report.lost),

@@ -28,7 +28,7 @@ from tests.faults.harness import Publisher, eventually, locate, make_setup, scen
 from tests.faults.ledger import Ledger
 from tests.faults.report import Results
 from tests.integration.helpers import wait_for
-from tests.servers import RedisServer, SentinelServer
+from tests.servers import RedisServer, SentinelServer, replica_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -39,7 +39,6 @@ FOLLOW_WITHIN = 30.0  # generous bound on each wait after the kill (the issue as
 # reached the replica (on loopback it reads the stream within milliseconds).
 REPLICATION_WINDOW = 5.0
 # Redis 7 waits 5 s before a diskless full sync, to gather replicas: none to gather here.
-QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 
 
 @dataclasses.dataclass
@@ -73,10 +72,7 @@ def _ready(sentinel: SentinelServer) -> bool:
 def group() -> Iterator[Group]:
     with contextlib.ExitStack() as stack:
         try:
-            master = stack.enter_context(RedisServer(extra_args=QUICK_SYNC))
-            replica = stack.enter_context(
-                RedisServer(extra_args=["--replicaof", "127.0.0.1", str(master.port), *QUICK_SYNC])
-            )
+            master, replica = replica_pair(stack)
             sentinels = [
                 stack.enter_context(SentinelServer(master.port, MASTER_NAME)) for _ in range(3)
             ]
@@ -127,11 +123,9 @@ def test_f19_sentinel_failover(
             publisher.stop.set()
             thread.join(30)
         sent = dict(publisher.returned)  # id -> when its publish returned
-        eventually(lambda: set(sent) <= set(ledger.completions()), VT + 25)
-        report = ledger.check(list(sent))
+        report = publisher.settle(ledger, VT + 25)
         lost_ages = sorted(killed_at - sent[task_id] for task_id in report.lost)
-        completions = ledger.completions()
-        raised_ran = sum(1 for task_id, _ in publisher.raised if completions.get(task_id))
+        raised_ran = publisher.raised_that_ran(ledger)
         results.add(
             tasks=len(sent),
             lost=len(report.lost),

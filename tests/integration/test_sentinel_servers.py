@@ -23,13 +23,12 @@ from taskq.redis_sentinel import master_client
 from taskq.transports.redis_script import HELD_KEY
 from taskq.transports.redis_sentinel import SentinelChannel
 from tests.integration.helpers import wait_for
-from tests.servers import RedisServer, SentinelServer
+from tests.servers import RedisServer, SentinelServer, replica_pair
 
 pytestmark = pytest.mark.integration
 
 MASTER_NAME = "mymaster"
 OPTIONS = {"master_name": MASTER_NAME}
-QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 
 
 @dataclass
@@ -49,10 +48,7 @@ class Pair:
 def pair() -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         try:
-            first = stack.enter_context(RedisServer(extra_args=QUICK_SYNC))
-            second = stack.enter_context(
-                RedisServer(extra_args=["--replicaof", "127.0.0.1", str(first.port), *QUICK_SYNC])
-            )
+            first, second = replica_pair(stack)
             sentinel = stack.enter_context(SentinelServer(first.port, MASTER_NAME, quorum=1))
             wait_for(lambda: sentinel.master_state()["num-slaves"] == 1, 30, "the replica")
         except Exception as exc:

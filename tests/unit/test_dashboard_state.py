@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from taskq.dashboard.metrics import RUNTIME_BUCKETS
 from taskq.dashboard.series import SLOT, SPAN, Series, percentile
 from taskq.dashboard.state import HIDDEN, OTHER, FleetState, Limits
+from taskq.metrics import RUNTIME_BUCKETS
 
 
 class Clock:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from taskq import Taskq
 from taskq.dashboard.guard import FAILURES_ALLOWED, Credentials, host_of, is_loopback
+from taskq.dashboard.state import HIDDEN
 from taskq.dashboard.web import Dashboard, DashboardOptions
 from taskq.exceptions import ConfigurationError
 
@@ -174,3 +175,25 @@ def test_refusals_and_silence_are_failures_not_ok(board: Dashboard) -> None:
         silent = c.post("/api/workers/ghost@h/pool", json={"delta": 1},
                         headers={"x-csrf-token": board.csrf_token})  # fmt: skip
     assert silent.status_code == 504 and "No answer from ghost@h" in silent.json()["error"]
+
+
+def test_hide_args_and_broker_url_hide_them_from_the_json() -> None:
+    app = Taskq("hideproj", broker="memory://", backend="memory://")
+    dash = Dashboard(app, DashboardOptions(hide_args=True, hide_broker=True))
+    try:
+        app.backend.store_result("secret-task", {"token": "t0p-s3cret"}, "SUCCESS")
+        dash.state.apply({"type": "task-received", "uuid": "live", "name": "a",
+                          "args": "('t0p-s3cret',)", "timestamp": 1.0})  # fmt: skip
+        with client(dash) as c:
+            overview = c.get("/api/overview").json()
+            stored = c.get("/api/tasks/secret-task").json()["task"]
+            live = c.get("/api/tasks/live").text
+        assert overview["broker"] is None and overview["hide_args"] is True
+        assert (stored["source"], stored["state"], stored["result"]) == (
+            "backend",
+            "SUCCESS",
+            HIDDEN,
+        )
+        assert "t0p-s3cret" not in live
+    finally:
+        app.close()
