@@ -253,6 +253,12 @@ class PreforkPool(Pool):
 
         def accepted(pid: int, _time: float) -> None:
             taken(ticket)  # a child read it: the pipe has that much room again
+            if pid not in self._pids():
+                # Its process died before this acceptance came in. billiard looks for the
+                # jobs of a process only in the pass that sees it exit, so it would not
+                # look again until another process exits: the task would wait that long
+                # (a minute, seen in tests). Report it lost now, as that pass would have.
+                self._pool.on_job_process_lost(job, pid, 0)
             if callbacks.on_started is not None:
                 callbacks.on_started(pid)
             if callbacks.on_accepted is not None:
@@ -260,7 +266,7 @@ class PreforkPool(Pool):
 
         if self._handoff is not None:
             self._handoff.expect(ticket)
-        self._pool.apply_async(
+        job = self._pool.apply_async(
             _run_in_child,
             (row, first, list(jobs)),
             callback=done,
