@@ -9,6 +9,9 @@ held longer, while its first worker still has it. This subclass adds:
   the messages of a dead (or frozen) worker ever pass the timeout. They come back within
   ``visibility_timeout`` + ``unacked_sweep_interval`` + ``peek_timeout`` seconds.
 * a time-based sweep (kombu counts polls, which a busy consumer makes thousands of).
+* landing lists: an idle consumer's wait moves a message into a list of its own, so one
+  message wakes one consumer; the renewer keeps a lease on each such list, and the sweep
+  puts a dead consumer's landed messages back on their queue (``landing``).
 * parking: ``park`` moves a far-future ETA message to a sorted set scored by its due
   time; the renewer thread of every consumer moves due ones back to their queue.
 * an atomic take and batched acks (``redis_take``, the base of this channel).
@@ -35,7 +38,15 @@ from kombu.utils.json import dumps, loads
 from ..exceptions import BrokerUnavailable
 from ..message import new_id
 from ..redis_direct import call
-from .redis_script import DUE_SCRIPT, HELD_KEY, RENEW_SCRIPT
+from .redis_script import (
+    DUE_SCRIPT,
+    HELD_KEY,
+    LANDING_RENEW_SCRIPT,
+    LANDING_RETURN_SCRIPT,
+    LANDINGS_KEY,
+    RENEW_SCRIPT,
+    Source,
+)
 from .redis_take import TakingChannel, TakingQoS
 from .wakeup import Waker
 
@@ -80,6 +91,7 @@ class QoS(TakingQoS):
                     )  # fmt: skip
                     for tag in due or ():
                         self.restore_by_tag(tag, client)
+                    channel.return_landed(client)
             except kombu_redis.MutexHeld:
                 pass
             except redis.ResponseError as exc:
@@ -128,6 +140,8 @@ class Channel(TakingChannel):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._renewer: threading.Thread | None = None
+        self._landing_id = new_id()
+        self._landings: dict[str, Source] = {}  # by the key of the queue list they serve
         self._stop_renewer = threading.Event()
         renew = self.lease_renew_interval or self.visibility_timeout / 4
         if not 0 < renew < self.visibility_timeout:
@@ -174,6 +188,7 @@ class Channel(TakingChannel):
                 if time.monotonic() - last_renew >= self.renew_every:
                     last_renew = time.monotonic()
                     self.renew_leases()
+                    self.renew_landings()
                 self.move_due_parked()
             except Exception as exc:
                 # The consumer notices a dead connection and reconnects; keep trying.
@@ -188,6 +203,59 @@ class Channel(TakingChannel):
         key = self.global_keyprefix + self.unacked_index_key
         changed: int = self._sync_client().eval(RENEW_SCRIPT, 1, key, *tags)
         return changed
+
+    # -- landing lists
+    def landing(self, source: Source) -> Source | None:
+        """This consumer's landing list for waits on ``source``, leased before first use.
+
+        Without its lease nobody would put back a message this consumer landed and then
+        died holding, so a list whose lease cannot be written (Redis refusing writes) is
+        not used: the wait leaves the message in place instead, as before landing lists.
+        """
+        landing = self._landings.get(source.key)
+        if landing is not None:
+            return landing
+        key = f"taskq.landing.{self._landing_id}.{len(self._landings)}"
+        landing = Source(key, source.queue, source.record)
+        self.ensure_renewer()
+        try:
+            self._sync_client().eval(
+                LANDING_RENEW_SCRIPT, 1, self.global_keyprefix + LANDINGS_KEY,
+                self._landing_member(landing.key, source.key),
+            )  # fmt: skip
+        except redis.ResponseError as exc:
+            logger.debug("Redis refused a landing list's lease, waiting in place: %r", exc)
+            return None
+        self._landings[source.key] = landing
+        return landing
+
+    def _landing_member(self, landing: str, home: str) -> str:
+        prefix = self.global_keyprefix
+        return str(dumps([prefix + landing, prefix + home]))
+
+    def _landing_members(self) -> list[str]:
+        return [self._landing_member(v.key, k) for k, v in list(self._landings.items())]
+
+    def renew_landings(self) -> None:
+        members = self._landing_members()
+        if members:
+            key = self.global_keyprefix + LANDINGS_KEY
+            self._sync_client().eval(LANDING_RENEW_SCRIPT, 1, key, *members)
+
+    def return_landed(self, client: Any, members: Sequence[str] = ()) -> int:
+        """Put back what landing lists past their lease (or ``members``) hold."""
+        key = self.global_keyprefix + LANDINGS_KEY
+        most = RESTORE_BATCH
+        _, moved = client.eval(
+            LANDING_RETURN_SCRIPT, 1, key, self.visibility_timeout, most, *members
+        )
+        if moved and not members:
+            logger.warning(
+                "Put back %d message(s) that a consumer which stopped renewing its lease "
+                "had moved to its landing list; they will run (again) from their queue.",
+                moved,
+            )
+        return int(moved)
 
     # -- parking
     def park(self, message: Any, queue: str, due: float, headers: dict[str, Any]) -> None:
@@ -272,7 +340,24 @@ class Channel(TakingChannel):
 
     def close(self) -> None:
         self._stop_renewer.set()
+        if not self.closed:
+            self._end_landings()
         super().close()
+
+    def _end_landings(self) -> None:
+        # kombu's close reads the outstanding wait's reply first; so do we, a step early:
+        # once it is read nothing can land any more, and the landing lists' leases can
+        # end now rather than a visibility timeout later, by the sweep.
+        members = self._landing_members()
+        if not members:
+            return
+        try:
+            if self._in_poll:
+                with contextlib.suppress(kombu_redis.Empty):
+                    self._brpop_read()
+            self.return_landed(self._sync_client(), members)
+        except Exception as exc:
+            logger.debug("Could not end the landing lists' leases: %r", exc)
 
 
 class Poller(kombu_redis.MultiChannelPoller):

@@ -21,6 +21,9 @@ from typing import Any
 
 UNREADABLE_KEY = "taskq.unreadable"
 HELD_KEY = "taskq.held"
+# The landing lists' leases: a sorted set of ``[landing key, queue key]`` (JSON, full key
+# names) scored by the server's time of the last renewal. See ``redis.Channel.landing``.
+LANDINGS_KEY = "taskq.landings"
 
 # The server's time as seconds with microseconds, the unacked index's score.
 _NOW = """
@@ -130,6 +133,59 @@ for i = 1, #old, 2 do
   end
 end
 return due
+"""
+)
+
+
+# KEYS: the landings set. ARGV: members -> how many were new. A swept member comes back:
+# its consumer is alive again and may land messages.
+LANDING_RENEW_SCRIPT = (
+    _NOW
+    + """
+local added = 0
+for i = 1, #ARGV, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    args[#args + 1] = now
+    args[#args + 1] = ARGV[j]
+  end
+  added = added + redis.call('ZADD', KEYS[1], unpack(args))
+end
+return added
+"""
+)
+
+# KEYS: the landings set. ARGV: lease seconds, most members[, members...] -> {members
+# ended, messages put back}. A landing list whose lease ran out (its consumer stopped
+# renewing it: dead or frozen), or each one named (a consumer closing), goes back to the
+# consuming end of its queue, newest first, so the oldest is taken first again, as it
+# would have been. Atomic: a message is in one list or the other, never in neither.
+LANDING_RETURN_SCRIPT = (
+    _NOW
+    + """
+local lease, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local old = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do old[#old + 1] = ARGV[i] end
+else
+  old = redis.call('ZRANGE', KEYS[1], '-inf', tonumber(now) - lease, 'BYSCORE',
+                   'LIMIT', 0, most)
+end
+local moved = 0
+for _, member in ipairs(old) do
+  local ok, pair = pcall(cjson.decode, member)
+  if ok and type(pair) == 'table' and type(pair[1]) == 'string'
+      and type(pair[2]) == 'string' then
+    -- pcall: a key that is not a list (someone else's) must not stop every sweep.
+    local item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
+    while type(item) == 'string' do
+      moved = moved + 1
+      item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
+    end
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return {#old, moved}
 """
 )
 

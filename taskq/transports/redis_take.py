@@ -7,9 +7,14 @@ is always either in its queue or in the unacked hash. The same call applies the 
 collected since the last one and takes up to a batch of messages, bounded by the prefetch
 credit, so a busy worker makes one round trip per batch instead of three per message.
 
-A script cannot block, so an idle consumer waits with ``BLMOVE key key RIGHT RIGHT``: it
-returns when the list has a message and leaves that message where it was. The take is
-pipelined behind the wait, so Redis runs it the moment the wait returns.
+A script cannot block, so an idle consumer waits with ``BLMOVE``. Where the channel
+gives it a landing list of its own (``landing``), the wait moves the message there:
+Redis hands each message to exactly one of the consumers waiting on a queue, where a wait
+that leaves the message in place (``BLMOVE key key``) wakes all of them for every message
+(docs/scaling.md). The take is pipelined behind the wait and takes the landing list first,
+so Redis runs it the moment the wait returns; a landing list left full by a take that
+failed is taken by the next, and one left by a consumer that died goes back to its queue
+(``redis.Channel``, which keeps the landing lists' leases).
 The unacked record has kombu's layout, so kombu's sweep restores what a dead worker held.
 """
 
@@ -109,7 +114,11 @@ class TakingChannel(kombu_redis.Channel):
         self.taking = False  # a take's reply is outstanding on the consuming connection
         self.waiting = False  # a wait is, with a take behind it
         self._in_flight_acks: list[str] = []
-        self._sources: list[Source] = []
+        self._sources: list[Source] = []  # the outstanding take's, landing lists first
+        # Landing lists that may hold a message (a wait moved it there and no take has
+        # emptied them yet), by key, and the queue list each one's messages came from.
+        self._landed: dict[str, Source] = {}
+        self._home: dict[str, str] = {}
         self._busy = False  # the last take filled its ask: take again rather than wait
         self._asked = 0  # how many messages the outstanding take asks for
         self._peek_key: str | None = None
@@ -126,7 +135,7 @@ class TakingChannel(kombu_redis.Channel):
         self._check_server()
         sources = self._sources_for([queue], no_ack_queues={queue} if no_ack else set())
         acks, args = self._take_args(sources, 1)
-        items = self._readable(self._run_take(args, acks), sources)
+        _, items = self._readable(self._run_take(args, acks), sources)
         if not items:
             return None
         item, payload = items[0]
@@ -157,30 +166,51 @@ class TakingChannel(kombu_redis.Channel):
             for queue in queues
         ]
 
+    def landing(self, source: Source) -> Source | None:
+        """The list an idle wait on ``source`` moves a message to, or None: wait in place.
+
+        Only a channel that keeps the list's lease (so that a dead consumer's landed
+        message goes back to its queue) may give one.
+        """
+        return None
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        self._sources = self._sources_for(queues, self._no_ack_queues)
+        sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
         self._asked = self._credit()
-        if self._busy:
+        # Still-landed messages (the take behind their wait failed) are taken at once.
+        if self._busy or self._landed:
+            self._sources = [*self._landed.values(), *sources]
             self._in_flight_acks, take = self._take_args(self._sources, self._asked)
             args = ["EVALSHA", TAKE_SHA, *take]
             self.taking = True
             commands = [args]
         else:
             # Pending acks go out from Poller.on_poll_start, on another connection.
-            key = self.global_keyprefix + self._peek_source().key
+            self._sources = sources
+            peek = self._peek_source()
             wait = self.peek_timeout
             if wait is None:
                 wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
             wait = timeout or wait
+            key = self.global_keyprefix + peek.key
+            landing = self.landing(peek)
+            if landing is None:
+                moves = [key, key, "RIGHT", "RIGHT"]  # the message stays where it was
+            else:
+                self._landed[landing.key] = landing
+                self._home[landing.key] = peek.key
+                moves = [key, self.global_keyprefix + landing.key, "RIGHT", "LEFT"]
             # The take rides behind the wait: Redis runs it as soon as the wait returns,
             # so a message that arrives costs no second round trip (and its unacked time
-            # is the server's when the take runs, not when it was sent).
+            # is the server's when the take runs, not when it was sent). It takes the
+            # landing lists first: a message there is already this consumer's.
+            self._sources = [*self._landed.values(), *sources]
             self._in_flight_acks, take = self._take_args(self._sources, self._asked)
-            commands = [["BLMOVE", key, key, "RIGHT", "RIGHT", wait], ["EVALSHA", TAKE_SHA, *take]]
+            commands = [["BLMOVE", *moves, wait], ["EVALSHA", TAKE_SHA, *take]]
             self.waiting = True
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
@@ -199,6 +229,12 @@ class TakingChannel(kombu_redis.Channel):
             if source.key == self._peek_key:
                 return source
         return self._sources[0]
+
+    def _settle_landed(self, taken: int) -> None:
+        # A take that got less than it asked for emptied every list it looked at, the
+        # landing lists included; one that got all it asked for may have left some.
+        if taken < self._asked:
+            self._landed.clear()
 
     def _brpop_read(self, **options: Any) -> bool:
         taking, self.taking, self.waiting = self.taking, False, False
@@ -224,11 +260,12 @@ class TakingChannel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
-        items = self._readable(reply, self._sources)
+        taken, items = self._readable(reply, self._sources)
+        self._settle_landed(taken)
         # A take that got less than it asked for emptied every list it looked at (also
         # after a wait on just one of them): wait next, rather than spend a round trip on
         # a take that finds nothing.
-        self._busy = len(items) >= self._asked
+        self._busy = taken >= self._asked
         if not items:
             if wait_error is not None:
                 raise wait_error
@@ -262,7 +299,8 @@ class TakingChannel(kombu_redis.Channel):
         with lock:
             call(client.connection, "SCRIPT", "LOAD", TAKE_SCRIPT)
 
-    def _readable(self, reply: Any, sources: list[Source]) -> list[tuple[Item, Any]]:
+    def _readable(self, reply: Any, sources: list[Source]) -> tuple[int, list[tuple[Item, Any]]]:
+        """How many messages the take took, and those kombu can read, with their bodies."""
         taken = parse_taken(reply, sources)
         if taken.unreadable:
             logger.error(
@@ -278,7 +316,7 @@ class TakingChannel(kombu_redis.Channel):
                 readable.append((item, json_loads(item.raw)))
             except Exception as exc:
                 self._set_aside(item, exc)
-        return readable
+        return len(taken.items), readable
 
     def _deliver_all(self, items: list[tuple[Item, Any]]) -> None:
         for item, _ in items:
@@ -299,7 +337,7 @@ class TakingChannel(kombu_redis.Channel):
             for item, _ in items:
                 self.recorded.discard(item.tag)
         last = items[-1][0].source
-        self._peek_key = last.key
+        self._peek_key = self._home.get(last.key, last.key)
         self._queue_cycle.rotate(last.queue)
 
     def _set_aside(self, item: Item, exc: Exception) -> None:
