@@ -33,36 +33,31 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.eventio import READ
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 
 from ..exceptions import BrokerUnavailable
 from ..message import new_id
 from ..redis_direct import call
+from .redis_park import ParkingChannel
 from .redis_script import (
     DUE_SCRIPT,
     HELD_KEY,
+    LANDING_END_SCRIPT,
     LANDING_RENEW_SCRIPT,
-    LANDING_RETURN_SCRIPT,
     LANDINGS_KEY,
     RENEW_SCRIPT,
     Source,
 )
-from .redis_take import TakingChannel, TakingQoS
+from .redis_take import TakingQoS
 from .wakeup import Waker
 
 logger = logging.getLogger(__name__)
 
-PARKED_KEY = "taskq.parked"
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 CELERY_VISIBILITY_TIMEOUT = 3600.0  # Celery's default for Redis
-MOVE_BATCH = 100
-# KEYS: the parked set. ARGV: most entries -> the entries due by the server's clock.
-DUE_PARKED_SCRIPT = """
-local t = redis.call('TIME')
-local now = string.format('%d.%06d', t[1], t[2])
-return redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])
-"""
 RESTORE_BATCH = 100  # tags restored per sweep at most
+# Up while a sweep has run lately: one sweep per interval serves the whole fleet.
+SWEEP_GATE_KEY = "taskq.sweep.gate"
 
 
 class QoS(TakingQoS):
@@ -82,16 +77,28 @@ class QoS(TakingQoS):
         prefix = channel.global_keyprefix  # kombu's client prefixes keys, but not EVAL's
         with channel.conn_or_acquire() as client:
             try:
+                # Another taskq worker swept within this interval: skip, at the cost of
+                # one command rather than the sweep's three round trips (docs/scaling.md).
+                gate = max(1, int(channel.unacked_sweep_interval * 900))  # ms, 0.9 interval
+                if not client.set(SWEEP_GATE_KEY, 1, nx=True, px=gate):
+                    return
                 # kombu's lock, so taskq and Celery workers never sweep at the same time.
                 mutex = kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire)
                 with mutex:
-                    due = client.eval(
-                        DUE_SCRIPT, 2, prefix + self.unacked_index_key, prefix + HELD_KEY,
+                    keys = (self.unacked_index_key, HELD_KEY, LANDINGS_KEY)
+                    moved, *due = client.eval(
+                        DUE_SCRIPT, 3, *(prefix + key for key in keys),
                         channel.visibility_timeout, channel.others_hold_for, RESTORE_BATCH,
                     )  # fmt: skip
-                    for tag in due or ():
+                    if moved:
+                        logger.warning(
+                            "Put back %d message(s) that a consumer which stopped renewing "
+                            "its lease had moved to its landing list.", moved,
+                        )  # fmt: skip
+                    for tag in due:
                         self.restore_by_tag(tag, client)
-                    channel.return_landed(client)
+                    if len(due) >= RESTORE_BATCH:
+                        client.delete(SWEEP_GATE_KEY)  # more to restore: the next sweep goes on
             except kombu_redis.MutexHeld:
                 pass
             except redis.ResponseError as exc:
@@ -111,7 +118,7 @@ class QoS(TakingQoS):
             return []
 
 
-class Channel(TakingChannel):
+class Channel(ParkingChannel):
     QoS = QoS
     visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
     unacked_sweep_interval = 5.0
@@ -129,7 +136,7 @@ class Channel(TakingChannel):
     min_replicas = 0
     min_replicas_timeout = 1.0
     from_transport_options = (
-        *TakingChannel.from_transport_options,
+        *ParkingChannel.from_transport_options,
         "unacked_sweep_interval",
         "lease_renew_interval",
         "celery_visibility_timeout",
@@ -242,67 +249,6 @@ class Channel(TakingChannel):
             key = self.global_keyprefix + LANDINGS_KEY
             self._sync_client().eval(LANDING_RENEW_SCRIPT, 1, key, *members)
 
-    def return_landed(self, client: Any, members: Sequence[str] = ()) -> int:
-        """Put back what landing lists past their lease (or ``members``) hold."""
-        key = self.global_keyprefix + LANDINGS_KEY
-        most = RESTORE_BATCH
-        _, moved = client.eval(
-            LANDING_RETURN_SCRIPT, 1, key, self.visibility_timeout, most, *members
-        )
-        if moved and not members:
-            logger.warning(
-                "Put back %d message(s) that a consumer which stopped renewing its lease "
-                "had moved to its landing list; they will run (again) from their queue.",
-                moved,
-            )
-        return int(moved)
-
-    # -- parking
-    def park(self, message: Any, queue: str, due: float, headers: dict[str, Any]) -> None:
-        """Keep a received message in the parked set until ``due`` (epoch seconds)."""
-        payload = dict(message._raw)
-        payload["headers"] = headers
-        properties = dict(payload["properties"])
-        properties["delivery_tag"] = new_id()
-        properties["delivery_info"] = {
-            k: v for k, v in properties.get("delivery_info", {}).items() if k != "redelivered"
-        }
-        payload["properties"] = properties
-        entry = dumps({"queue": queue, "payload": payload, "id": properties["delivery_tag"]})
-        self._sync_client().zadd(PARKED_KEY, {entry: due})
-
-    def move_due_parked(self) -> int:
-        moved = 0
-        client = self._sync_client()
-        # The server's clock: every worker agrees on "due". One round trip, not TIME then
-        # ZRANGE: every consuming worker asks every second.
-        due = client.eval(DUE_PARKED_SCRIPT, 1, self.global_keyprefix + PARKED_KEY, MOVE_BATCH)
-        for entry in due or ():
-            if self._move_one(entry):
-                moved += 1
-        return moved
-
-    def _move_one(self, entry: bytes) -> bool:
-        moved = False
-
-        def move(pipe: Any) -> None:
-            nonlocal moved
-            moved = False  # redis-py calls this again when the WATCH fails
-            # Every consumer runs this; WATCH makes exactly one of them move each entry.
-            # (kombu's key-prefixing client does not know ZSCORE, hence the explicit key.)
-            if pipe.execute_command("ZSCORE", self.global_keyprefix + PARKED_KEY, entry) is None:
-                return
-            record = loads(entry)
-            payload = record["payload"]
-            pri = self._get_message_priority(payload, reverse=False)
-            pipe.multi()
-            pipe.zrem(PARKED_KEY, entry)
-            pipe.lpush(self._q_for_pri(record["queue"], pri), dumps(payload))
-            moved = True
-
-        self._sync_client().transaction(move, PARKED_KEY)
-        return moved
-
     # -- publishing
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
@@ -355,7 +301,8 @@ class Channel(TakingChannel):
             if self._in_poll:
                 with contextlib.suppress(kombu_redis.Empty):
                     self._brpop_read()
-            self.return_landed(self._sync_client(), members)
+            key = self.global_keyprefix + LANDINGS_KEY
+            self._sync_client().eval(LANDING_END_SCRIPT, 1, key, *members)
         except Exception as exc:
             logger.debug("Could not end the landing lists' leases: %r", exc)
 

@@ -115,27 +115,56 @@ return changed
 """
 )
 
-# KEYS: the unacked index, the held set. ARGV: seconds a taskq lease lasts, seconds any
-# other consumer's hold lasts, most tags to return -> the tags due to be restored: taskq's
-# once their lease is out (their worker stopped renewing it), anyone else's (a Celery
-# worker's) only after the longer time, as that consumer itself would.
+# Lua: put_back(landings key, member) -> messages moved. Ends one landing list's lease
+# and moves what it holds back to the consuming end of its queue, newest first, so the
+# oldest is taken first again, as it would have been. Atomic: a message is in one list or
+# the other, never in neither.
+_PUT_BACK = """
+local function put_back(landings, member)
+  local moved = 0
+  local ok, pair = pcall(cjson.decode, member)
+  if ok and type(pair) == 'table' and type(pair[1]) == 'string'
+      and type(pair[2]) == 'string' then
+    -- pcall: a key that is not a list (someone else's) must not stop every sweep.
+    local item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
+    while type(item) == 'string' do
+      moved = moved + 1
+      item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
+    end
+  end
+  redis.call('ZREM', landings, member)
+  return moved
+end
+"""
+
+# KEYS: the unacked index, the held set, the landings set. ARGV: seconds a taskq lease
+# lasts, seconds any other consumer's hold lasts, most tags (and landing lists) ->
+# {messages put back from landing lists, tags due to be restored...}. The landing lists
+# whose lease is out (their consumer stopped renewing it: dead or frozen) are put back
+# here; the tags are restored by the caller: taskq's once their lease is out, anyone
+# else's (a Celery worker's) only after the longer time, as that consumer itself would.
 DUE_SCRIPT = (
     _NOW
+    + _PUT_BACK
     + """
 local lease, other, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local due = {}
+local out = {0}
+local ended = redis.call('ZRANGE', KEYS[3], '-inf', tonumber(now) - lease, 'BYSCORE',
+                         'LIMIT', 0, most)
+for _, member in ipairs(ended) do
+  out[1] = out[1] + put_back(KEYS[3], member)
+end
 local old = redis.call('ZRANGE', KEYS[1], '-inf', tonumber(now) - lease, 'BYSCORE',
                        'LIMIT', 0, most, 'WITHSCORES')
 for i = 1, #old, 2 do
   local tag, score = old[i], tonumber(old[i + 1])
   if score <= tonumber(now) - other or redis.call('SISMEMBER', KEYS[2], tag) == 1 then
-    due[#due + 1] = tag
+    out[#out + 1] = tag
   end
 end
-return due
+return out
 """
 )
-
 
 # KEYS: the landings set. ARGV: members -> how many were new. A swept member comes back:
 # its consumer is alive again and may land messages.
@@ -155,37 +184,14 @@ return added
 """
 )
 
-# KEYS: the landings set. ARGV: lease seconds, most members[, members...] -> {members
-# ended, messages put back}. A landing list whose lease ran out (its consumer stopped
-# renewing it: dead or frozen), or each one named (a consumer closing), goes back to the
-# consuming end of its queue, newest first, so the oldest is taken first again, as it
-# would have been. Atomic: a message is in one list or the other, never in neither.
-LANDING_RETURN_SCRIPT = (
-    _NOW
+# KEYS: the landings set. ARGV: members -> messages put back. A consumer that closes ends
+# its own landing lists' leases at once, rather than leave them to the sweep.
+LANDING_END_SCRIPT = (
+    _PUT_BACK
     + """
-local lease, most = tonumber(ARGV[1]), tonumber(ARGV[2])
-local old = {}
-if #ARGV > 2 then
-  for i = 3, #ARGV do old[#old + 1] = ARGV[i] end
-else
-  old = redis.call('ZRANGE', KEYS[1], '-inf', tonumber(now) - lease, 'BYSCORE',
-                   'LIMIT', 0, most)
-end
 local moved = 0
-for _, member in ipairs(old) do
-  local ok, pair = pcall(cjson.decode, member)
-  if ok and type(pair) == 'table' and type(pair[1]) == 'string'
-      and type(pair[2]) == 'string' then
-    -- pcall: a key that is not a list (someone else's) must not stop every sweep.
-    local item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
-    while type(item) == 'string' do
-      moved = moved + 1
-      item = redis.pcall('LMOVE', pair[1], pair[2], 'LEFT', 'RIGHT')
-    end
-  end
-  redis.call('ZREM', KEYS[1], member)
-end
-return {#old, moved}
+for i = 1, #ARGV do moved = moved + put_back(KEYS[1], ARGV[i]) end
+return moved
 """
 )
 

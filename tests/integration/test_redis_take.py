@@ -13,6 +13,7 @@ import redis
 from kombu import Consumer, Exchange, Producer, Queue
 
 from taskq.broker import broker_connection
+from taskq.transports.redis import RESTORE_BATCH, SWEEP_GATE_KEY
 from taskq.transports.redis_script import UNREADABLE_KEY
 from tests.integration.helpers import wait_for
 
@@ -228,3 +229,39 @@ def test_acks_sent_after_the_script_cache_was_emptied_still_settle(url: str) -> 
         second.ack()
         channel.flush_acks()
         assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
+def test_one_sweep_per_interval_serves_every_consumer_unless_it_had_more_to_do(
+    url: str,
+) -> None:
+    client = redis.Redis.from_url(url)
+
+    def hold_until_due(count: int) -> None:
+        publish(url, count)
+        consume(url, count, prefetch=count, ack=False)  # a consumer that died holding them
+
+        def all_due() -> bool:
+            now = float(client.time()[0]) - 1.5
+            return all(
+                score < now for _, score in client.zrange("unacked_index", 0, -1, withscores=True)
+            )
+
+        wait_for(all_due, 30, "the dead consumer's leases to run out")
+
+    def sweep() -> None:
+        options = {"visibility_timeout": 1, "unacked_sweep_interval": 60}
+        with broker_connection(url, options) as conn:
+            conn.default_channel.qos.restore_visible()
+
+    hold_until_due(RESTORE_BATCH + 50)
+    sweep()  # a full batch: the gate comes down, so the next sweep goes on
+    assert client.llen(QUEUE) == RESTORE_BATCH and not client.exists(SWEEP_GATE_KEY)
+    sweep()
+    assert client.llen(QUEUE) == RESTORE_BATCH + 50 and client.exists(SWEEP_GATE_KEY)
+    client.delete(QUEUE)
+    hold_until_due(1)
+    sweep()  # another consumer within the interval: skipped
+    assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 1
+    client.delete(SWEEP_GATE_KEY)  # as when the interval is over
+    sweep()
+    assert client.llen(QUEUE) == 1 and client.hlen("unacked") == 0

@@ -13,7 +13,7 @@ import redis
 from taskq import DeadLettered, NotRegistered
 from taskq.broker import broker_connection
 from taskq.deadletter import DeadLetters
-from taskq.transports.redis import PARKED_KEY
+from taskq.transports.redis_park import PARKED_KEY
 from tests.integration.helpers import WorkerProcess, run_cli, wait_for
 from tests.integration.worker_tasks import itest_env, make_app
 
