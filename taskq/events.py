@@ -15,6 +15,7 @@ Shared by client and worker: the worker wires the dispatcher into its loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -362,10 +363,11 @@ class EventReceiver:
                 left = None if deadline is None else deadline - time.monotonic()
                 if self.should_stop or (left is not None and left <= 0):
                     return
-                try:
+                with contextlib.suppress(TimeoutError):
                     self.connection.drain_events(timeout=1.0 if left is None else min(left, 1.0))
-                except TimeoutError:
-                    continue
+                # A receiver sends nothing of its own: without heartbeats RabbitMQ would
+                # close its connection after two heartbeat intervals (a no-op on Redis).
+                self.connection.heartbeat_check()
 
     def dispatch(self, event: Event) -> None:
         if event.get("type") != "task-sent":  # clients do not keep their clocks in step

@@ -323,7 +323,7 @@ class Transport(pyamqp.Transport):
         """Send ``channel``'s acks together, before each wait for the broker (``Channel``)."""
         channel.defer_acks = True
 
-    def drain_events(self, connection: Any, **kwargs: Any) -> Any:
+    def drain_events(self, connection: Any, **kwargs: Any) -> None:
         _flush_acks(connection)
         waker = self.waker
         transport = getattr(connection, "transport", None)
@@ -341,7 +341,7 @@ class Transport(pyamqp.Transport):
                 waker.woken()
             if sock.fileno() not in ready:
                 raise TimeoutError()
-        result = super().drain_events(connection, **kwargs)
+        _drain(connection, kwargs.get("timeout"))
         # py-amqp returns after one message; every frame already read off the socket is
         # handled in the same turn, so the consumer acts on them together (fuller batches
         # for the pool, fewer ack frames). One frame per read, so nothing waits on the
@@ -349,7 +349,6 @@ class Transport(pyamqp.Transport):
         if isinstance(transport, BufferedTCPTransport):
             while transport.frame_buffered():
                 connection.blocking_read(None)
-        return result
 
     def close_connection(self, connection: Any) -> None:
         if self.waker is not None:
@@ -357,6 +356,24 @@ class Transport(pyamqp.Transport):
         with contextlib.suppress(Exception):  # a connection that failed has no acks to send
             _flush_acks(connection)
         super().close_connection(connection)
+
+
+def _drain(connection: Any, timeout: float | None) -> None:
+    """py-amqp's ``drain_events``, with ``timeout`` for the whole wait, not each frame.
+
+    py-amqp reads frames until one completes a message, each read with the full timeout:
+    frames that complete nothing (the broker's heartbeats, every half interval) restart
+    it. With a heartbeat of 2 s they came every second, the 1 s wait never ended, the
+    worker sent no heartbeat of its own, and RabbitMQ closed its connection.
+    """
+    if timeout is None:
+        connection.drain_events()
+        return
+    deadline = time.monotonic() + timeout
+    while not connection.blocking_read(timeout):
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise TimeoutError()
 
 
 def _flush_acks(connection: Any) -> None:

@@ -325,3 +325,30 @@ def test_one_drain_delivers_every_message_already_read_off_the_socket(amqp_url: 
         wait_for(all_in_the_socket, 20, "the deliveries to reach this socket", 0.1)
         conn.drain_events(timeout=5)
         assert got == list(range(20))
+
+
+@pytest.mark.timeout(120)
+def test_a_wait_ends_at_its_timeout_while_the_broker_sends_heartbeats(amqp_url: str) -> None:
+    # With a 2 s heartbeat RabbitMQ sends a heartbeat frame every second. py-amqp waited
+    # the whole timeout again after each frame that completed no message, so a 1.5 s
+    # wait never ended, no heartbeat went back, and RabbitMQ closed the connection after
+    # about 6 s. Each wait must end, and the connection live on.
+    name = f"beats-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name, "direct"), name, auto_delete=True)
+    got: list[Any] = []
+    with broker_connection(amqp_url, heartbeat=2) as conn:
+        conn.ensure_connection(max_retries=1)
+        assert conn.connection.heartbeat == 2
+        with Consumer(
+            conn.default_channel, [queue], callbacks=[lambda b, m: got.append(b)], accept=["json"]
+        ):
+            for _ in range(8):  # about 12 s: twice what RabbitMQ allows a silent client
+                with pytest.raises(TimeoutError):
+                    conn.drain_events(timeout=1.5)
+                conn.heartbeat_check()
+            with broker_connection(amqp_url) as sender:
+                Producer(sender.default_channel).publish(
+                    {"alive": True}, exchange=queue.exchange, routing_key=name, serializer="json"
+                )
+            conn.drain_events(timeout=10)
+    assert got == [{"alive": True}]

@@ -252,3 +252,37 @@ def test_online_heartbeats_and_offline(
         "a heartbeat sent after the quiet worker stopped",
     )
     assert not [e for e in got.events if e["hostname"] == f"q-{node}"]
+
+
+@pytest.mark.timeout(120)
+def test_a_quiet_receiver_keeps_its_rabbitmq_connection(
+    amqp_url: str, redis_backend_url: str
+) -> None:
+    # A receiver sends nothing but heartbeats: with a 2 s heartbeat RabbitMQ closes a
+    # connection silent for about 6 s. An event sent after eight quiet seconds arrives.
+    from taskq.events import EventDispatcher
+    from tests.integration.worker_tasks import make_app
+
+    app = make_app(amqp_url, redis_backend_url, None, broker_heartbeat=2)
+    got: list[dict[str, Any]] = []
+
+    def send() -> None:
+        with app.connection() as conn:
+            dispatcher = EventDispatcher(app, "quiet@itest")
+            dispatcher.connect(conn)
+            dispatcher.send("worker-heartbeat")
+
+    later = threading.Timer(8, send)
+    try:
+        with app.connection() as conn:
+            receiver = EventReceiver(app, conn, {"*": got.append})
+            later.start()
+            # Other tests' workers may send events too; they are no traffic *to* RabbitMQ.
+            deadline = time.monotonic() + 60
+            for event in receiver.itercapture(wakeup=False, deadline=deadline):
+                if event["hostname"] == "quiet@itest":
+                    break
+    finally:
+        later.cancel()
+        app.close()
+    assert [e["type"] for e in got if e["hostname"] == "quiet@itest"] == ["worker-heartbeat"]
