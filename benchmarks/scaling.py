@@ -55,10 +55,8 @@ from .brokerstats import (
     socket_rates,
 )
 from .procs import BenchError, Worker
-from .run import compile_sources
+from .run import RESULTS, ROOT, compile_sources
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 APP = "benchmarks.scaling_tasks"
 TASK = "scale.noop"
 UNACKED_KEY = "unacked"  # kombu's hash of the messages taken and not acked yet

@@ -223,12 +223,12 @@ class Channel(ParkingChannel):
         if landing is not None:
             return landing
         key = f"taskq.landing.{self._landing_id}.{len(self._landings)}"
-        landing = Source(key, source.queue, source.record)
+        landing = Source(key, source.queue, source.record, home=source.key)
         self.ensure_renewer()
         try:
             self._sync_client().eval(
                 LANDING_RENEW_SCRIPT, 1, self.global_keyprefix + LANDINGS_KEY,
-                self._landing_member(landing.key, source.key),
+                self._landing_member(landing),
             )  # fmt: skip
         except redis.ResponseError as exc:
             logger.debug("Redis refused a landing list's lease, waiting in place: %r", exc)
@@ -236,12 +236,13 @@ class Channel(ParkingChannel):
         self._landings[source.key] = landing
         return landing
 
-    def _landing_member(self, landing: str, home: str) -> str:
+    def _landing_member(self, landing: Source) -> str:
+        """Its entry in the landings set: ``[landing key, queue list key]``, both whole."""
         prefix = self.global_keyprefix
-        return str(dumps([prefix + landing, prefix + home]))
+        return str(dumps([prefix + landing.key, prefix + landing.wait_key]))
 
     def _landing_members(self) -> list[str]:
-        return [self._landing_member(v.key, k) for k, v in list(self._landings.items())]
+        return [self._landing_member(landing) for landing in list(self._landings.values())]
 
     def renew_landings(self) -> None:
         members = self._landing_members()

@@ -97,23 +97,33 @@ return out
 
 TAKE_SHA = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
 
-# KEYS: the unacked index. ARGV: the tags this worker holds. Refreshes only entries still
-# there (an acked message must not come back) to the server's time -> how many changed.
-RENEW_SCRIPT = (
-    _NOW
-    + """
-local changed = 0
+
+def _stamp_script(zadd_options: str) -> str:
+    """KEYS: a sorted set. ARGV: members -> what ``ZADD`` counted. Scores each member with
+    the server's time, ``ZADD`` given ``zadd_options``, in batches (unpack() takes a few
+    thousand values at most)."""
+    return (
+        _NOW
+        + """
+local counted = 0
 for i = 1, #ARGV, 1000 do
   local args = {}
   for j = i, math.min(i + 999, #ARGV) do
     args[#args + 1] = now
     args[#args + 1] = ARGV[j]
   end
-  changed = changed + redis.call('ZADD', KEYS[1], 'XX', 'CH', unpack(args))
+  counted = counted + redis.call('ZADD', KEYS[1], """
+        + zadd_options
+        + """unpack(args))
 end
-return changed
+return counted
 """
-)
+    )
+
+
+# The unacked index, ARGV the tags this worker holds: refreshes only entries still there
+# (an acked message must not come back) -> how many changed.
+RENEW_SCRIPT = _stamp_script("'XX', 'CH', ")
 
 # Lua: put_back(landings key, member) -> messages moved. Ends one landing list's lease
 # and moves what it holds back to the consuming end of its queue, newest first, so the
@@ -166,23 +176,9 @@ return out
 """
 )
 
-# KEYS: the landings set. ARGV: members -> how many were new. A swept member comes back:
+# The landings set, ARGV its members -> how many were new. A swept member comes back:
 # its consumer is alive again and may land messages.
-LANDING_RENEW_SCRIPT = (
-    _NOW
-    + """
-local added = 0
-for i = 1, #ARGV, 1000 do
-  local args = {}
-  for j = i, math.min(i + 999, #ARGV) do
-    args[#args + 1] = now
-    args[#args + 1] = ARGV[j]
-  end
-  added = added + redis.call('ZADD', KEYS[1], unpack(args))
-end
-return added
-"""
-)
+LANDING_RENEW_SCRIPT = _stamp_script("")
 
 # KEYS: the landings set. ARGV: members -> messages put back. A consumer that closes ends
 # its own landing lists' leases at once, rather than leave them to the sweep.
@@ -203,6 +199,13 @@ class Source:
     key: str  # unprefixed
     queue: str
     record: bool  # False for no-ack consumers: nothing to restore later
+    home: str | None = None  # a landing list's: the key of the queue list it serves
+
+    @property
+    def wait_key(self) -> str:
+        """The queue list this source's messages come from (its own key, but a landing
+        list's home)."""
+        return self.home or self.key
 
 
 @dataclass(frozen=True)

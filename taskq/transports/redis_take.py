@@ -116,9 +116,8 @@ class TakingChannel(kombu_redis.Channel):
         self._in_flight_acks: list[str] = []
         self._sources: list[Source] = []  # the outstanding take's, landing lists first
         # Landing lists that may hold a message (a wait moved it there and no take has
-        # emptied them yet), by key, and the queue list each one's messages came from.
+        # emptied them yet), by key.
         self._landed: dict[str, Source] = {}
-        self._home: dict[str, str] = {}
         self._busy = False  # the last take filled its ask: take again rather than wait
         self._asked = 0  # how many messages the outstanding take asks for
         self._peek_key: str | None = None
@@ -181,54 +180,52 @@ class TakingChannel(kombu_redis.Channel):
         sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
         self._asked = self._credit()
+        commands = []
         # Still-landed messages (the take behind their wait failed) are taken at once.
-        if self._busy or self._landed:
-            self._sources = [*self._landed.values(), *sources]
-            self._in_flight_acks, take = self._take_args(self._sources, self._asked)
-            args = ["EVALSHA", TAKE_SHA, *take]
-            self.taking = True
-            commands = [args]
-        else:
+        if not (self._busy or self._landed):
             # Pending acks go out from Poller.on_poll_start, on another connection.
-            self._sources = sources
-            peek = self._peek_source()
-            wait = self.peek_timeout
-            if wait is None:
-                wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
-            wait = timeout or wait
-            key = self.global_keyprefix + peek.key
-            landing = self.landing(peek)
-            if landing is None:
-                moves = [key, key, "RIGHT", "RIGHT"]  # the message stays where it was
-            else:
-                self._landed[landing.key] = landing
-                self._home[landing.key] = peek.key
-                moves = [key, self.global_keyprefix + landing.key, "RIGHT", "LEFT"]
-            # The take rides behind the wait: Redis runs it as soon as the wait returns,
-            # so a message that arrives costs no second round trip (and its unacked time
-            # is the server's when the take runs, not when it was sent). It takes the
-            # landing lists first: a message there is already this consumer's.
-            self._sources = [*self._landed.values(), *sources]
-            self._in_flight_acks, take = self._take_args(self._sources, self._asked)
-            commands = [["BLMOVE", *moves, wait], ["EVALSHA", TAKE_SHA, *take]]
-            self.waiting = True
+            commands.append(self._wait_command(sources, len(queues), timeout))
+        # A take rides behind a wait: Redis runs it as soon as the wait returns, so a
+        # message that arrives costs no second round trip (and its unacked time is the
+        # server's when the take runs, not when it was sent). It takes the landing lists
+        # first: a message there is already this consumer's.
+        self._sources = [*self._landed.values(), *sources]
+        self._in_flight_acks, take = self._take_args(self._sources, self._asked)
+        commands.append(["EVALSHA", TAKE_SHA, *take])
+        self.waiting = len(commands) == 2
+        self.taking = not self.waiting
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
         connection.send_packed_command(connection.pack_commands(commands))
+
+    def _wait_command(self, sources: list[Source], queues: int, timeout: float | None) -> list[Any]:
+        """The idle wait on the list a message is likeliest to come to, into this
+        consumer's landing list for it if the channel gives one."""
+        peek = self._peek_source(sources)
+        wait = self.peek_timeout
+        if wait is None:
+            wait = self.brpop_timeout if queues == 1 else SEVERAL_QUEUES_PEEK
+        key = self.global_keyprefix + peek.key
+        landing = self.landing(peek)
+        if landing is None:
+            return ["BLMOVE", key, key, "RIGHT", "RIGHT", timeout or wait]  # left in place
+        self._landed[landing.key] = landing
+        into = self.global_keyprefix + landing.key
+        return ["BLMOVE", key, into, "RIGHT", "LEFT", timeout or wait]
 
     def _credit(self) -> int:
         credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
         batch = int(self.fetch_batch)
         return max(1, min(batch, batch if credit is None else credit))
 
-    def _peek_source(self) -> Source:
+    def _peek_source(self, sources: list[Source]) -> Source:
         # Wait where the last message came from: a queue whose tasks all carry a
         # priority only ever fills a priority list, never the plain one. Otherwise the
         # first queue's highest-priority list (in kombu's steps, the plain one).
-        for source in self._sources:
+        for source in sources:
             if source.key == self._peek_key:
                 return source
-        return self._sources[0]
+        return sources[0]
 
     def _settle_landed(self, taken: int) -> None:
         # A take that got less than it asked for emptied every list it looked at, the
@@ -337,7 +334,7 @@ class TakingChannel(kombu_redis.Channel):
             for item, _ in items:
                 self.recorded.discard(item.tag)
         last = items[-1][0].source
-        self._peek_key = self._home.get(last.key, last.key)
+        self._peek_key = last.wait_key
         self._queue_cycle.rotate(last.queue)
 
     def _set_aside(self, item: Item, exc: Exception) -> None:

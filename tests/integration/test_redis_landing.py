@@ -168,21 +168,7 @@ def test_a_landed_message_of_a_consumer_that_died_goes_back_to_its_queue(url: st
     # The message is neither queued nor recorded as unacked: only the landing list's
     # lease, which nobody renews any more, says where it is.
     assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
-    again: list[Any] = []
-    options = {"visibility_timeout": 1, "unacked_sweep_interval": 0.1}
-    with broker_connection(url, options) as conn:
-        channel = conn.default_channel
-
-        def take_back() -> bool:
-            channel.qos.restore_visible()
-            message = channel.basic_get(QUEUE)
-            if message is not None:
-                again.append(message)
-                message.ack()
-            return bool(again)
-
-        wait_for(take_back, 30, "the dead consumer's landed message to come back")
-        channel.flush_acks()
+    again = take.taken_back(url, 1)
     assert [m.payload["n"] for m in again] == [0]
     assert landed(client) == {} and client.zcard(LANDINGS_KEY) == 0
     assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 0

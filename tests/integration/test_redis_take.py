@@ -77,6 +77,26 @@ def consume(
     return got
 
 
+def taken_back(url: str, count: int) -> list[Any]:
+    """Sweep as another consumer would (1 s leases, sweeping every 0.1 s) and take what
+    comes back, acking it, until ``count`` messages came back."""
+    again: list[Any] = []
+    with broker_connection(url, {"visibility_timeout": 1, "unacked_sweep_interval": 0.1}) as conn:
+        channel = conn.default_channel
+
+        def take_back() -> bool:
+            channel.qos.restore_visible()
+            message = channel.basic_get(QUEUE)
+            if message is not None:
+                again.append(message)
+                message.ack()
+            return len(again) >= count
+
+        wait_for(take_back, 30, f"{count} message(s) to come back")
+        channel.flush_acks()
+    return again
+
+
 def test_taken_messages_are_recorded_in_kombus_unacked_layout(url: str) -> None:
     publish(url, 3)
     client = redis.Redis.from_url(url)
@@ -102,20 +122,7 @@ def test_a_consumer_that_dies_holding_messages_gets_them_restored(url: str) -> N
     client = redis.Redis.from_url(url)
     assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 5
     # Another consumer's sweep puts them back once the timeout has passed, marked redelivered.
-    again: list[Any] = []
-    with broker_connection(url, {"visibility_timeout": 1, "unacked_sweep_interval": 0.1}) as conn:
-        channel = conn.default_channel
-
-        def take_back() -> bool:
-            channel.qos.restore_visible()
-            message = channel.basic_get(QUEUE)
-            if message is not None:
-                again.append(message)
-                message.ack()
-            return len(again) == 5
-
-        wait_for(take_back, 30, "the dead consumer's messages to come back")
-        channel.flush_acks()
+    again = taken_back(url, 5)
     assert sorted(m.payload["n"] for m in again) == [0, 1, 2, 3, 4]
     assert all(m.delivery_info["redelivered"] for m in again)
     assert client.hlen("unacked") == 0

@@ -100,3 +100,30 @@ def test_classic_queues_carry_no_type_argument_and_bad_types_are_refused() -> No
         app.close()
     with pytest.raises(ConfigurationError, match="task_default_queue_type"):
         Taskq("bad", broker="memory://", task_default_queue_type="stream", set_as_current=False)
+
+
+AMQP = "amqp://guest:guest@127.0.0.1:1//"  # never connected: the transport's kind is enough
+
+
+@pytest.mark.parametrize(
+    ("url", "queue_type", "detect", "expected"),
+    [
+        (AMQP, "quorum", True, True),
+        (AMQP, "quorum", False, False),  # worker_detect_quorum_queues off: consumed as classic
+        (AMQP, "classic", True, False),
+        ("memory://", "quorum", True, False),  # only RabbitMQ has quorum queues
+    ],
+)
+def test_a_worker_consumes_the_quorum_way_only_where_quorum_queues_are_detected(
+    url: str, queue_type: str, detect: bool, expected: bool
+) -> None:
+    from taskq.broker import broker_connection
+    from taskq.worker.delayed import uses_quorum
+
+    app = Taskq("detect", broker=url, backend="memory://", set_as_current=False,
+                task_default_queue_type=queue_type, worker_detect_quorum_queues=detect)  # fmt: skip
+    try:
+        with broker_connection(url) as conn:
+            assert uses_quorum(app, conn, [app.default_queue()]) is expected
+    finally:
+        app.close()
