@@ -523,6 +523,27 @@ class SentinelServer(RedisServer):
             state: dict[str, Any] = client.sentinel_master(self.master_name)
         return state
 
+    def promotable_replicas(self) -> int:
+        """How many replicas this sentinel would promote now.
+
+        Knowing of a replica (``num-slaves``, read from the master's INFO) is not enough:
+        ``SENTINEL FAILOVER`` answers NOGOODSLAVE until the sentinel has its own link to
+        the replica, a recent INFO from it and a recent ping reply. Its INFO must also show
+        the link to the master up, so the replica holds the master's data.
+        """
+        with self.client() as client:
+            replicas: list[dict[str, Any]] = client.sentinel_slaves(self.master_name)
+        return sum(
+            1
+            for r in replicas
+            if r["is_slave"]
+            and not (r["is_sdown"] or r["is_odown"] or r["is_disconnected"])
+            and r["master-link-status"] == "ok"
+            and r["info-refresh"] < 30_000  # the sentinel's validity bound for an INFO
+            and r["last-ok-ping-reply"] < 5_000
+            and r["slave-priority"] != 0
+        )
+
     def client(self) -> Any:
         """A redis-py client on this sentinel (redis-py imported only here)."""
         import redis

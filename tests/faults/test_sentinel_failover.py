@@ -64,7 +64,9 @@ def _ready(sentinel: SentinelServer) -> bool:
     # Each sentinel must know the replica and its two peers before a failover can be agreed.
     state = sentinel.master_state()
     return bool(
-        state["num-slaves"] == 1 and state["num-other-sentinels"] == 2 and not state["is_sdown"]
+        state["num-other-sentinels"] == 2
+        and not state["is_sdown"]
+        and sentinel.promotable_replicas() == 1
     )
 
 

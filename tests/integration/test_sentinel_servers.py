@@ -50,7 +50,7 @@ def pair() -> Iterator[Pair]:
         try:
             first, second = replica_pair(stack)
             sentinel = stack.enter_context(SentinelServer(first.port, MASTER_NAME, quorum=1))
-            wait_for(lambda: sentinel.master_state()["num-slaves"] == 1, 30, "the replica")
+            wait_for(lambda: sentinel.promotable_replicas() == 1, 60, "a promotable replica")
         except Exception as exc:
             pytest.fail(f"cannot start the Sentinel servers: {exc}", pytrace=False)
         yield Pair(first, second, sentinel)
