@@ -56,7 +56,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 CELERY_VISIBILITY_TIMEOUT = 3600.0  # Celery's default for Redis
 RESTORE_BATCH = 100  # tags restored per sweep at most
-# Up while a sweep has run lately: one sweep per interval serves the whole fleet.
+# Up while a sweep has run lately: one sweep per interval serves every worker that would
+# sweep the same way (``sweep_gate``).
 SWEEP_GATE_KEY = "taskq.sweep.gate"
 
 
@@ -80,7 +81,7 @@ class QoS(TakingQoS):
                 # Another taskq worker swept within this interval: skip, at the cost of
                 # one command rather than the sweep's three round trips (docs/scaling.md).
                 gate = max(1, int(channel.unacked_sweep_interval * 900))  # ms, 0.9 interval
-                if not client.set(SWEEP_GATE_KEY, 1, nx=True, px=gate):
+                if not client.set(channel.sweep_gate, 1, nx=True, px=gate):
                     return
                 # kombu's lock, so taskq and Celery workers never sweep at the same time.
                 mutex = kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire)
@@ -98,7 +99,7 @@ class QoS(TakingQoS):
                     for tag in due:
                         self.restore_by_tag(tag, client)
                     if len(due) >= RESTORE_BATCH:
-                        client.delete(SWEEP_GATE_KEY)  # more to restore: the next sweep goes on
+                        client.delete(channel.sweep_gate)  # more to restore: sweep on
             except kombu_redis.MutexHeld:
                 pass
             except redis.ResponseError as exc:
@@ -147,8 +148,8 @@ class Channel(ParkingChannel):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._renewer: threading.Thread | None = None
-        self._landing_id = new_id()
         self._landings: dict[str, Source] = {}  # by the key of the queue list they serve
+        self._landings_made = 0
         self._stop_renewer = threading.Event()
         renew = self.lease_renew_interval or self.visibility_timeout / 4
         if not 0 < renew < self.visibility_timeout:
@@ -222,7 +223,8 @@ class Channel(ParkingChannel):
         landing = self._landings.get(source.key)
         if landing is not None:
             return landing
-        key = f"taskq.landing.{self._landing_id}.{len(self._landings)}"
+        key = f"taskq.landing.{self._consumer_id}.{self._landings_made}"
+        self._landings_made += 1
         landing = Source(key, source.queue, source.record, home=source.key)
         self.ensure_renewer()
         try:
@@ -235,6 +237,17 @@ class Channel(ParkingChannel):
             return None
         self._landings[source.key] = landing
         return landing
+
+    def landings(self) -> list[Source]:
+        return list(self._landings.values())
+
+    def forget_landings(self, queues: frozenset[str], stopped: bool) -> None:
+        gone = [landing for landing in self.landings() if landing.queue in queues]
+        for landing in gone:
+            del self._landings[landing.wait_key]
+            self._landed.pop(landing.key, None)
+        if stopped:  # else their leases run out, and the sweep puts back what they hold
+            self._end_leases([self._landing_member(landing) for landing in gone])
 
     def _landing_member(self, landing: Source) -> str:
         """Its entry in the landings set: ``[landing key, queue list key]``, both whole."""
@@ -282,12 +295,20 @@ class Channel(ParkingChannel):
                 "on the master and may run, but a failover now could lose it."
             )
 
+    @property
+    def sweep_gate(self) -> str:
+        """The gate of the sweeps that restore what this one would: a worker whose leases
+        are shorter must not be kept from sweeping by one whose leases are longer (its
+        sweep would leave a dead worker's messages where they are)."""
+        return f"{SWEEP_GATE_KEY}.{self.visibility_timeout:g}.{self.others_hold_for:g}"
+
     def _next_delivery_tag(self) -> str:
         return new_id()
 
     def close(self) -> None:
         self._stop_renewer.set()
-        if not self.closed:
+        # The watchers first: once Redis has stopped them, they can land nothing.
+        if not self.closed and self._watchers.close(self._kill_client):
             self._end_landings()
         super().close()
 
@@ -302,6 +323,15 @@ class Channel(ParkingChannel):
             if self._in_poll:
                 with contextlib.suppress(kombu_redis.Empty):
                     self._brpop_read()
+        except Exception as exc:
+            logger.debug("Could not read the last wait: %r", exc)
+            return
+        self._end_leases(members)
+
+    def _end_leases(self, members: list[str]) -> None:
+        if not members:
+            return
+        try:
             key = self.global_keyprefix + LANDINGS_KEY
             self._sync_client().eval(LANDING_END_SCRIPT, 1, key, *members)
         except Exception as exc:

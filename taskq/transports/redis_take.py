@@ -11,30 +11,28 @@ A script cannot block, so an idle consumer waits with ``BLMOVE``. Where the chan
 gives it a landing list of its own (``landing``), the wait moves the message there:
 Redis hands each message to exactly one of the consumers waiting on a queue, where a wait
 that leaves the message in place (``BLMOVE key key``) wakes all of them for every message
-(docs/scaling.md). The take is pipelined behind the wait and takes the landing list first,
-so Redis runs it the moment the wait returns; a landing list left full by a take that
-failed is taken by the next, and one left by a consumer that died goes back to its queue
-(``redis.Channel``, which keeps the landing lists' leases).
+(docs/scaling.md). The take is pipelined behind the wait and takes the landing lists
+first, so Redis runs it the moment the wait returns; a landing list left full by a take
+that failed is taken by the next, and one left by a consumer that died goes back to its
+queue (``redis.Channel``, which keeps the landing lists' leases). A consumer of several
+queues waits on all of them through watchers (``redis_watch``) and on its bell.
 The unacked record has kombu's layout, so kombu's sweep restores what a dead worker held.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import threading
 import time
 from typing import Any
 
 import redis
-from kombu.exceptions import VersionMismatch
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from ..message import json_loads
-from ..redis_direct import DEFAULT_SPIN, ReplyWait, call, run_script
+from ..message import json_loads, new_id
+from ..redis_direct import call, run_script
 from .compressed import HeldVirtualMessage
+from .redis_clients import ClientChannel
 from .redis_script import (
     TAKE_SCRIPT,
     TAKE_SHA,
@@ -44,11 +42,13 @@ from .redis_script import (
     parse_taken,
     take_args,
 )
+from .redis_watch import Watchers
 
 logger = logging.getLogger(__name__)
 
-MIN_SERVER = (6, 2)  # BLMOVE, RPOP with a count
-SEVERAL_QUEUES_PEEK = 0.1  # an idle wait on one queue's list while others may fill
+# An idle wait on one queue's list while others may fill: only where there are no
+# landing lists, hence no watchers.
+SEVERAL_QUEUES_PEEK = 0.1
 
 
 class TakingQoS(kombu_redis.QoS):
@@ -82,33 +82,21 @@ class TakingQoS(kombu_redis.QoS):
         return channel.taking or channel.waiting or bool(super().can_consume())
 
 
-class TakingChannel(kombu_redis.Channel):
+class TakingChannel(ClientChannel):
     QoS = TakingQoS
     Message = HeldVirtualMessage  # a compressed body stays so until the worker reads it
     fetch_batch = 100  # most messages one take asks for (the prefetch credit bounds it too)
     peek_timeout: float | None = None  # idle wait per call; default below
-    _cached_client: Any = None  # class default: kombu's __init__ already makes clients
-    # (pid, client, lock, the wait for its replies)
-    _direct_client: tuple[int, Any, threading.Lock, ReplyWait] | None = None
-    reply_spin = DEFAULT_SPIN  # seconds a publish polls for its reply before it sleeps
     from_transport_options = (
-        *kombu_redis.Channel.from_transport_options,
+        *ClientChannel.from_transport_options,
         "fetch_batch",
         "peek_timeout",
-        "reply_spin",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if int(self.fetch_batch) < 1:
             raise ValueError("need fetch_batch >= 1")
-        try:
-            spin = float(self.reply_spin)
-        except (TypeError, ValueError):
-            spin = -1.0
-        if not spin >= 0:  # also refuses NaN
-            raise ValueError("need reply_spin >= 0 (seconds; 0 turns the spin off)")
-        self.reply_spin = spin
         self.recorded: set[str] = set()
         self.pending_acks: list[str] = []
         self.taking = False  # a take's reply is outstanding on the consuming connection
@@ -121,8 +109,13 @@ class TakingChannel(kombu_redis.Channel):
         self._busy = False  # the last take filled its ask: take again rather than wait
         self._asked = 0  # how many messages the outstanding take asks for
         self._peek_key: str | None = None
+        self._peek_keys: dict[str, str] = {}  # by queue: its list the last message came from
         self._no_ack_queues: set[str] = set()
-        self._server_checked = False
+        self._consumer_id = new_id()  # names this consumer's landing lists and bell
+        self._watchers = Watchers(
+            self._watcher_connection, self.global_keyprefix, f"taskq.bell.{self._consumer_id}"
+        )
+        self._wait_name = "BLMOVE"  # the outstanding wait's command
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         self._check_server()
@@ -144,18 +137,6 @@ class TakingChannel(kombu_redis.Channel):
             self.qos.append(message, item.tag)
         return message
 
-    def _check_server(self) -> None:
-        if self._server_checked:
-            return
-        version = str(self._sync_client().info("server").get("redis_version", "0"))
-        found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
-        if found < MIN_SERVER:
-            raise VersionMismatch(
-                f"taskq's Redis transport needs Redis 6.2 or newer (it takes messages with "
-                f"BLMOVE and RPOP with a count); this server is {version}. Upgrade Redis."
-            )
-        self._server_checked = True
-
     # -- taking messages
     def _sources_for(self, queues: list[str], no_ack_queues: set[str]) -> list[Source]:
         # Priority-major, like kombu's BRPOP: all queues' highest step before the next.
@@ -173,10 +154,20 @@ class TakingChannel(kombu_redis.Channel):
         """
         return None
 
+    def landings(self) -> list[Source]:
+        """Every landing list this channel has given, which every take empties first."""
+        return []
+
+    def forget_landings(self, queues: frozenset[str], stopped: bool) -> None:
+        """``queues`` are no longer consumed: their landing lists are done with (their
+        watchers ``stopped`` for sure, or maybe still able to move a message)."""
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        self._watchers.harvest()
+        self._follow(queues)
         sources = self._sources_for(queues, self._no_ack_queues)
         connection = self.client.connection
         self._asked = self._credit()
@@ -184,12 +175,13 @@ class TakingChannel(kombu_redis.Channel):
         # Still-landed messages (the take behind their wait failed) are taken at once.
         if not (self._busy or self._landed):
             # Pending acks go out from Poller.on_poll_start, on another connection.
-            commands.append(self._wait_command(sources, len(queues), timeout))
+            commands.append(self._wait_command(sources, queues, timeout))
         # A take rides behind a wait: Redis runs it as soon as the wait returns, so a
         # message that arrives costs no second round trip (and its unacked time is the
         # server's when the take runs, not when it was sent). It takes the landing lists
         # first: a message there is already this consumer's.
-        self._sources = [*self._landed.values(), *sources]
+        landed = {s.key: s for s in (*self._landed.values(), *self.landings())}
+        self._sources = [*landed.values(), *sources]
         self._in_flight_acks, take = self._take_args(self._sources, self._asked)
         commands.append(["EVALSHA", TAKE_SHA, *take])
         self.waiting = len(commands) == 2
@@ -198,13 +190,20 @@ class TakingChannel(kombu_redis.Channel):
         self._brpop_sent_at = time.monotonic()
         connection.send_packed_command(connection.pack_commands(commands))
 
-    def _wait_command(self, sources: list[Source], queues: int, timeout: float | None) -> list[Any]:
-        """The idle wait on the list a message is likeliest to come to, into this
-        consumer's landing list for it if the channel gives one."""
-        peek = self._peek_source(sources)
+    def _wait_command(
+        self, sources: list[Source], queues: list[str], timeout: float | None
+    ) -> list[Any]:
+        """The idle wait: on the bell while watchers wait on each queue, else on the
+        list a message is likeliest to come to, into this consumer's landing list for it
+        if the channel gives one."""
         wait = self.peek_timeout
+        if len(queues) > 1 and self._watch(queues, sources):
+            self._wait_name = "BLPOP"
+            return ["BLPOP", self._watchers.bell, timeout or wait or self.brpop_timeout]
+        self._wait_name = "BLMOVE"
         if wait is None:
-            wait = self.brpop_timeout if queues == 1 else SEVERAL_QUEUES_PEEK
+            wait = self.brpop_timeout if len(queues) == 1 else SEVERAL_QUEUES_PEEK
+        peek = self._peek_source(sources, self._peek_key)
         key = self.global_keyprefix + peek.key
         landing = self.landing(peek)
         if landing is None:
@@ -213,17 +212,42 @@ class TakingChannel(kombu_redis.Channel):
         into = self.global_keyprefix + landing.key
         return ["BLMOVE", key, into, "RIGHT", "LEFT", timeout or wait]
 
+    def _watch(self, queues: list[str], sources: list[Source]) -> bool:
+        """Have a watcher wait on each queue (where its last message came from) into its
+        landing list; False if the channel gives no landing lists."""
+        wanted = {}
+        for queue in queues:
+            own = [source for source in sources if source.queue == queue]
+            source = self._peek_source(own, self._peek_keys.get(queue))
+            landing = self.landing(source)
+            if landing is None:
+                return False
+            wanted[queue] = (source, landing)
+        self._watchers.arm(wanted)
+        # If the take behind this wait fails, the next one goes without a wait first.
+        self._landed.update((landing.key, landing) for _, landing in wanted.values())
+        return True
+
+    def _follow(self, queues: list[str]) -> None:
+        """Stop the watchers of queues no longer consumed (all of them when one queue is
+        left: its wait needs none) and let the channel end their landing lists."""
+        keep = frozenset(queues) if len(queues) > 1 else frozenset()
+        gone = self._watchers.queues - keep
+        if gone:
+            stopped = self._watchers.stop(gone, self._kill_client)
+            self.forget_landings(gone - frozenset(queues), stopped)
+
     def _credit(self) -> int:
         credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
         batch = int(self.fetch_batch)
         return max(1, min(batch, batch if credit is None else credit))
 
-    def _peek_source(self, sources: list[Source]) -> Source:
-        # Wait where the last message came from: a queue whose tasks all carry a
-        # priority only ever fills a priority list, never the plain one. Otherwise the
+    def _peek_source(self, sources: list[Source], key: str | None) -> Source:
+        # Wait where the last message came from (``key``): a queue whose tasks all carry
+        # a priority only ever fills a priority list, never the plain one. Otherwise the
         # first queue's highest-priority list (in kombu's steps, the plain one).
         for source in sources:
-            if source.key == self._peek_key:
+            if source.key == key:
                 return source
         return sources[0]
 
@@ -242,7 +266,7 @@ class TakingChannel(kombu_redis.Channel):
                 connection = self.client.connection
                 if not taking:
                     try:
-                        self.client.parse_response(connection, "BLMOVE", **options)
+                        self.client.parse_response(connection, self._wait_name, **options)
                     except redis.exceptions.ResponseError as exc:
                         wait_error = exc  # the take's reply still follows: read it
                 reply = self.client.parse_response(connection, "EVALSHA", **options)
@@ -333,6 +357,8 @@ class TakingChannel(kombu_redis.Channel):
             # Whatever was not handed over stays recorded in Redis: the sweep restores it.
             for item, _ in items:
                 self.recorded.discard(item.tag)
+        for item, _ in items:
+            self._peek_keys[item.source.queue] = item.source.wait_key
         last = items[-1][0].source
         self._peek_key = last.wait_key
         self._queue_cycle.rotate(last.queue)
@@ -360,55 +386,11 @@ class TakingChannel(kombu_redis.Channel):
         keys = (self.unacked_index_key, self.unacked_key)
         self._run_take(take_args((), 0, tags, self.global_keyprefix, keys), tags)
 
-    def _direct(self) -> tuple[Any, threading.Lock, ReplyWait]:
-        """This process's client on one connection of its own, the lock to use it, and
-        the wait for its replies.
-
-        A pooled client takes a connection from the pool and checks it for unread data (a
-        poll) on every command, a fifth of an LPUSH's time. The connection still connects,
-        checks its health and drops itself on an error. The lock is made with the client,
-        so a child forked mid-command never inherits it held.
-        """
-        pid = os.getpid()
-        if self._direct_client is None or self._direct_client[0] != pid:
-            # A forked child leaves its parent's connection alone and opens its own.
-            options: dict[str, Any] = {
-                "connection_pool": self.pool,
-                "single_connection_client": True,
-            }
-            provider = self.pool.connection_kwargs.get("credential_provider")
-            if provider is not None:
-                options["credential_provider"] = provider
-            wait = ReplyWait(self.reply_spin)
-            self._direct_client = (pid, self.Client(**options), threading.Lock(), wait)
-        return self._direct_client[1:]
-
-    def _sync_client(self) -> Any:
-        # Never ``self.client``: kombu pins that one to the connection it reads BRPOP
-        # replies from, so a command from another thread (or mid-poll) would take them.
-        return self._create_client(asynchronous=False)
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        # kombu builds a new redis-py client for every publish, ack and unacked write
-        # (about a fifth of a publish's CPU time). A client on a connection pool is
-        # thread-safe, so keep one per pool; a new pool (after a fork or a disconnect)
-        # gets a new client.
-        if asynchronous:
-            return super()._create_client(asynchronous=True)
-        pool = self.pool
-        cached = self._cached_client
-        if cached is None or cached.connection_pool is not pool:
-            cached = self._cached_client = super()._create_client(asynchronous=False)
-        return cached
-
     def close(self) -> None:
         if not self.closed:
+            self._watchers.close(self._kill_client)
             try:
                 self.flush_acks()  # else the sweep would run acked tasks again
             except Exception as exc:
                 logger.warning("Could not send %d acks: %r", len(self.pending_acks), exc)
-        direct, self._direct_client = self._direct_client, None
-        if direct is not None and direct[0] == os.getpid():
-            with contextlib.suppress(Exception):
-                direct[1].close()  # back to the pool, which kombu disconnects
         super().close()

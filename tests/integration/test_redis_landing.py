@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -66,8 +66,11 @@ def landed(client: redis.Redis) -> dict[bytes, int]:
 
 
 @contextlib.contextmanager
-def consumers(url: str, count: int, got: list[tuple[int, Any]]) -> Iterator[None]:
-    """``count`` consumers on threads of their own, each appending (its number, payload)."""
+def consumers(
+    url: str, count: int, got: list[tuple[int, Any]], queues: Sequence[Queue] = (TARGET,)
+) -> Iterator[None]:
+    """``count`` consumers of ``queues`` on threads of their own, each appending (its
+    number, payload)."""
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -81,7 +84,7 @@ def consumers(url: str, count: int, got: list[tuple[int, Any]]) -> Iterator[None
                     got.append((number, body))
                 message.ack()
 
-            with Consumer(channel, [TARGET], callbacks=[on_message], accept=["json"]):
+            with Consumer(channel, list(queues), callbacks=[on_message], accept=["json"]):
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         conn.drain_events(timeout=0.2)

@@ -13,7 +13,7 @@ import redis
 from kombu import Consumer, Exchange, Producer, Queue
 
 from taskq.broker import broker_connection
-from taskq.transports.redis import RESTORE_BATCH, SWEEP_GATE_KEY
+from taskq.transports.redis import RESTORE_BATCH
 from taskq.transports.redis_script import UNREADABLE_KEY
 from tests.integration.helpers import wait_for
 
@@ -77,16 +77,16 @@ def consume(
     return got
 
 
-def taken_back(url: str, count: int) -> list[Any]:
+def taken_back(url: str, count: int, queue: str = QUEUE) -> list[Any]:
     """Sweep as another consumer would (1 s leases, sweeping every 0.1 s) and take what
-    comes back, acking it, until ``count`` messages came back."""
+    comes back to ``queue``, acking it, until ``count`` messages came back."""
     again: list[Any] = []
     with broker_connection(url, {"visibility_timeout": 1, "unacked_sweep_interval": 0.1}) as conn:
         channel = conn.default_channel
 
         def take_back() -> bool:
             channel.qos.restore_visible()
-            message = channel.basic_get(QUEUE)
+            message = channel.basic_get(queue)
             if message is not None:
                 again.append(message)
                 message.ack()
@@ -255,20 +255,27 @@ def test_one_sweep_per_interval_serves_every_consumer_unless_it_had_more_to_do(
 
         wait_for(all_due, 30, "the dead consumer's leases to run out")
 
-    def sweep() -> None:
-        options = {"visibility_timeout": 1, "unacked_sweep_interval": 60}
+    def sweep(lease: float = 1) -> str:
+        options = {"visibility_timeout": lease, "unacked_sweep_interval": 60}
         with broker_connection(url, options) as conn:
             conn.default_channel.qos.restore_visible()
+            gate: str = conn.default_channel.sweep_gate
+            return gate
 
     hold_until_due(RESTORE_BATCH + 50)
-    sweep()  # a full batch: the gate comes down, so the next sweep goes on
-    assert client.llen(QUEUE) == RESTORE_BATCH and not client.exists(SWEEP_GATE_KEY)
+    gate = sweep()  # a full batch: the gate comes down, so the next sweep goes on
+    assert client.llen(QUEUE) == RESTORE_BATCH and not client.exists(gate)
     sweep()
-    assert client.llen(QUEUE) == RESTORE_BATCH + 50 and client.exists(SWEEP_GATE_KEY)
+    assert client.llen(QUEUE) == RESTORE_BATCH + 50 and client.exists(gate)
     client.delete(QUEUE)
     hold_until_due(1)
     sweep()  # another consumer within the interval: skipped
     assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 1
-    client.delete(SWEEP_GATE_KEY)  # as when the interval is over
+    # One whose leases last an hour sweeps too (its gate is its own), and leaves it;
+    # it must not keep the 1 s sweepers from sweeping.
+    long_gate = sweep(lease=3600)
+    assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 1
+    assert long_gate != gate and client.exists(long_gate)
+    client.delete(gate)  # as when the interval is over
     sweep()
     assert client.llen(QUEUE) == 1 and client.hlen("unacked") == 0
