@@ -11,7 +11,7 @@ held longer, while its first worker still has it. This subclass adds:
 * a time-based sweep (kombu counts polls, which a busy consumer makes thousands of).
 * landing lists: an idle consumer's wait moves a message into a list of its own, so one
   message wakes one consumer; the renewer keeps a lease on each such list, and the sweep
-  puts a dead consumer's landed messages back on their queue (``landing``).
+  puts a dead consumer's landed messages back on their queue (``redis_landing``).
 * parking: ``park`` moves a far-future ETA message to a sorted set scored by its due
   time; the renewer thread of every consumer moves due ones back to their queue.
 * an atomic take and batched acks (``redis_take``, the base of this channel).
@@ -38,15 +38,12 @@ from kombu.utils.json import dumps
 from ..exceptions import BrokerUnavailable
 from ..message import new_id
 from ..redis_direct import call
-from .redis_park import ParkingChannel
+from .redis_landing import LandingChannel
 from .redis_script import (
     DUE_SCRIPT,
     HELD_KEY,
-    LANDING_END_SCRIPT,
-    LANDING_RENEW_SCRIPT,
     LANDINGS_KEY,
     RENEW_SCRIPT,
-    Source,
 )
 from .redis_take import TakingQoS
 from .wakeup import Waker
@@ -119,7 +116,7 @@ class QoS(TakingQoS):
             return []
 
 
-class Channel(ParkingChannel):
+class Channel(LandingChannel):
     QoS = QoS
     visibility_timeout = DEFAULT_VISIBILITY_TIMEOUT
     unacked_sweep_interval = 5.0
@@ -137,7 +134,7 @@ class Channel(ParkingChannel):
     min_replicas = 0
     min_replicas_timeout = 1.0
     from_transport_options = (
-        *ParkingChannel.from_transport_options,
+        *LandingChannel.from_transport_options,
         "unacked_sweep_interval",
         "lease_renew_interval",
         "celery_visibility_timeout",
@@ -148,8 +145,6 @@ class Channel(ParkingChannel):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._renewer: threading.Thread | None = None
-        self._landings: dict[str, Source] = {}  # by the key of the queue list they serve
-        self._landings_made = 0
         self._stop_renewer = threading.Event()
         renew = self.lease_renew_interval or self.visibility_timeout / 4
         if not 0 < renew < self.visibility_timeout:
@@ -212,57 +207,6 @@ class Channel(ParkingChannel):
         changed: int = self._sync_client().eval(RENEW_SCRIPT, 1, key, *tags)
         return changed
 
-    # -- landing lists
-    def landing(self, source: Source) -> Source | None:
-        """This consumer's landing list for waits on ``source``, leased before first use.
-
-        Without its lease nobody would put back a message this consumer landed and then
-        died holding, so a list whose lease cannot be written (Redis refusing writes) is
-        not used: the wait leaves the message in place instead, as before landing lists.
-        """
-        landing = self._landings.get(source.key)
-        if landing is not None:
-            return landing
-        key = f"taskq.landing.{self._consumer_id}.{self._landings_made}"
-        self._landings_made += 1
-        landing = Source(key, source.queue, source.record, home=source.key)
-        self.ensure_renewer()
-        try:
-            self._sync_client().eval(
-                LANDING_RENEW_SCRIPT, 1, self.global_keyprefix + LANDINGS_KEY,
-                self._landing_member(landing),
-            )  # fmt: skip
-        except redis.ResponseError as exc:
-            logger.debug("Redis refused a landing list's lease, waiting in place: %r", exc)
-            return None
-        self._landings[source.key] = landing
-        return landing
-
-    def landings(self) -> list[Source]:
-        return list(self._landings.values())
-
-    def forget_landings(self, queues: frozenset[str], stopped: bool) -> None:
-        gone = [landing for landing in self.landings() if landing.queue in queues]
-        for landing in gone:
-            del self._landings[landing.wait_key]
-            self._landed.pop(landing.key, None)
-        if stopped:  # else their leases run out, and the sweep puts back what they hold
-            self._end_leases([self._landing_member(landing) for landing in gone])
-
-    def _landing_member(self, landing: Source) -> str:
-        """Its entry in the landings set: ``[landing key, queue list key]``, both whole."""
-        prefix = self.global_keyprefix
-        return str(dumps([prefix + landing.key, prefix + landing.wait_key]))
-
-    def _landing_members(self) -> list[str]:
-        return [self._landing_member(landing) for landing in list(self._landings.values())]
-
-    def renew_landings(self) -> None:
-        members = self._landing_members()
-        if members:
-            key = self.global_keyprefix + LANDINGS_KEY
-            self._sync_client().eval(LANDING_RENEW_SCRIPT, 1, key, *members)
-
     # -- publishing
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
@@ -307,35 +251,7 @@ class Channel(ParkingChannel):
 
     def close(self) -> None:
         self._stop_renewer.set()
-        # The watchers first: once Redis has stopped them, they can land nothing.
-        if not self.closed and self._watchers.close(self._kill_client):
-            self._end_landings()
         super().close()
-
-    def _end_landings(self) -> None:
-        # kombu's close reads the outstanding wait's reply first; so do we, a step early:
-        # once it is read nothing can land any more, and the landing lists' leases can
-        # end now rather than a visibility timeout later, by the sweep.
-        members = self._landing_members()
-        if not members:
-            return
-        try:
-            if self._in_poll:
-                with contextlib.suppress(kombu_redis.Empty):
-                    self._brpop_read()
-        except Exception as exc:
-            logger.debug("Could not read the last wait: %r", exc)
-            return
-        self._end_leases(members)
-
-    def _end_leases(self, members: list[str]) -> None:
-        if not members:
-            return
-        try:
-            key = self.global_keyprefix + LANDINGS_KEY
-            self._sync_client().eval(LANDING_END_SCRIPT, 1, key, *members)
-        except Exception as exc:
-            logger.debug("Could not end the landing lists' leases: %r", exc)
 
 
 class Poller(kombu_redis.MultiChannelPoller):
@@ -360,6 +276,7 @@ class Poller(kombu_redis.MultiChannelPoller):
         # A channel that took messages just now carried its acks along; the others
         # (waiting, out of credit, or not consuming) send theirs before the poll.
         for channel in self._channels:
+            channel.stand_down()
             if not channel.taking:
                 channel.flush_acks()
 

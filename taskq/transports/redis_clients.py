@@ -93,6 +93,12 @@ class ClientChannel(kombu_redis.Channel):
             cached = self._cached_client = super()._create_client(asynchronous=False)
         return cached
 
+    def _unblock_clients(self, client_ids: list[int]) -> Any:
+        with self._sync_client().pipeline(transaction=False) as pipe:
+            for client_id in client_ids:
+                pipe.execute_command("CLIENT", "UNBLOCK", client_id)
+            return pipe.execute()
+
     def _kill_client(self, client_id: int) -> Any:
         return self._sync_client().execute_command("CLIENT", "KILL", "ID", client_id)
 

@@ -22,7 +22,7 @@ from typing import Any
 UNREADABLE_KEY = "taskq.unreadable"
 HELD_KEY = "taskq.held"
 # The landing lists' leases: a sorted set of ``[landing key, queue key]`` (JSON, full key
-# names) scored by the server's time of the last renewal. See ``redis.Channel.landing``.
+# names) scored by the server's time of the last renewal. See ``redis_landing.LandingChannel.landing``.
 LANDINGS_KEY = "taskq.landings"
 
 # The server's time as seconds with microseconds, the unacked index's score.
@@ -190,6 +190,23 @@ for i = 1, #ARGV do moved = moved + put_back(KEYS[1], ARGV[i]) end
 return moved
 """
 )
+
+
+# KEYS: a bell, then landing lists and their queue lists, in pairs -> messages moved.
+# A consumer out of credit gives back what its watchers landed, to the consuming end of
+# its queue, newest first (so the oldest is taken first), and silences its bell.
+GIVE_BACK_SCRIPT = """
+redis.call('DEL', KEYS[1])
+local moved = 0
+for i = 2, #KEYS, 2 do
+  local item = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  while type(item) == 'string' do
+    moved = moved + 1
+    item = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  end
+end
+return moved
+"""
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,18 @@ class TakingChannel(ClientChannel):
             stopped = self._watchers.stop(gone, self._kill_client)
             self.forget_landings(gone - frozenset(queues), stopped)
 
+    def stand_down(self) -> None:
+        """Out of credit, with watchers waiting: stop them and give back what they landed,
+        so that a worker with room takes it rather than this one once it has some."""
+        if self.taking or self.waiting or not self._watchers.armed or self.qos.can_consume():
+            return
+        self._watchers.stand_down(self._unblock_clients, self._kill_client)
+        self.give_back_landed(self._watchers.bell)
+
+    def give_back_landed(self, bell: str) -> None:
+        """Move every landing list's messages back to their queue, and silence ``bell``
+        (the channel that keeps the lists does: ``redis.Channel``)."""
+
     def _credit(self) -> int:
         credit = self.qos.can_consume_max_estimate()  # None: no prefetch limit
         batch = int(self.fetch_batch)

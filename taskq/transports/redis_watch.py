@@ -16,6 +16,11 @@ which end at least every ``brpop_timeout``; nothing else reads the watchers' con
 so they stay out of kombu's poller. A watcher that cannot run (its connection lost) costs
 latency, never a message: every take looks at every queue and landing list anyway.
 
+A consumer that runs out of credit (prefetch) must not go on landing messages it cannot
+take while other workers are idle: its watchers stand down (``CLIENT UNBLOCK``, their
+replies read) and whatever they had landed goes back to the consuming end of its queue.
+They wait again with the consumer's next wait.
+
 A watcher is stopped with ``CLIENT KILL ID`` from another connection before its landing
 list's lease ends: once Redis has answered that, the watcher's wait can no longer move a
 message, where a socket merely closed on the worker's side could still be served.
@@ -23,6 +28,7 @@ message, where a socket merely closed on the worker's side could still be served
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 WATCH_TIMEOUT = 10  # seconds a watcher waits before it is armed again (on its queue's peek)
 STALE_AFTER = 10.0  # seconds past its timeout without a reply: the connection is dead
+UNBLOCKED_REPLY = 5.0  # seconds an unblocked watcher's reply may take before it is killed
 BELL_TTL_MS = 60_000  # a ring nobody takes (its consumer gone) expires by itself
 
 # KEYS: the bell. ARGV: its lifetime in ms. At most one ring waits, so a consumer that was
@@ -75,6 +82,11 @@ class Watchers:
     @property
     def queues(self) -> frozenset[str]:
         return frozenset(self._by_queue)
+
+    @property
+    def armed(self) -> bool:
+        """Whether any watcher's wait is outstanding."""
+        return any(watcher.armed_at is not None for watcher in self._by_queue.values())
 
     def harvest(self) -> None:
         """Read the replies of the watchers whose wait ended, so they can wait again."""
@@ -122,6 +134,31 @@ class Watchers:
             ]
             connection.send_packed_command(connection.pack_commands(commands))
             watcher.armed_at = time.monotonic()
+
+    def stand_down(self, unblock: Callable[[list[int]], Any], kill: Callable[[int], Any]) -> None:
+        """End every outstanding wait now and read its replies: afterwards no watcher
+        can move a message until armed again. ``unblock`` sends ``CLIENT UNBLOCK`` for
+        each id, on another connection."""
+        armed = [w for w in self._by_queue.values() if w.armed_at is not None]
+        live = [w for w in armed if w.connection._sock is not None]
+        if live:
+            unblock([w.client_id or 0 for w in live])
+        for watcher in armed:
+            watcher.armed_at = None
+            connection = watcher.connection
+            try:
+                if connection._sock is not None and connection.can_read(timeout=UNBLOCKED_REPLY):
+                    _read_replies(connection, 2)
+                    continue
+            except redis.exceptions.ResponseError:
+                continue  # answered: its wait is over
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                pass
+            # No answer: unblocked before Redis had even read its wait. Only its end
+            # makes sure the wait never runs.
+            with contextlib.suppress(Exception):
+                kill(watcher.client_id or 0)
+            connection.disconnect()
 
     def stop(self, queues: Iterable[str], kill: Callable[[int], Any]) -> bool:
         """Stop the watchers of ``queues``; True if Redis confirmed that none of their

@@ -139,3 +139,66 @@ def test_a_message_a_dead_consumers_watcher_moved_goes_back_to_its_queue(url: st
     assert [m.payload["n"] for m in again] == [0]
     assert landed(client) == {} and client.zcard(LANDINGS_KEY) == 0
     assert client.hlen("unacked") == 0
+
+
+def test_a_consumer_out_of_credit_leaves_new_messages_to_others(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    got: list[Any] = []
+    with broker_connection(url) as conn:
+        channel = conn.default_channel
+        channel.basic_qos(0, 1, False)
+        on_message = lambda _b, m: got.append(m)  # noqa: E731
+        with Consumer(channel, QUEUES, callbacks=[on_message], accept=["json"]):
+
+            def drain() -> None:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.2)
+
+            drain()
+            wait_for(lambda: idle(client, 1), 30, "the consumer to wait on every queue")
+            publish(url, 1, queue=NAMES[0])
+            wait_for(lambda: (drain(), len(got) == 1)[1], 30, "the first message")
+            # Its one message in hand (prefetch 1), the consumer stands its watchers down
+            # before it waits again...
+            drain()
+            assert waiting_on_blmove(client) == 0 and waiting_on_bell(client) == 0
+            # ...so a message for it stays in its queue for any worker with room, rather
+            # than land in this one's list until its task is done.
+            publish(url, 1, queue=NAMES[1])
+            drain()
+            assert client.llen(NAMES[1]) == 1 and landed(client) == {}
+            got[0].ack()
+            wait_for(lambda: (drain(), len(got) == 2)[1], 30, "the second message")
+            assert got[1].payload == {"n": 0} and got[1].delivery_info["routing_key"] == NAMES[1]
+            got[1].ack()
+            channel.flush_acks()
+    assert client.hlen("unacked") == 0 and all(client.llen(name) == 0 for name in NAMES)
+
+
+def test_what_landed_while_credit_ran_out_goes_back_to_its_queue(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    got: list[Any] = []
+    with broker_connection(url) as conn:
+        channel = conn.default_channel
+        channel.basic_qos(0, 1, False)
+        on_message = lambda _b, m: got.append(m)  # noqa: E731
+        with Consumer(channel, QUEUES, callbacks=[on_message], accept=["json"]):
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+            wait_for(lambda: idle(client, 1), 30, "the consumer to wait on every queue")
+            # Two at once: both land, and the take behind the wait (for one) gets one.
+            for name in NAMES[:2]:
+                publish(url, 1, queue=name)
+            for _ in range(100):
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.2)
+                if got:
+                    break
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)  # out of credit: the watchers stand down
+            assert len(got) == 1 and landed(client) == {} and waiting_on_blmove(client) == 0
+            other = NAMES[1] if got[0].delivery_info["routing_key"] == NAMES[0] else NAMES[0]
+            assert client.llen(other) == 1  # given back, for a worker with room
+            assert not list(client.scan_iter("taskq.bell.*"))  # no ring left to wake it
+            got[0].ack()
+            channel.flush_acks()

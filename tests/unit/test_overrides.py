@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from taskq.transports import amqp, redis, redis_clients, redis_take, sqlite
+from taskq.transports import amqp, redis, redis_clients, redis_landing, redis_take, sqlite
 from taskq.worker import prefork
 
 CLASSES = [
-    redis.QoS, redis.Channel, redis.Poller, redis.Transport,
+    redis.QoS, redis.Channel, redis.Poller, redis.Transport, redis_landing.LandingChannel,
     redis_take.TakingQoS, redis_take.TakingChannel, redis_clients.ClientChannel,
     amqp.BufferedTCPTransport, amqp.Channel, amqp.Connection, amqp.Transport,
     sqlite.QoS, sqlite.Channel, sqlite.Transport,
