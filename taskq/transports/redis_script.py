@@ -22,7 +22,7 @@ from typing import Any
 UNREADABLE_KEY = "taskq.unreadable"
 HELD_KEY = "taskq.held"
 # The landing lists' leases: a sorted set of ``[landing key, queue key]`` (JSON, full key
-# names) scored by the server's time of the last renewal. See ``redis_landing.LandingChannel.landing``.
+# names) scored by the server's time of the last renewal. See ``redis_landing``.
 LANDINGS_KEY = "taskq.landings"
 
 # The server's time as seconds with microseconds, the unacked index's score.
