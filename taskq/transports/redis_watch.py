@@ -46,9 +46,11 @@ STALE_AFTER = 10.0  # seconds past its timeout without a reply: the connection i
 UNBLOCKED_REPLY = 5.0  # seconds an unblocked watcher's reply may take before it is killed
 BELL_TTL_MS = 60_000  # a ring nobody takes (its consumer gone) expires by itself
 
-# KEYS: the bell. ARGV: its lifetime in ms. At most one ring waits, so a consumer that was
-# busy while several messages landed wakes once, and its take gets them all.
+# KEYS: the bell, the watcher's landing list. ARGV: the bell's lifetime in ms. Rings only
+# if something landed (not after a wait that timed out). At most one ring waits, so a
+# consumer that was busy while several messages landed wakes once, and takes them all.
 RING_SCRIPT = """
+if redis.call('LLEN', KEYS[2]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[1], 1)
 redis.call('LTRIM', KEYS[1], 0, 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -130,7 +132,7 @@ class Watchers:
             p = self._prefix
             commands = [
                 ("BLMOVE", p + source.key, p + landing.key, "RIGHT", "LEFT", WATCH_TIMEOUT),
-                ("EVAL", RING_SCRIPT, 1, self.bell, BELL_TTL_MS),
+                ("EVAL", RING_SCRIPT, 2, self.bell, p + landing.key, BELL_TTL_MS),
             ]
             connection.send_packed_command(connection.pack_commands(commands))
             watcher.armed_at = time.monotonic()
