@@ -223,7 +223,8 @@ class TakingChannel(ClientChannel):
             if landing is None:
                 return False
             wanted[queue] = (source, landing)
-        self._watchers.arm(wanted)
+        if not self._watchers.arm(wanted):
+            return False
         # If the take behind this wait fails, the next one goes without a wait first.
         self._landed.update((landing.key, landing) for _, landing in wanted.values())
         return True

@@ -23,7 +23,9 @@ They wait again with the consumer's next wait.
 
 A watcher is stopped with ``CLIENT KILL ID`` from another connection before its landing
 list's lease ends: once Redis has answered that, the watcher's wait can no longer move a
-message, where a socket merely closed on the worker's side could still be served.
+message, where a socket merely closed on the worker's side could still be served. A
+server that refuses ``CLIENT`` commands (an ACL, a managed service) gets no watchers: the
+consumer waits on one queue and looks at all of them every 0.1 s, as before watchers.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Watchers:
         self._prefix = prefix
         self.bell = prefix + bell
         self._by_queue: dict[str, Watcher] = {}
+        self.refused = False  # the server refused a CLIENT command: no more watchers
 
     @property
     def queues(self) -> frozenset[str]:
@@ -115,9 +118,12 @@ class Watchers:
                 connection.disconnect()  # connects again when next armed
             watcher.armed_at = None
 
-    def arm(self, wanted: dict[str, tuple[Source, Source]]) -> None:
+    def arm(self, wanted: dict[str, tuple[Source, Source]]) -> bool:
         """Have every queue in ``wanted`` (queue: its list to watch, its landing list)
-        watched; a watcher already waiting goes on waiting where it is."""
+        watched; a watcher already waiting goes on waiting where it is. False if the
+        server refuses watchers."""
+        if self.refused:
+            return False
         for queue, (source, landing) in wanted.items():
             watcher = self._by_queue.get(queue)
             if watcher is None:
@@ -128,7 +134,12 @@ class Watchers:
             if connection._sock is None or watcher.client_id is None:
                 connection.connect()
                 connection.send_command("CLIENT", "ID")
-                watcher.client_id = int(connection.read_response())
+                try:
+                    watcher.client_id = int(connection.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    connection.disconnect()
+                    self._refuse(exc)
+                    return False
             p = self._prefix
             commands = [
                 ("BLMOVE", p + source.key, p + landing.key, "RIGHT", "LEFT", WATCH_TIMEOUT),
@@ -136,15 +147,30 @@ class Watchers:
             ]
             connection.send_packed_command(connection.pack_commands(commands))
             watcher.armed_at = time.monotonic()
+        return True
+
+    def _refuse(self, exc: Exception) -> None:
+        logger.warning(
+            "Redis refused %r, which watching several queues at once needs (CLIENT ID, "
+            "UNBLOCK and KILL): this consumer looks at its queues every 0.1 s instead.",
+            exc,
+        )
+        self.refused = True
 
     def stand_down(self, unblock: Callable[[list[int]], Any], kill: Callable[[int], Any]) -> None:
         """End every outstanding wait now and read its replies: afterwards no watcher
         can move a message until armed again. ``unblock`` sends ``CLIENT UNBLOCK`` for
         each id, on another connection."""
+        if self.refused:
+            return  # their waits end by themselves; they are not armed again
         armed = [w for w in self._by_queue.values() if w.armed_at is not None]
         live = [w for w in armed if w.connection._sock is not None]
         if live:
-            unblock([w.client_id or 0 for w in live])
+            try:
+                unblock([w.client_id or 0 for w in live])
+            except redis.exceptions.ResponseError as exc:
+                self._refuse(exc)
+                return
         for watcher in armed:
             watcher.armed_at = None
             connection = watcher.connection

@@ -202,3 +202,36 @@ def test_what_landed_while_credit_ran_out_goes_back_to_its_queue(url: str) -> No
             assert not list(client.scan_iter("taskq.bell.*"))  # no ring left to wake it
             got[0].ack()
             channel.flush_acks()
+
+
+def test_without_client_commands_a_consumer_of_several_queues_polls_them(url: str) -> None:
+    # An ACL (or a managed Redis) that refuses CLIENT: no watchers, and nothing breaks.
+    client = redis.Redis.from_url(url)
+    client.acl_setuser(
+        "noclient", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-client"],
+    )  # fmt: skip
+    host, db = url.split("://", 1)[1].rsplit("/", 1)
+    limited = f"redis://noclient:pw@{host}/{db}"
+    got: list[Any] = []
+    try:
+        with broker_connection(limited) as conn:
+            channel = conn.default_channel
+            channel.basic_qos(0, 10, False)
+            on_message = lambda _b, m: (got.append(m), m.ack())  # noqa: E731
+            with Consumer(channel, QUEUES, callbacks=[on_message], accept=["json"]):
+                for name in NAMES:
+                    publish(url, 1, queue=name)
+
+                def drained() -> bool:
+                    with contextlib.suppress(TimeoutError):
+                        conn.drain_events(timeout=0.2)
+                    return len(got) == 3
+
+                wait_for(drained, 30, "a message from each queue")
+                assert waiting_on_bell(client) == 0 and waiting_on_blmove(client) <= 1
+            channel.flush_acks()
+    finally:
+        client.acl_deluser("noclient")
+    assert sorted(m.delivery_info["routing_key"] for m in got) == sorted(NAMES)
+    assert client.hlen("unacked") == 0 and all(client.llen(name) == 0 for name in NAMES)
