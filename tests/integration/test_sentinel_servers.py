@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
-from kombu import Exchange, Producer, Queue
+from kombu import Consumer, Exchange, Producer, Queue
 
 from taskq import BrokerUnavailable, Taskq
 from taskq.beat import open_store
@@ -135,3 +136,33 @@ def test_min_replicas_publishes_once_a_replica_has_it_or_raises(pair: Pair) -> N
         finally:
             app.close()
         assert master.info("commandstats")["cmdstat_wait"]["calls"] == waits + 1
+
+
+def test_a_consumer_of_two_queues_watches_both_on_the_master(pair: Pair) -> None:
+    # Its watchers' connections come from the sentinel pool's connection class: they go to
+    # the master the sentinels name, like every other connection of the channel.
+    names = ("sw-a", "sw-b")
+    queues = [Queue(name, Exchange(name, "direct"), name) for name in names]
+    got: list[Any] = []
+    master = pair.client(pair.first)
+
+    def blocked(cmd: str) -> int:
+        return sum(1 for c in master.client_list() if c.get("cmd") == cmd and "b" in c["flags"])
+
+    with broker_connection(pair.url(0), OPTIONS) as conn:
+        channel = conn.default_channel
+        on_message = lambda body, m: (got.append(body), m.ack())  # noqa: E731
+
+        def drain() -> None:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
+
+        with Consumer(channel, queues, callbacks=[on_message], accept=["json"]):
+            drain()
+            wait_for(lambda: blocked("blmove") == 2 and blocked("blpop") == 1, 30, "watchers")
+            producer = Producer(channel)
+            for n, queue in enumerate(queues):
+                producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.name,
+                                 declare=[queue], serializer="json")  # fmt: skip
+            wait_for(lambda: (drain(), len(got) == 2)[1], 30, "a message from each queue")
+    assert sorted(body["n"] for body in got) == [0, 1]
