@@ -24,6 +24,10 @@ def custom_transport(scheme: str) -> type[Any] | None:
         from .transports.sqlite import Transport as Sqlite
 
         return Sqlite
+    if scheme == "memory":
+        from .transports.memory import Transport as Memory
+
+        return Memory
     if scheme in ("amqp", "pyamqp"):
         from .transports.amqp import Transport as Amqp
 

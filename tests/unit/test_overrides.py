@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from taskq.transports import amqp, redis, redis_clients, redis_landing, redis_take, sqlite
+from taskq.transports import amqp, memory, redis, redis_clients, redis_landing, redis_take, sqlite
 from taskq.worker import prefork
 
 CLASSES = [
     redis.QoS, redis.Channel, redis.Poller, redis.Transport, redis_landing.LandingChannel,
     redis_take.TakingQoS, redis_take.TakingChannel, redis_clients.ClientChannel,
     amqp.BufferedTCPTransport, amqp.Channel, amqp.Connection, amqp.Transport,
-    sqlite.QoS, sqlite.Channel, sqlite.Transport,
+    sqlite.QoS, sqlite.Channel, sqlite.Transport, memory.Channel, memory.Transport,
     prefork._Billiard, prefork._ResultsOnTheLoop,
 ]  # fmt: skip
 
