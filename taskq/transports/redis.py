@@ -44,6 +44,7 @@ from .redis_script import (
     HELD_KEY,
     LANDINGS_KEY,
     RENEW_SCRIPT,
+    Source,
 )
 from .redis_take import TakingQoS
 from .wakeup import Waker
@@ -174,6 +175,11 @@ class Channel(LandingChannel):
         return super().basic_get(*args, **kwargs)
 
     # -- leases
+    def landing(self, source: Source) -> Source | None:
+        # A landing list's lease must be renewed from its first use (redis_landing).
+        self.ensure_renewer()
+        return super().landing(source)
+
     def ensure_renewer(self) -> None:
         if self._renewer is None or not self._renewer.is_alive():
             self._stop_renewer.clear()

@@ -38,16 +38,13 @@ class LandingChannel(ParkingChannel):
         self._landings: dict[str, Source] = {}  # by the key of the queue list they serve
         self._landings_made = 0
 
-    def ensure_renewer(self) -> None:
-        """Have the landing lists' leases renewed from now on (``redis.Channel``)."""
-        raise NotImplementedError
-
     def landing(self, source: Source) -> Source | None:
         """This consumer's landing list for waits on ``source``, leased before first use.
 
         Without its lease nobody would put back a message this consumer landed and then
         died holding, so a list whose lease cannot be written (Redis refusing writes) is
         not used: the wait leaves the message in place instead, as before landing lists.
+        The lease is renewed by ``redis.Channel``'s renewer, which it starts before this.
         """
         landing = self._landings.get(source.key)
         if landing is not None:
@@ -55,7 +52,6 @@ class LandingChannel(ParkingChannel):
         key = f"taskq.landing.{self._consumer_id}.{self._landings_made}"
         self._landings_made += 1
         landing = Source(key, source.queue, source.record, home=source.key)
-        self.ensure_renewer()
         try:
             self._sync_client().eval(
                 LANDING_RENEW_SCRIPT, 1, self.global_keyprefix + LANDINGS_KEY,
